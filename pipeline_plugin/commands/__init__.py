@@ -1,0 +1,1 @@
+"""Subcommands: one module per command family, each with ``register(subparsers)``."""

@@ -1,0 +1,68 @@
+"""CI providers: start a pipeline for one (rule, event) pair.
+
+One module per backend (``local``, ``github``, ``gitlab``, ``azure_devops``), each defining
+``PROVIDER``, an object with ``name`` and ``dispatch(run) -> DispatchResult``. SDKs are imported
+only inside their backend module. ``dispatch`` must be safe to call again for the same
+``run.run_id`` (the worker retries after a crash): backends that cannot ask the service whether the
+run exists rely on the worker's record of the dispatch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+from ..errors import ConfigError, suggest
+from ..events import ModelVersionEvent
+
+BACKENDS: dict[str, str] = {
+    "local": "local",
+    "github": "github",
+    "gitlab": "gitlab",
+    "azure-devops": "azure_devops",
+}
+
+
+@dataclass
+class PipelineRun:
+    run_id: str  # stable: derived from (event id, rule name); used as idempotency key
+    rule_name: str
+    pipeline: Mapping[str, Any]  # the rule's `pipeline:` section (provider, target keys, stage settings)
+    event: ModelVersionEvent
+    state_dir: Path | None = None
+    rules_dir: Path | None = None  # where the rule file lives: relative paths in `pipeline` resolve here
+
+
+@dataclass
+class DispatchResult:
+    provider: str
+    status: str  # "dispatched" (runs elsewhere), "succeeded" or "failed" (ran in-process)
+    url: str | None = None
+    external_id: str | None = None
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "status": self.status,
+            "url": self.url,
+            "external_id": self.external_id,
+            "detail": self.detail,
+            **({"data": self.data} if self.data else {}),
+        }
+
+
+class Provider(Protocol):
+    name: str
+
+    def dispatch(self, run: PipelineRun) -> DispatchResult: ...
+
+
+def get_provider(name: str) -> Provider:
+    if name not in BACKENDS:
+        raise ConfigError(f"no CI provider {name!r}.{suggest(name, BACKENDS)} Installed: {', '.join(BACKENDS)}")
+    module = importlib.import_module(f"{__name__}.{BACKENDS[name]}")
+    return module.PROVIDER

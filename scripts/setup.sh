@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Sets up everything pipeline-plugin needs on a fresh Debian/Ubuntu machine (as root, or with sudo):
+# Debian packages (Docker Engine, docker-registry, debootstrap, nginx), a Python venv in .venv with
+# the project and its test extras, a running Docker daemon, and the local base image.
+# Safe to run again: every step checks before it acts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+need_pkgs=()
+command -v dockerd >/dev/null || need_pkgs+=(docker.io)
+command -v docker-registry >/dev/null || [ -x /usr/bin/docker-registry ] || need_pkgs+=(docker-registry)
+command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
+command -v nginx >/dev/null || need_pkgs+=(nginx-light)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  say "installing Debian packages: ${need_pkgs[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+# the Debian packages start services through init scripts we do not rely on
+$SUDO pkill -f '^/usr/bin/docker-registry' 2>/dev/null || true
+
+bash scripts/services.sh docker
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import pipeline_plugin, mlflow, pytest' 2>/dev/null || [ pyproject.toml -nt .venv/.installed ]; then
+  say "installing pipeline-plugin and its test dependencies into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  touch .venv/.installed
+fi
+
+bash scripts/services.sh base-image
+say "ready"

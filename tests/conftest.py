@@ -1,0 +1,44 @@
+"""Fixtures shared by every test folder. Real services are required, never skipped: a test that
+needs Docker fails with the command that starts it when no daemon answers."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from pipeline_plugin import settings
+
+
+def unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> int:
+    return unused_port()
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - turned into a failure with a fix
+        pytest.fail(f"Docker Engine does not answer ({exc}); start it with `bash scripts/services.sh docker`")
+    return client
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client) -> str:
+    """The local base image; built by `scripts/services.sh base-image` (setup does it)."""
+    tag = settings.default_base_image()
+    try:
+        docker_client.images.get(tag)
+    except Exception:  # noqa: BLE001
+        pytest.fail(f"base image {tag} is missing; build it with `bash scripts/services.sh base-image`")
+    return tag
