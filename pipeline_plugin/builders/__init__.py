@@ -1,0 +1,1 @@
+"""Image builders: the model image (docker.py) and the local base image (base_image.py)."""
