@@ -1,0 +1,244 @@
+"""Render a CI pipeline for one (rule, event) pair from the Jinja2 templates in ``templates/``.
+
+Event values come from outside (a registry webhook). They reach a rendered pipeline only as data:
+workflow inputs, pipeline parameters or variables, always YAML-escaped by the ``yaml`` filter, and
+never inside ``${{ }}``, ``$( )``, ``$[ ]``, ``{{ }}`` or shell text. The pipelines' scripts read them
+from environment variables. On top of that, every event value must match a strict pattern
+(:data:`PATTERNS`); anything else is refused with a :class:`PayloadError` that names the field, the
+value and the allowed pattern, so a hostile model name never gets near a CI system.
+
+The same checks guard ``dispatch``: :func:`pipeline_inputs` is what the providers send.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound
+from jinja2.exceptions import TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from . import __version__, settings
+from .errors import ConfigError, PayloadError, suggest
+from .events import ModelVersionEvent
+
+#: render providers -> (template folder, template file, output path inside a repository)
+TEMPLATES: dict[str, tuple[str, str, str]] = {
+    "github": ("github", "deploy-model.yml.j2", ".github/workflows/deploy-model.yml"),
+    "azure-pipelines": ("azure-pipelines", "deploy-model.yml.j2", "azure-pipelines/deploy-model.yml"),
+    "gitlab": ("gitlab", "deploy-model.gitlab-ci.yml.j2", ".gitlab-ci.yml"),
+}
+
+#: dispatch provider name -> render provider name
+RENDER_NAME = {"github": "github", "azure-devops": "azure-pipelines", "gitlab": "gitlab"}
+
+# ---- strict patterns for values that come from an event ----------------------------------------
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+PATTERNS: dict[str, str] = {
+    "model": _NAME,
+    "version": r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$",
+    "source": r"^[a-z][a-z0-9-]{0,31}$",
+    "kind": r"^[a-z_]+\.[a-z_]+$",
+    "event_id": r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
+    "alias": _NAME,
+    "tag key": r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$",
+    # tag values are data, but still may not carry anything a CI system would expand:
+    # no $ { } ` \ < > quotes or control characters, at most 256 characters
+    "tag value": r"^[^$`{}\\<>\"'\x00-\x1f\x7f]{0,256}$",
+    "artifact uri": r"^[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9._~:/?#@!&*+,;=%-]{1,1024}$",
+}
+_PATTERN_HELP = {
+    "tag value": "at most 256 characters without $ { } ` \\ < > quotes or control characters",
+}
+
+
+def check_value(field: str, value: str, kind: str | None = None) -> str:
+    """Return ``value`` if it matches the pattern for ``kind`` (default: ``field``), else raise a
+    :class:`PayloadError` naming the field, the value and the allowed pattern."""
+    kind = kind or field
+    pattern = PATTERNS[kind]
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
+        shown = _PATTERN_HELP.get(kind, pattern)
+        raise PayloadError(
+            f"event field {field!r} has value {value!r}, which is not allowed in a CI pipeline: "
+            f"it must match {shown}. Rename it in the registry (or drop the tag with the rule's "
+            f"pipeline.forward_tags) and send the event again.",
+            field=field,
+            value=value,
+            pattern=pattern,
+        )
+    return value
+
+
+def event_id(event: ModelVersionEvent, rule_name: str) -> str:
+    """The id a pipeline run carries back to the event (same hash the worker uses for run_id)."""
+    return hashlib.sha256(f"{event.dedupe_key()}|{rule_name}".encode()).hexdigest()[:32]
+
+
+def forwarded_tags(event: ModelVersionEvent, pipeline: Mapping[str, Any]) -> dict[str, str]:
+    """The event tags a pipeline receives: all of them, or only ``pipeline.forward_tags``."""
+    wanted = pipeline.get("forward_tags")
+    if wanted is not None and not isinstance(wanted, list):
+        raise ConfigError(f"pipeline.forward_tags must be a list of tag names, got {wanted!r}")
+    tags = {k: v for k, v in sorted(event.tags.items()) if wanted is None or k in wanted}
+    for key, value in tags.items():
+        check_value(f"tags.{key}", key, "tag key")
+        check_value(f"tags.{key}", value, "tag value")
+    return tags
+
+
+def pipeline_inputs(event: ModelVersionEvent, pipeline: Mapping[str, Any], run_id: str) -> dict[str, str]:
+    """The checked values a pipeline receives for one event: what ``render`` writes as defaults
+    and what ``dispatch`` sends as inputs / variables / parameters (all strings)."""
+    values = {
+        "model": check_value("model", event.model),
+        "version": check_value("version", event.version),
+        "source": check_value("source", event.source),
+        "kind": check_value("kind", event.kind),
+        "event-id": check_value("event_id", run_id),
+        "tags": json.dumps(forwarded_tags(event, pipeline), sort_keys=True, separators=(",", ":")),
+        "artifact-uri": "",
+    }
+    if event.artifact_uri:
+        values["artifact-uri"] = check_value("artifact_uri", event.artifact_uri, "artifact uri")
+    return values
+
+
+# ---- settings a rule may give a rendered pipeline ------------------------------------------------
+@dataclass(frozen=True)
+class _Setting:
+    default: Any
+    pattern: str | None = None  # for strings rendered into YAML as data
+    kind: type = str
+
+
+_PATH = r"^[A-Za-z0-9._/-][A-Za-z0-9._/ -]{0,254}$"
+SETTINGS: dict[str, _Setting] = {
+    "service": _Setting("", _NAME),
+    "approval": _Setting(True, kind=bool),
+    "entry_script": _Setting("score.py", _PATH),
+    "source_dir": _Setting("", _PATH),
+    "requirements": _Setting("", _PATH),
+    "conda": _Setting("", _PATH),
+    "sample": _Setting("sample.json", _PATH),
+    "expect": _Setting("", _PATH),
+    "tolerance": _Setting("", r"^[0-9.eE+-]{1,32}$"),
+    "image_repository": _Setting("localhost:5000/models", r"^[a-z0-9][a-z0-9._:/-]{0,254}$"),
+    "base_image": _Setting("", r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,254}$"),
+    "target": _Setting("docker", r"^(docker|process|kubernetes)$"),
+    "staging_port": _Setting(8890, kind=int),
+    "production_port": _Setting(8891, kind=int),
+    "config": _Setting("", _PATH),
+    "strategy": _Setting("blue-green", r"^(blue-green|canary)$"),
+    "runs_on": _Setting("ubuntu-latest", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
+    "action": _Setting("pipeline-plugin/pipeline-plugin@v0", r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}@[A-Za-z0-9._/-]{1,100}$"),
+    "install": _Setting("pipeline-plugin", r"^[A-Za-z0-9][A-Za-z0-9._=<>!~\[\],@:/+-]{0,254}$"),
+    "python": _Setting("3.12", r"^3\.[0-9]{1,2}$"),
+    "event_type": _Setting("pipeline-plugin.deploy", r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"),
+    "vm_image": _Setting("ubuntu-latest", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
+    "image": _Setting("python:3.12-slim", r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,254}$"),
+}
+
+
+def template_settings(pipeline: Mapping[str, Any], rule_name: str = "rule") -> dict[str, Any]:
+    """Rule ``pipeline`` settings the templates use, checked and with defaults filled in."""
+    out: dict[str, Any] = {}
+    for key, spec in SETTINGS.items():
+        value = pipeline.get(key, spec.default)
+        if value is None:
+            value = spec.default
+        where = f"rule {rule_name!r}: pipeline.{key}"
+        if spec.kind is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where} must be true or false, got {value!r}")
+        elif spec.kind is int:
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+                raise ConfigError(f"{where} must be a port number (1-65535), got {value!r}")
+        else:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, str) or (value and spec.pattern and not re.fullmatch(spec.pattern, value)):
+                raise ConfigError(f"{where} is {value!r}; it must match {spec.pattern}")
+        out[key] = value
+    return out
+
+
+# ---- rendering -----------------------------------------------------------------------------------
+def _yaml_scalar(value: Any) -> str:
+    """A YAML double-quoted scalar (JSON strings are valid YAML; non-ASCII is \\u-escaped)."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
+        return json.dumps(value)
+    return json.dumps(str(value), ensure_ascii=True)
+
+
+def _environment(folder: Path) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        loader=FileSystemLoader(str(folder)),
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        # the pipelines use ${{ }} and $[ ] themselves: Jinja uses <{ }> / <% %> so that the two
+        # never mix and a `{{` in a template is always the CI system's, never ours
+        variable_start_string="<{",
+        variable_end_string="}>",
+        block_start_string="<%",
+        block_end_string="%>",
+        comment_start_string="<#",
+        comment_end_string="#>",
+    )
+    env.filters["yaml"] = _yaml_scalar
+    return env
+
+
+def templates_dir() -> Path:
+    return settings.data_dir("templates")
+
+
+@dataclass
+class Rendered:
+    provider: str
+    path: str  # where the file belongs inside a repository
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"provider": self.provider, "path": self.path}
+
+
+def render_pipeline(
+    provider: str,
+    event: ModelVersionEvent,
+    rule_name: str,
+    pipeline: Mapping[str, Any],
+    run_id: str | None = None,
+    template_dir: Path | None = None,
+) -> Rendered:
+    """Render the pipeline file for ``provider`` (``github``, ``azure-pipelines``, ``gitlab``)."""
+    if provider not in TEMPLATES:
+        raise ConfigError(f"no pipeline template for provider {provider!r}.{suggest(provider, TEMPLATES)}")
+    folder_name, file_name, out_path = TEMPLATES[provider]
+    run_id = run_id or event_id(event, rule_name)
+    inputs = pipeline_inputs(event, pipeline, run_id)
+    opts = template_settings(pipeline, rule_name)
+    if not opts["service"]:
+        opts["service"] = inputs["model"].lower()
+    context = {
+        "inputs": inputs,
+        "opts": opts,
+        "rule": rule_name,
+        "plugin_version": __version__,
+    }
+    folder = (template_dir or templates_dir()) / folder_name
+    try:
+        text = _environment(folder).get_template(file_name).render(**context)
+    except TemplateNotFound:
+        raise ConfigError(f"template {folder / file_name} is missing; reinstall pipeline-plugin") from None
+    except TemplateError as exc:
+        raise ConfigError(f"template {folder / file_name} failed to render: {exc}") from None
+    return Rendered(provider=provider, path=out_path, text=text)
