@@ -1,0 +1,104 @@
+"""The rollback stage: put an environment back on the previous (or a named) version's image.
+
+The image comes from the deployment history (what the environment served before), the switch is
+the target's zero-downtime ``update``, and the source registry's aliases move back.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..errors import NotFoundError
+from ..history import History, Record, current_actor
+from ..targets import get_target
+from .promote import StageResult, _port_of, _write, model_origin, resolve_target, snapshot, spec_for
+from .. import writeback
+
+
+def choose(history: History, service: str, env: str, current_image_id: str | None, to_version: str | None) -> tuple[Record, Record | None]:
+    """The record to roll back to, and the one that served before it (the next previous)."""
+    served = history.serving_history(service, env)
+    # an image a rollback moved away from is not a candidate for "previous" (no ping-pong)
+    abandoned = {r.details.get("from_image_id") for r in served if r.action == "rollback"}
+    candidate = None
+    for i, rec in enumerate(served):
+        if not rec.image_id or rec.image_id == current_image_id:
+            continue
+        if to_version is not None:
+            if rec.version == str(to_version):
+                candidate = (i, rec)
+                break
+        elif rec.image_id not in abandoned:
+            candidate = (i, rec)
+            break
+    if candidate is None:
+        seen = sorted({f"v{r.version}" if r.version else (r.image_id or "?")[:19] for r in served})
+        what = f"version {to_version}" if to_version is not None else "a previous version"
+        raise NotFoundError(
+            f"{service} {env} has no {what} to roll back to; its history has: {', '.join(seen) or 'nothing'}"
+            + (" (see `pipeline-plugin status --name " + service + "`)"),
+            service=service, env=env,
+        )
+    index, rec = candidate
+    before = next((r for r in served[index + 1:] if r.image_id and r.image_id != rec.image_id), None)
+    return rec, before
+
+
+def rollback(
+    service: str,
+    *,
+    env: str = "production",
+    to_version: str | None = None,
+    target: str | None = None,
+    keys: tuple[str, ...] = (),
+    history: History | None = None,
+    run_id: str | None = None,
+    cause: str | None = None,
+    reason: str | None = None,
+    write_back: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> StageResult:
+    say = progress or (lambda _m: None)
+    history = history or History()
+    target_name = resolve_target(service, env, history, target)
+    tgt = get_target(target_name)
+    current = tgt.get(service, env)
+    current_id = current.image_id if current else None
+    rec, before = choose(history, service, env, current_id, to_version)
+    cause = cause or f"user:{current_actor()}"
+    from_version = None
+    if current is not None:
+        from_version = current.version or model_origin(service, current, history, target_name).get("version")
+    say(f"rolling {service} {env} back to {rec.image_id}" + (f" (v{rec.version})" if rec.version else ""))
+    if current is not None:
+        spec = spec_for(current, env, rec.image_id, _port_of(current), keys, {})
+        restored = tgt.update(spec)
+    else:
+        from ..targets import DeploymentSpec
+
+        restored = tgt.create(DeploymentSpec(service=service, env=env, image=rec.image_id, keys=keys))
+    why = reason or (f"rollback to v{to_version} requested" if to_version else "rollback to the previous version requested")
+    history.record(
+        Record(
+            action="rollback", status="succeeded", service=service, env=env, target=target_name, image=rec.image,
+            image_id=rec.image_id, model=rec.model, version=rec.version, scoring_uri=restored.scoring_uri,
+            run_id=run_id, cause=cause, reason=why,
+            details={"from_image_id": current_id, "from_version": from_version, "source": rec.details.get("source"),
+                     "registry": rec.details.get("registry")},
+        )
+    )
+    result = StageResult(
+        stage="rollback", service=service, env=env, status="rolled-back", target=target_name, image_id=rec.image_id,
+        model=rec.model, version=rec.version, scoring_uri=restored.scoring_uri, previous=snapshot(current),
+        reason=why, run_id=run_id,
+    )
+    origin = model_origin(service, restored, history, target_name)
+    if write_back and env == "production" and origin["source"] and rec.model and rec.version:
+        info = writeback.WritebackInfo(source=origin["source"], registry=origin["registry"],
+                                       scoring_uri=restored.scoring_uri, image=rec.image_id, reason=why)
+        base = dict(service=service, env=env, target=target_name, image=rec.image, image_id=rec.image_id,
+                    model=rec.model, version=rec.version, run_id=run_id, cause=cause)
+        result.writeback = _write(history, base, "rollback", info, say, model=rec.model, restored_version=rec.version,
+                                  from_version=from_version, before_restored=before.version if before else None)
+    say(f"{service} {env} serves {rec.model or ''} v{rec.version} again at {restored.scoring_uri}")
+    return result

@@ -1,0 +1,132 @@
+"""Write-back to an MLflow model registry through ``MlflowClient(tracking_uri)``.
+
+After a production check passes, alias ``production`` moves to the new version and
+``previous-production`` to the one it replaced; version tags (prefix ``pipeline_plugin.``) record
+status, scoring URI, image and run URL. A rollback moves the aliases back. MLflow stages are
+deprecated since 2.9, so none are set. The listener ignores the alias and tag events these calls
+cause (``writeback.is_own_writeback``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .errors import ConfigError, ServiceError
+from .history import now_iso
+from .writeback import (
+    ALIAS_PREVIOUS_PRODUCTION,
+    ALIAS_PRODUCTION,
+    TAG_IMAGE,
+    TAG_REASON,
+    TAG_RUN_URL,
+    TAG_SCORING_URI,
+    TAG_STATUS,
+    TAG_UPDATED_AT,
+    WritebackInfo,
+)
+
+
+def tracking_uri(info: WritebackInfo) -> str:
+    uri = dict(info.registry).get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise ConfigError(
+            "cannot write back to MLflow: the event names no tracking_uri and MLFLOW_TRACKING_URI is not set; "
+            "set MLFLOW_TRACKING_URI to the registry's URL"
+        )
+    return uri
+
+
+def _client(info: WritebackInfo) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri(info), registry_uri=tracking_uri(info))
+
+
+def _tags(status: str, info: WritebackInfo) -> dict[str, str]:
+    tags = {TAG_STATUS: status, TAG_UPDATED_AT: now_iso()}
+    if info.scoring_uri:
+        tags[TAG_SCORING_URI] = info.scoring_uri
+    if info.run_url:
+        tags[TAG_RUN_URL] = info.run_url
+    if info.image:
+        tags[TAG_IMAGE] = info.image
+    if info.reason:
+        tags[TAG_REASON] = info.reason[:4000]
+    return tags
+
+
+def _call(what: str, fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises MlflowException and requests errors
+        raise ServiceError(f"MLflow write-back failed to {what}: {exc}") from exc
+
+
+class _MlflowWriter:
+    name = "mlflow"
+
+    def production(self, model: str, version: str, previous_version: str | None, info: WritebackInfo) -> dict[str, Any]:
+        client = _client(info)
+        written: dict[str, Any] = {"tracking_uri": tracking_uri(info), "aliases": {}, "tags": {}}
+        tags = _tags("production", info)
+        for k, v in tags.items():
+            _call(f"tag {model} v{version}", client.set_model_version_tag, model, version, k, v)
+        written["tags"][version] = tags
+        _call(f"set alias {ALIAS_PRODUCTION}", client.set_registered_model_alias, model, ALIAS_PRODUCTION, version)
+        written["aliases"][ALIAS_PRODUCTION] = version
+        if previous_version and previous_version != version:
+            _call(
+                f"set alias {ALIAS_PREVIOUS_PRODUCTION}",
+                client.set_registered_model_alias, model, ALIAS_PREVIOUS_PRODUCTION, previous_version,
+            )
+            written["aliases"][ALIAS_PREVIOUS_PRODUCTION] = previous_version
+            prev_tags = {TAG_STATUS: "previous-production", TAG_UPDATED_AT: now_iso()}
+            for k, v in prev_tags.items():
+                _call(f"tag {model} v{previous_version}", client.set_model_version_tag, model, previous_version, k, v)
+            written["tags"][previous_version] = prev_tags
+        return written
+
+    def rollback(
+        self, model: str, restored_version: str, from_version: str | None, before_restored: str | None, info: WritebackInfo
+    ) -> dict[str, Any]:
+        """Production went back from ``from_version`` to ``restored_version``; ``before_restored``
+        is what production served before the restored version (the new previous-production)."""
+        client = _client(info)
+        written: dict[str, Any] = {"tracking_uri": tracking_uri(info), "aliases": {}, "tags": {}}
+        _call(f"set alias {ALIAS_PRODUCTION}", client.set_registered_model_alias, model, ALIAS_PRODUCTION, restored_version)
+        written["aliases"][ALIAS_PRODUCTION] = restored_version
+        if before_restored and before_restored != restored_version:
+            _call(
+                f"set alias {ALIAS_PREVIOUS_PRODUCTION}",
+                client.set_registered_model_alias, model, ALIAS_PREVIOUS_PRODUCTION, before_restored,
+            )
+            written["aliases"][ALIAS_PREVIOUS_PRODUCTION] = before_restored
+        else:
+            try:
+                client.delete_registered_model_alias(model, ALIAS_PREVIOUS_PRODUCTION)
+            except Exception:  # noqa: BLE001 - absent alias: nothing to move back
+                pass
+            written["aliases"][ALIAS_PREVIOUS_PRODUCTION] = None
+        tags = _tags("production", info)
+        for k, v in tags.items():
+            _call(f"tag {model} v{restored_version}", client.set_model_version_tag, model, restored_version, k, v)
+        written["tags"][restored_version] = tags
+        if from_version and from_version != restored_version:
+            gone = {TAG_STATUS: "rolled-back", TAG_UPDATED_AT: now_iso()}
+            if info.reason:
+                gone[TAG_REASON] = info.reason[:4000]
+            for k, v in gone.items():
+                _call(f"tag {model} v{from_version}", client.set_model_version_tag, model, from_version, k, v)
+            written["tags"][from_version] = gone
+        return written
+
+    def status(self, model: str, version: str, status: str, info: WritebackInfo) -> dict[str, Any]:
+        client = _client(info)
+        tags = _tags(status, info)
+        for k, v in tags.items():
+            _call(f"tag {model} v{version}", client.set_model_version_tag, model, version, k, v)
+        return {"tracking_uri": tracking_uri(info), "tags": {version: tags}}
+
+
+WRITER = _MlflowWriter()

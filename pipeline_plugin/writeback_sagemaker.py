@@ -1,0 +1,30 @@
+"""Write-back to SageMaker Model Registry: a model package's ``ModelApprovalStatus`` and tags.
+Not implemented yet: needs boto3 and AWS credentials. The seam is here so that a SageMaker source
+reports a clear message instead of silently not writing back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class _SageMakerWriter:
+    name = "sagemaker"
+
+    def _unsupported(self, info: Any) -> dict[str, Any]:
+        group = dict(info.registry).get("model_package_group", "?")
+        return {
+            "skipped": "write-back to SageMaker is not implemented yet (would tag the model package in "
+            f"group {group} with pipeline_plugin.status/scoring_uri); the deployment itself is unaffected"
+        }
+
+    def production(self, model: str, version: str, previous_version: str | None, info: Any) -> dict[str, Any]:
+        return self._unsupported(info)
+
+    def rollback(self, model: str, restored_version: str, from_version: str | None, before_restored: str | None, info: Any) -> dict[str, Any]:
+        return self._unsupported(info)
+
+    def status(self, model: str, version: str, status: str, info: Any) -> dict[str, Any]:
+        return self._unsupported(info)
+
+
+WRITER = _SageMakerWriter()
