@@ -1,16 +1,30 @@
 """Registry webhook sources: pure functions of an HTTP request.
 
 Each backend module (``mlflow``, ``azureml``, ``sagemaker``, ``huggingface``, ``docker_registry``,
-``cloudevents``) defines one ``Source`` object named ``SOURCE``. The server calls, in order:
+``cloudevents``) defines one ``Source`` object named ``SOURCE`` with ``name``, ``auth_scheme`` (its
+default scheme in ``auth.SCHEMES``), ``handshake``, ``verify`` and ``parse``.
 
-1. ``handshake(request)``: answer a subscription handshake (Event Grid validation, CloudEvents
-   ``OPTIONS``) or return ``None``;
-2. ``verify(request, secret)``: raise ``AuthenticationError`` unless the delivery is authentic
-   (constant-time comparisons; replay window where the scheme has a timestamp);
-3. ``parse(request)``: return the ``ModelVersionEvent`` list the delivery announces (possibly empty,
-   e.g. a docker-registry ``pull``), or raise ``PayloadError`` naming the field.
+Order of calls (``receive()`` below does exactly this; a server should call it):
+
+1. ``OPTIONS``: ``handshake(request)`` answers the CloudEvents abuse-protection handshake
+   (``WebHook-Allowed-Origin``). It is consent, not authentication: such a request carries no
+   signature, so it is answered without ``verify``.
+2. ``verify(request, secret)`` (or ``auth.verify(request, secret, scheme)`` when the server config
+   picks another scheme): raise ``AuthenticationError`` unless the delivery is authentic
+   (constant-time comparisons; replay window where the scheme has a timestamp).
+3. ``POST``: ``handshake(request)`` again, *after* verify: Event Grid's
+   ``SubscriptionValidationEvent`` is a POST to the endpoint URL, which carries ``?token=``, so it
+   is authenticated like any delivery before ``{"validationResponse": code}`` is sent.
+4. ``parse(request)``: return the ``ModelVersionEvent`` list the delivery announces (possibly empty,
+   e.g. a docker-registry ``pull``), or raise ``PayloadError`` naming the field (its JSON path,
+   e.g. ``events[0].target.repository``). Nothing else escapes a parser on bad input.
+
+Each event's ``delivery_id`` is unique per event within its source (a batch of N events gives N
+ids; a retry of the same delivery gives the same ids), so it is a sound de-duplication key.
 
 Sources never touch disk, network or clock except through ``request.now`` (injectable for tests).
+``request.options`` carries per-source settings from the server config (e.g. ``tracking_uri``
+for MLflow, ``host`` for docker-registry).
 """
 
 from __future__ import annotations
@@ -64,13 +78,19 @@ class Request:
     body: bytes
     query: Mapping[str, str] = field(default_factory=dict)
     now: float = field(default_factory=time.time)
+    #: per-source settings from the server config (``tracking_uri``, ``host`` ...); never secrets
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def json(self) -> Any:
         """The body as JSON, or ``PayloadError`` (400) saying why not."""
+        if not self.body:
+            raise PayloadError("body is empty; a JSON body is expected", field="(body)")
         try:
             return json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digits limit
             raise PayloadError(f"body is not valid JSON: {exc}", field="(body)") from None
+        except RecursionError:
+            raise PayloadError("body is not usable JSON: nested too deeply", field="(body)") from None
 
 
 @dataclass
@@ -82,6 +102,7 @@ class Response:
 
 class Source(Protocol):
     name: str
+    auth_scheme: str
 
     def handshake(self, request: Request) -> Response | None: ...
 
@@ -102,3 +123,64 @@ def get_source(name: str) -> Source:
 def secret_env_var(source_name: str) -> str:
     """``PIPELINE_PLUGIN_<S>_SECRET``: upper case, ``-`` becomes ``_``."""
     return "PIPELINE_PLUGIN_" + source_name.upper().replace("-", "_") + "_SECRET"
+
+
+def receive(source: Source, request: Request, secret: str | None, scheme: str | None = None) -> "Response | list[ModelVersionEvent]":
+    """Handle one request in the documented order: a ``Response`` to send as is (a handshake), or
+    the events to store. ``secret=None`` skips ``verify``: only for a server started with
+    ``--insecure-no-auth``. ``scheme`` overrides ``source.auth_scheme``."""
+    from . import auth
+
+    if request.method.upper() == "OPTIONS":
+        answer = source.handshake(request)
+        if answer is None:
+            raise PayloadError(
+                f"source {source.name!r} has no OPTIONS handshake; deliveries are POST requests", field="(method)"
+            )
+        return answer
+    if secret is not None:
+        if scheme is None or scheme == source.auth_scheme:
+            source.verify(request, secret)
+        else:
+            auth.verify(request, secret, scheme)
+    answer = source.handshake(request)
+    if answer is not None:
+        return answer
+    return source.parse(request)
+
+
+class BaseSource:
+    """Shared defaults: no handshake; ``verify`` delegates to ``auth.SCHEMES[auth_scheme]``."""
+
+    name = ""
+    auth_scheme = "token"
+
+    def handshake(self, request: Request) -> Response | None:
+        return None
+
+    def verify(self, request: Request, secret: str) -> None:
+        from . import auth
+
+        auth.SCHEMES[self.auth_scheme](request, secret)
+
+    def parse(self, request: Request) -> list[ModelVersionEvent]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def options_handshake(request: Request) -> Response | None:
+    """CloudEvents HTTP webhook abuse protection (spec section 4.2): answer ``OPTIONS`` with
+    ``WebHook-Allowed-Origin`` echoing ``WebHook-Request-Origin`` and, when a rate was asked for,
+    ``WebHook-Allowed-Rate: *``. Returns ``None`` for other methods."""
+    if request.method.upper() != "OPTIONS":
+        return None
+    headers = request.headers if isinstance(request.headers, Headers) else Headers(request.headers or {})
+    origin = headers.get("WebHook-Request-Origin")
+    if not isinstance(origin, str) or not origin.strip():
+        raise PayloadError(
+            "OPTIONS without a WebHook-Request-Origin header is not a CloudEvents handshake",
+            field="WebHook-Request-Origin",
+        )
+    answer = {"WebHook-Allowed-Origin": origin.strip(), "Allow": "POST"}
+    if headers.get("WebHook-Request-Rate") is not None:
+        answer["WebHook-Allowed-Rate"] = "*"
+    return Response(status=200, body=None, headers=answer)
