@@ -1,0 +1,396 @@
+"""The ``docker`` target: model containers on the local Docker Engine behind a stable nginx address.
+
+Each (service, env) is reachable at ``127.0.0.1:<port>`` (``--port``, kept across updates), served
+by its own nginx (see :mod:`.nginx_proxy`) that proxies to the container running now. A container
+is published on a random 127.0.0.1 port, with the CPU and memory limits, environment variables and
+scoring keys of the spec, and labels naming the service, env, image digest, model and version.
+
+``update`` starts the new container, waits until ``GET /readyz`` answers 200, switches nginx
+(reload: old workers finish their in-flight requests), waits for that drain, then stops and removes
+the old container; its record is kept in ``history.jsonl``. If the new container never gets ready,
+it is removed and the old one keeps serving.
+
+State lives in Docker labels and the state dir (``deployment.json`` and the nginx prefix), so
+``get``/``list`` work from any process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import settings
+from ..errors import ConfigError, NotFoundError, ServiceError, StageFailed
+from . import Deployment, DeploymentSpec, ProgressFn, check_name, check_spec, stable_uris, state_root
+from .nginx_proxy import StableAddress, pick_port
+from .state import ServiceState, all_states, now
+
+LABEL = "io.pipeline-plugin.deployment."
+MODEL_LABEL = "io.pipeline-plugin.model."
+#: a container must answer GET /readyz with 200 within this many seconds
+READY_TIMEOUT_S = 180.0
+#: seconds `docker stop` waits after SIGTERM before SIGKILL
+STOP_TIMEOUT_S = 10
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def spec_hash(spec: DeploymentSpec, image_id: str, port: int) -> str:
+    """What makes two deployments the same; ``create`` of the same thing is a no-op."""
+    data = {
+        "image_id": image_id,
+        "port": port,
+        "cpu_cores": spec.cpu_cores,
+        "memory_gb": spec.memory_gb,
+        "environment": dict(sorted(spec.environment.items())),
+        "keys": hashlib.sha256("\n".join(spec.keys).encode()).hexdigest(),
+        "labels": dict(sorted(spec.labels.items())),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def wait_ready(url_host: str, port: int, timeout: float, is_alive, progress: ProgressFn, what: str) -> None:
+    """Poll ``GET /readyz`` until 200; ``is_alive()`` returning a reason string aborts early."""
+    deadline = time.monotonic() + timeout
+    last_note = time.monotonic()
+    last = "no answer yet"
+    while True:
+        reason = is_alive()
+        if reason:
+            raise StageFailed(f"{what} stopped before it was ready: {reason}")
+        conn = http.client.HTTPConnection(url_host, port, timeout=5)
+        try:
+            conn.request("GET", "/readyz")
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status == 200:
+                return
+            last = f"GET /readyz answered {resp.status}"
+        except OSError as exc:
+            last = f"GET /readyz: {exc.__class__.__name__}"
+        finally:
+            conn.close()
+        if time.monotonic() > deadline:
+            raise StageFailed(f"{what} was not ready within {timeout:.0f}s ({last})")
+        if time.monotonic() - last_note > 5:
+            progress(f"waiting for {what} to be ready ({last})")
+            last_note = time.monotonic()
+        time.sleep(0.2)
+
+
+class DockerTarget:
+    name = "docker"
+
+    def __init__(self, state_dir: Path | None = None, client: Any = None, ready_timeout: float = READY_TIMEOUT_S) -> None:
+        self._state_dir = state_dir
+        self._client = client
+        self.ready_timeout = ready_timeout
+
+    # -- helpers -----------------------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return state_root(self.name, self._state_dir)
+
+    def client(self) -> Any:
+        if self._client is None:
+            import docker
+
+            try:
+                client = docker.from_env()
+                client.ping()
+            except Exception as exc:  # noqa: BLE001 - any failure to reach the daemon
+                raise ServiceError(
+                    f"Docker Engine does not answer ({exc}); start it (`bash scripts/services.sh docker`) "
+                    "or deploy with --target process"
+                ) from None
+            self._client = client
+        return self._client
+
+    def _state(self, service: str, env: str) -> ServiceState:
+        return ServiceState(self.root, check_name("service", service), check_name("env", env))
+
+    def _address(self, state: ServiceState) -> StableAddress:
+        return StableAddress(state.directory, f"{state.service}/{state.env}")
+
+    def _image(self, ref: str, progress: ProgressFn) -> Any:
+        import docker
+
+        client = self.client()
+        try:
+            return client.images.get(ref)
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise ServiceError(f"Docker could not look up image {ref!r}: {exc.explanation or exc}") from None
+        if ref.startswith("sha256:"):
+            raise NotFoundError(f"image {ref!r} is not on this Docker Engine; package it first or pass an image reference")
+        progress(f"pulling {ref}")
+        try:
+            return client.images.pull(ref)
+        except docker.errors.APIError as exc:
+            raise NotFoundError(
+                f"image {ref!r} is not on this Docker Engine and could not be pulled ({exc.explanation or exc}); "
+                "check the name, or run `pipeline-plugin package` first"
+            ) from None
+
+    def _containers(self, service: str, env: str | None = None, all: bool = True) -> list[Any]:
+        filters = [f"{LABEL}service={service}"]
+        if env is not None:
+            filters.append(f"{LABEL}env={env}")
+        return self.client().containers.list(all=all, filters={"label": filters})
+
+    # -- verbs -------------------------------------------------------------------------------
+    def create(self, spec: DeploymentSpec, progress: ProgressFn | None = None) -> Deployment:
+        """Deploy ``spec``; if the same thing already runs, return it unchanged."""
+        return self._apply(check_spec(spec), progress or _quiet)
+
+    def update(self, spec: DeploymentSpec, progress: ProgressFn | None = None) -> Deployment:
+        """Replace what runs with zero failed requests (a no-op when it already runs ``spec``)."""
+        return self._apply(check_spec(spec), progress or _quiet)
+
+    def get(self, service: str, env: str) -> Deployment | None:
+        state = self._state(service, env)
+        record = state.read()
+        if record is None:
+            return None
+        return self._refresh(state, record)
+
+    def list(self, service: str | None = None) -> list[Deployment]:
+        if service is not None:
+            check_name("service", service)
+        out = []
+        for state in all_states(self.root, service):
+            record = state.read()
+            if record is not None:
+                out.append(self._refresh(state, record))
+        return out
+
+    def delete(self, service: str, env: str) -> None:
+        """Stop the stable address and remove every container of (service, env); idempotent."""
+        state = self._state(service, env)
+        with state.locked():
+            self._address(state).stop()
+            record = state.read()
+            for container in self._containers(service, env):
+                self._remove(container)
+            if record is not None:
+                state.append_history(record["deployment"], "deleted")
+            state.clear()
+            for name in ("nginx.conf", "nginx.pid"):
+                (state.directory / name).unlink(missing_ok=True)
+
+    def history(self, service: str, env: str) -> list[dict[str, Any]]:
+        """Deployments that served (service, env) before, oldest first (replaced or deleted)."""
+        return self._state(service, env).history()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _apply(self, spec: DeploymentSpec, progress: ProgressFn) -> Deployment:
+        import docker
+
+        state = self._state(spec.service, spec.env)
+        with state.locked():
+            image = self._image(spec.image, progress)
+            record = state.read()
+            address = self._address(state)
+            port = spec.port or (record or {}).get("port") or pick_port()
+            wanted = spec_hash(spec, image.id, port)
+            old = None
+            if record is not None:
+                try:
+                    old = self.client().containers.get(record["container_id"])
+                except docker.errors.NotFound:
+                    old = None
+                if (
+                    old is not None
+                    and old.status == "running"
+                    and record.get("spec_hash") == wanted
+                    and address.running()
+                    and address.served_generation(port) == str(record.get("generation"))
+                ):
+                    progress(f"{spec.service}/{spec.env} already runs {image.id[:19]} at 127.0.0.1:{port}")
+                    return self._refresh(state, record)
+
+            generation = int((record or {}).get("generation") or 0) + 1
+            container, host_port = self._start(spec, image, port, wanted, generation, progress)
+            what = f"container {container.name}"
+            try:
+                wait_ready("127.0.0.1", host_port, self.ready_timeout, lambda: self._exited(container), progress, what)
+                progress(f"{what} is ready")
+                address.switch(port, f"127.0.0.1:{host_port}", str(generation), progress)
+            except BaseException:
+                logs = self._logs(container)
+                self._remove(container)
+                if logs:
+                    progress(f"last lines of {what}:\n{logs}")
+                raise
+            deployment = self._deployment(spec, container, image, port)
+            new_record = {
+                "port": port,
+                "generation": generation,
+                "container_id": container.id,
+                "container": container.name,
+                "host_port": host_port,
+                "spec_hash": wanted,
+                "deployment": deployment.to_dict(),
+            }
+            state.write(new_record)
+            if record is not None:
+                state.append_history(record["deployment"], "replaced", replaced_by=image.id)
+            for other in self._containers(spec.service, spec.env):
+                if other.id != container.id:
+                    progress(f"stopping the previous container {other.name}")
+                    self._remove(other)
+            return self._refresh(state, new_record)
+
+    def _start(self, spec: DeploymentSpec, image: Any, port: int, wanted: str, generation: int, progress: ProgressFn):
+        import docker
+
+        labels_in = image.labels or {}
+        model = labels_in.get(MODEL_LABEL + "name")
+        version = labels_in.get(MODEL_LABEL + "version")
+        environment = {k: str(v) for k, v in spec.environment.items()}
+        environment.setdefault("PORT", str(settings.RUNTIME_PORT))
+        if spec.keys:
+            environment["PIPELINE_PLUGIN_SCORING_KEYS"] = ",".join(spec.keys)
+        container_port = int(environment["PORT"])
+        for key in spec.labels:
+            if key.startswith(LABEL):
+                raise ConfigError(f"label {key!r} uses the reserved prefix {LABEL}; choose another name")
+        labels = {
+            **{str(k): str(v) for k, v in spec.labels.items()},
+            LABEL + "service": spec.service,
+            LABEL + "env": spec.env,
+            LABEL + "image": spec.image,
+            LABEL + "image-id": image.id,
+            LABEL + "model": model or "",
+            LABEL + "version": version or "",
+            LABEL + "created": now(),
+            LABEL + "port": str(port),
+            LABEL + "generation": str(generation),
+            LABEL + "spec-hash": wanted,
+        }
+        kwargs: dict[str, Any] = {
+            "detach": True,
+            "environment": environment,
+            "labels": labels,
+            "restart_policy": {"Name": "unless-stopped"},
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+        }
+        user = (image.attrs.get("Config") or {}).get("User") or ""
+        if user in ("", "root", "0", "0:0"):
+            kwargs["user"] = "10001:10001"  # never run a model as root
+        if spec.cpu_cores:
+            kwargs["nano_cpus"] = int(spec.cpu_cores * 1e9)
+        if spec.memory_gb:
+            kwargs["mem_limit"] = int(spec.memory_gb * 1024**3)
+        last_error: Exception | None = None
+        for _attempt in range(5):
+            host_port = pick_port()
+            name = f"pp-{spec.service}-{spec.env}-{secrets.token_hex(3)}"
+            progress(f"starting container {name} from {image.id[:19]} ({model or 'model'} {version or ''})".rstrip())
+            try:
+                container = self.client().containers.run(
+                    image.id, name=name, ports={f"{container_port}/tcp": ("127.0.0.1", host_port)}, **kwargs
+                )
+                return container, host_port
+            except docker.errors.APIError as exc:
+                last_error = exc
+                text = str(exc.explanation or exc)
+                try:
+                    self.client().containers.get(name).remove(force=True)
+                except docker.errors.APIError:
+                    pass
+                if "allocated" in text or "in use" in text:
+                    continue  # someone took the port between pick and bind: pick another
+                raise ServiceError(f"Docker could not start a container from {spec.image!r}: {text}") from None
+        raise ServiceError(f"Docker could not publish a port for {spec.service}/{spec.env}: {last_error}")
+
+    def _exited(self, container: Any) -> str | None:
+        import docker
+
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return "the container was removed"
+        if container.status in ("exited", "dead"):
+            code = container.attrs.get("State", {}).get("ExitCode")
+            return f"it exited with code {code}: {self._logs(container)}"
+        return None
+
+    @staticmethod
+    def _logs(container: Any, lines: int = 20) -> str:
+        try:
+            return container.logs(tail=lines).decode(errors="replace").strip()
+        except Exception:  # noqa: BLE001 - logs are a courtesy in an error path
+            return ""
+
+    @staticmethod
+    def _remove(container: Any) -> None:
+        import docker
+
+        try:
+            container.stop(timeout=STOP_TIMEOUT_S)
+        except docker.errors.APIError:
+            pass
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                raise ServiceError(f"Docker could not remove container {container.name}: {exc}") from None
+
+    def _deployment(self, spec: DeploymentSpec, container: Any, image: Any, port: int) -> Deployment:
+        container.reload()
+        labels = container.labels or {}
+        host = container.attrs.get("HostConfig", {})
+        return Deployment(
+            service=spec.service,
+            env=spec.env,
+            image=labels.get(LABEL + "image", spec.image),
+            image_id=labels.get(LABEL + "image-id", image.id),
+            model=labels.get(LABEL + "model") or None,
+            version=labels.get(LABEL + "version") or None,
+            created_at=labels.get(LABEL + "created"),
+            status="running",
+            details={
+                "target": self.name,
+                "port": port,
+                "container": container.name,
+                "container_id": container.id,
+                "cpu_cores": (host.get("NanoCpus") or 0) / 1e9 or None,
+                "memory_gb": (host.get("Memory") or 0) / 1024**3 or None,
+                "labels": {str(k): str(v) for k, v in spec.labels.items()},
+            },
+            **stable_uris("127.0.0.1", port),
+        )
+
+    def _refresh(self, state: ServiceState, record: dict[str, Any]) -> Deployment:
+        """The recorded deployment with its status checked against Docker and nginx now."""
+        import docker
+
+        d = Deployment(**record["deployment"])
+        reasons = []
+        try:
+            container = self.client().containers.get(record["container_id"])
+            if container.status != "running":
+                reasons.append(f"container {container.name} is {container.status}")
+        except docker.errors.NotFound:
+            reasons.append(f"container {record.get('container')} is gone")
+        if not self._address(state).running():
+            reasons.append(f"nginx for 127.0.0.1:{record['port']} is not running")
+        d.status = "running" if not reasons else "failed"
+        if reasons:
+            d.details = {**d.details, "problems": reasons}
+        return d
+
+
+TARGET = DockerTarget()

@@ -1,0 +1,93 @@
+"""On-disk state of one (service, env) of a local target (``docker``, ``process``).
+
+``<state dir>/targets/<target>/<service>/<env>/`` holds:
+
+- ``deployment.json``: the active deployment (what the stable address points at), its port and
+  the nginx config generation;
+- ``history.jsonl``: one line per deployment that was replaced or deleted, with when and by what;
+- ``lock``: held while a verb changes this (service, env), so two updates never interleave;
+- the nginx prefix of the stable address (``nginx.conf``, ``nginx.pid``, logs, temp files).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ServiceState:
+    def __init__(self, root: Path, service: str, env: str) -> None:
+        self.service = service
+        self.env = env
+        self.directory = Path(root) / service / env
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / "lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.directory / "deployment.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / "deployment.json.new"
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+        os.replace(tmp, self.directory / "deployment.json")
+
+    def clear(self) -> None:
+        try:
+            (self.directory / "deployment.json").unlink()
+        except FileNotFoundError:
+            pass
+
+    def append_history(self, deployment: dict[str, Any], event: str, **extra: Any) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        line = {"event": event, "at": now(), **extra, "deployment": deployment}
+        with open(self.directory / "history.jsonl", "a") as fh:
+            fh.write(json.dumps(line, sort_keys=True) + "\n")
+
+    def history(self) -> list[dict[str, Any]]:
+        try:
+            text = (self.directory / "history.jsonl").read_text()
+        except OSError:
+            return []
+        out = []
+        for line in text.splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+
+def all_states(root: Path, service: str | None = None) -> list[ServiceState]:
+    """Every (service, env) under ``root`` with an active deployment, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for svc in sorted(p for p in root.iterdir() if p.is_dir()):
+        if service is not None and svc.name != service:
+            continue
+        for env in sorted(p for p in svc.iterdir() if p.is_dir()):
+            if (env / "deployment.json").exists():
+                out.append(ServiceState(root, svc.name, env.name))
+    return out

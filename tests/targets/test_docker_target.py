@@ -1,0 +1,146 @@
+"""The docker target against the real Docker Engine and a real nginx stable address."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+
+import pytest
+
+from pipeline_plugin.errors import ConfigError, NotFoundError, StageFailed
+from pipeline_plugin.targets import DeploymentSpec, get_target
+from pipeline_plugin.targets.docker import LABEL, DockerTarget
+from tests.conftest import unused_port
+
+from .loadgen import LoadLoop
+
+
+def request(port: int, method: str, path: str, body: dict | None = None, key: str | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"null")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def target(state_dir, docker_client):
+    t = DockerTarget(state_dir=state_dir, ready_timeout=60)
+    created: list[tuple[str, str]] = []
+    t.created = created  # type: ignore[attr-defined]
+    yield t
+    for service, env in created:
+        t.delete(service, env)
+
+
+def spec(service, image, port=None, **kw):
+    return DeploymentSpec(service=service, env="staging", image=image, port=port, **kw)
+
+
+def test_deploy_serves_at_the_stable_address_with_limits_env_keys_and_labels(target, app_images, service, docker_client, state_dir):
+    port = unused_port()
+    target.created.append((service, "staging"))
+    d = target.create(
+        spec(service, app_images["1"], port, cpu_cores=0.5, memory_gb=0.25, environment={"APP_GREETING": "hi"}, keys=("s3cret",),
+             labels={"run-id": "r-1"})
+    )
+    assert d.scoring_uri == f"http://127.0.0.1:{port}/score"
+    assert d.swagger_uri == f"http://127.0.0.1:{port}/swagger.json"
+    assert (d.model, d.version, d.status) == ("test-model", "1", "running")
+    assert d.image_id == docker_client.images.get(app_images["1"]).id
+
+    assert request(port, "POST", "/score", {"data": [1]})[0] == 401  # keys enforced
+    assert request(port, "POST", "/score", {"data": [1]}, key="s3cret") == (200, {"version": "1", "result": [1]})
+    status, env = request(port, "GET", "/env")
+    assert env["APP_GREETING"] == "hi" and env["uid"] != 0
+
+    container = docker_client.containers.get(d.details["container_id"])
+    host = container.attrs["HostConfig"]
+    assert host["NanoCpus"] == 500_000_000
+    assert host["Memory"] == 256 * 1024**2
+    bindings = host["PortBindings"]["5001/tcp"]
+    assert bindings[0]["HostIp"] == "127.0.0.1" and int(bindings[0]["HostPort"]) != port
+    labels = container.labels
+    assert labels[LABEL + "service"] == service and labels[LABEL + "env"] == "staging"
+    assert labels[LABEL + "image-id"] == d.image_id
+    assert labels[LABEL + "model"] == "test-model" and labels[LABEL + "version"] == "1"
+    assert labels[LABEL + "created"] and labels["run-id"] == "r-1"
+    assert "s3cret" not in json.dumps(d.to_dict())  # keys are never part of what we print
+
+    # a new target object (a new process) sees the same deployment
+    fresh = DockerTarget(state_dir=state_dir)
+    assert fresh.get(service, "staging") == d
+    assert [x.service for x in fresh.list(service)] == [service]
+    assert fresh.get(service, "production") is None
+
+
+def test_create_and_delete_are_idempotent(target, app_images, service, docker_client):
+    target.created.append((service, "staging"))
+    first = target.create(spec(service, app_images["1"]))
+    again = target.create(spec(service, app_images["1"]))
+    assert again.details["container_id"] == first.details["container_id"]
+    port = first.details["port"]
+    target.delete(service, "staging")
+    target.delete(service, "staging")
+    assert target.get(service, "staging") is None
+    assert target.list(service) == []
+    assert docker_client.containers.list(all=True, filters={"label": f"{LABEL}service={service}"}) == []
+    with socket.socket() as s:  # nginx let go of the stable address
+        s.bind(("127.0.0.1", port))
+    assert [h["event"] for h in target.history(service, "staging")] == ["deleted"]
+
+
+def test_update_switches_with_zero_failed_requests(target, app_images, service, docker_client):
+    target.created.append((service, "staging"))
+    old = target.create(spec(service, app_images["1"], keys=("k",)))
+    port = old.details["port"]
+    with LoadLoop(port, key="k", workers=4, max_requests=3000) as load:
+        new = target.update(spec(service, app_images["2"], keys=("k",)))
+    assert load.failures == [], load.failures[:5]
+    assert load.versions["1"] > 0 and load.versions["2"] > 0, load.versions
+    assert new.version == "2" and new.details["port"] == port and new.scoring_uri == old.scoring_uri
+    assert request(port, "POST", "/score", {"data": 1}, key="k")[1]["version"] == "2"
+    names = [c.name for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL}service={service}"})]
+    assert names == [new.details["container"]]  # the old container is stopped and removed
+    history = target.history(service, "staging")
+    assert history[-1]["event"] == "replaced" and history[-1]["deployment"]["version"] == "1"
+
+
+def test_a_version_that_never_gets_ready_leaves_the_old_one_serving(app_images, service, docker_client, state_dir):
+    target = DockerTarget(state_dir=state_dir, ready_timeout=4)
+    try:
+        old = target.create(spec(service, app_images["1"]))
+        with pytest.raises(StageFailed, match="not ready within"):
+            target.update(spec(service, app_images["2"], environment={"FAIL_READY": "1"}))
+        assert target.get(service, "staging").version == "1"
+        assert request(old.details["port"], "POST", "/score", {"data": 1})[1]["version"] == "1"
+        containers = docker_client.containers.list(all=True, filters={"label": f"{LABEL}service={service}"})
+        assert [c.id for c in containers] == [old.details["container_id"]]
+    finally:
+        target.delete(service, "staging")
+
+
+def test_bad_input_is_named(target, app_images, service):
+    with pytest.raises(NotFoundError, match="sha256:0000"):
+        target.create(spec(service, "sha256:" + "0" * 64))
+    with pytest.raises(ConfigError, match="service 'Bad_Name'"):
+        target.create(spec("Bad_Name", app_images["1"]))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"port {port} .* already in use"):
+            target.create(spec(service, app_images["1"], port))
+    assert target.get(service, "staging") is None
+
+
+def test_get_target_names_the_backends():
+    assert get_target("docker").name == "docker"
+    with pytest.raises(ConfigError, match="Did you mean 'docker'"):
+        get_target("dokcer")
