@@ -1,0 +1,13 @@
+"""The scoring runtime that runs inside model images (``python -m pipeline_plugin.runtime``).
+
+It imports nothing from pipeline_plugin outside this package, and only starlette/uvicorn, the
+standard library and (optionally) inference-schema, numpy and pandas, so images stay lean.
+
+Entry scripts that need the raw HTTP request use::
+
+    from pipeline_plugin.runtime import rawhttp, AMLRequest, AMLResponse
+"""
+
+from .aml import AMLRequest, AMLResponse, rawhttp
+
+__all__ = ["AMLRequest", "AMLResponse", "rawhttp"]

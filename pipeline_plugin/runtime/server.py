@@ -1,0 +1,114 @@
+"""Process model: one listening socket, WORKER_COUNT worker processes (spawned, each importing the
+entry script and calling init() itself), SIGTERM drains in-flight requests before exiting."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import sys
+from multiprocessing.sharedctypes import RawArray
+
+from .config import RuntimeConfig
+from .metrics import Metrics, shared_block
+
+log = logging.getLogger("pipeline_plugin.runtime")
+
+
+def setup_logging() -> None:
+    root = logging.getLogger("pipeline_plugin.runtime")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(os.environ.get("PIPELINE_PLUGIN_LOG_LEVEL", "INFO").upper())
+        root.propagate = False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"error: cannot listen on {host}:{port} ({exc.strerror}); free the port or set PORT "
+                         f"(or --port) to another one") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_worker(cfg: RuntimeConfig, sock: socket.socket, block, ready_flags, index: int) -> None:
+    """Serve on ``sock`` in this process until SIGTERM/SIGINT (or init() failing: exit 3)."""
+    import uvicorn
+
+    from .app import ScoringApp
+
+    setup_logging()
+    exit_code = 0
+    server: uvicorn.Server | None = None
+
+    def fatal(code: int) -> None:
+        nonlocal exit_code
+        exit_code = code
+        if server is not None:
+            server.should_exit = True
+
+    app = ScoringApp(cfg, Metrics(block, index, cfg.workers), ready_flags, index, fatal)
+    server = uvicorn.Server(uvicorn.Config(
+        app, lifespan="on", access_log=False, log_level="warning", server_header=False,
+        timeout_graceful_shutdown=None, backlog=2048))
+    server.run(sockets=[sock])
+    if exit_code:
+        sys.exit(exit_code)
+
+
+def serve(cfg: RuntimeConfig) -> int:
+    setup_logging()
+    sock = bind(cfg.host, cfg.port)
+    block = shared_block(cfg.workers)
+    ready = RawArray("b", cfg.workers)
+    log.info("serving %s on %s:%d with %d worker(s), scoring timeout %d ms%s%s", cfg.entry_script, cfg.host,
+             cfg.port, cfg.workers, cfg.timeout_ms, ", key auth on" if cfg.keys else "",
+             f", CORS for {', '.join(cfg.cors_origins)}" if cfg.cors_origins else "")
+    if cfg.workers == 1:
+        run_worker(cfg, sock, block, ready, 0)
+        return 0
+
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=run_worker, args=(cfg, sock, block, ready, i), name=f"score-worker-{i}")
+               for i in range(cfg.workers)]
+    for p in workers:
+        p.start()
+    stopping = False
+    exit_code = 0
+
+    def stop(signum=signal.SIGTERM, frame=None) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in workers:
+            if p.is_alive():
+                try:
+                    os.kill(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    alive = list(workers)
+    while alive:
+        multiprocessing.connection.wait([p.sentinel for p in alive])
+        for p in [p for p in alive if not p.is_alive()]:
+            alive.remove(p)
+            p.join()
+            if not stopping:
+                log.error("%s exited with code %s; stopping the other workers", p.name, p.exitcode)
+                exit_code = p.exitcode or 1
+                stop()
+    sock.close()
+    return exit_code
