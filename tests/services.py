@@ -236,3 +236,44 @@ def docker_registry(
         yield service
     finally:
         service.stop()
+
+
+# ---- the listener itself, as users run it ----------------------------------------------------------
+@contextmanager
+def serve_process(
+    state_dir: str | Path,
+    triggers: str | Path | None = None,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
+    timeout: float = 60,
+) -> Iterator[Service]:
+    """``pipeline-plugin serve`` as a subprocess on 127.0.0.1; ``.url`` is its base URL. Waits for
+    ``GET /healthz``. ``stop()`` sends SIGTERM; tests that simulate a crash kill ``.process`` with
+    SIGKILL themselves."""
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port = port or _free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "pipeline_plugin.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state_dir),
+    ]
+    if triggers is not None:
+        argv += ["--triggers", str(triggers)]
+    argv += extra_args or []
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    service = _start("serve", argv, full_env, state_dir.parent if state_dir.parent.exists() else state_dir, f"127.0.0.1:{port}")
+    try:
+        _wait_http(service, "/healthz", timeout, ok=lambda status: status == 200)
+        yield service
+    finally:
+        service.stop()

@@ -1,0 +1,705 @@
+"""The inbox: every accepted delivery, durably stored and de-duplicated, with what became of it.
+
+``Inbox(state_dir)`` keeps one SQLite database, ``<state_dir>/inbox.sqlite3``, in WAL mode with
+``synchronous=FULL``: :meth:`Inbox.put` returns only after the transaction is on disk, so the
+listener answers 2xx only for deliveries that survive a crash or power loss.
+
+Tables:
+
+- ``events``: one row per distinct change (``dedupe_key`` is unique). ``status`` is ``pending``
+  until the worker looked at it, then ``matched``, ``unmatched`` or ``ignored``; ``failed`` when it
+  was dead-lettered. ``done`` says whether work is left; ``lease_owner``/``lease_until`` mark the
+  worker holding it (a lease of a dead process on this host is taken over at once; any other lease
+  when it expires).
+- ``deliveries``: ``(source, delivery_id)`` -> the event it produced (each event of a source has
+  its own delivery id, stable across the sender's retries; the same delivery again is answered
+  with the same id and stores nothing).
+- ``runs``: one per (event, rule, generation), ``run_id`` unique and derived from them; a replay
+  bumps the event's generation and so gets new runs.
+- ``history``: what happened to an event, in order (received, duplicate, matched, dispatch results).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from ..errors import NotFoundError, ServiceError
+from ..events import ModelVersionEvent
+
+DB_NAME = "inbox.sqlite3"
+#: after this many failed attempts an event (or a run) is dead-lettered
+MAX_ATTEMPTS = 5
+#: a worker's claim on an event lasts this long unless renewed (dispatches renew it)
+LEASE_SECONDS = 300.0
+EVENT_STATUSES = ("pending", "matched", "unmatched", "ignored", "failed")
+#: run statuses: recorded (not yet dispatched), dispatching (dispatch under way), then the
+#: provider's answer (dispatched, succeeded, failed), or error (raised; retried), or unknown (the
+#: process stopped mid-dispatch and the provider cannot be asked again safely)
+RUN_STATUSES = ("recorded", "dispatching", "dispatched", "succeeded", "failed", "error", "unknown")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    dedupe_key TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    registry_key TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    event_json TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    reason TEXT NOT NULL DEFAULT '',
+    rules_json TEXT NOT NULL DEFAULT '[]',
+    done INTEGER NOT NULL DEFAULT 0,
+    generation INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until REAL,
+    last_error TEXT,
+    processed_at TEXT
+);
+CREATE INDEX IF NOT EXISTS events_todo ON events(done, next_attempt_at);
+CREATE INDEX IF NOT EXISTS events_model ON events(source, registry_key, model);
+CREATE TABLE IF NOT EXISTS deliveries (
+    source TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    meta_json TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (source, delivery_id)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL REFERENCES events(id),
+    rule_name TEXT NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0,
+    provider TEXT NOT NULL,
+    pipeline_json TEXT NOT NULL DEFAULT '{}',
+    rules_dir TEXT,
+    status TEXT NOT NULL DEFAULT 'recorded',
+    url TEXT,
+    external_id TEXT,
+    detail TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (event_id, rule_name, generation)
+);
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    what TEXT NOT NULL,
+    data_json TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS history_event ON history(event_id, seq);
+"""
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event_id_for(event: ModelVersionEvent) -> str:
+    """Stable id of a change: the same change gets the same id in any state dir."""
+    return "ev_" + hashlib.sha256(event.dedupe_key().encode()).hexdigest()[:16]
+
+
+def run_id_for(event_id: str, rule_name: str, generation: int = 0) -> str:
+    """Stable run id from (event id, rule name[, replay generation]): the provider's idempotency key."""
+    key = f"{event_id}|{rule_name}" + (f"|{generation}" if generation else "")
+    return "run_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _version_number(version: str) -> tuple[int, ...] | None:
+    parts = version.split(".")
+    if all(p.isdigit() for p in parts):
+        return tuple(int(p) for p in parts)
+    return None
+
+
+class PutResult(list):
+    """The stored ids of one delivery (a list), plus whether it was all seen before."""
+
+    def __init__(self, ids: Iterable[str], duplicate: bool) -> None:
+        super().__init__(ids)
+        self.duplicate = duplicate
+
+
+@dataclass
+class Claimed:
+    id: str
+    event: ModelVersionEvent
+    generation: int
+    attempts: int
+    owner: str
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    event_id: str
+    rule_name: str
+    generation: int
+    provider: str
+    pipeline: dict[str, Any]
+    rules_dir: str | None
+    status: str
+    url: str | None
+    external_id: str | None
+    detail: str
+    attempts: int
+    created_at: str
+    updated_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "rule": self.rule_name,
+            "generation": self.generation,
+            "provider": self.provider,
+            "status": self.status,
+            "url": self.url,
+            "external_id": self.external_id,
+            "detail": self.detail,
+            "attempts": self.attempts,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass
+class StoredEvent:
+    id: str
+    event: ModelVersionEvent
+    status: str
+    reason: str
+    rules: list[str]
+    received_at: str
+    processed_at: str | None
+    done: bool
+    generation: int
+    attempts: int
+    last_error: str | None
+    runs: list[RunRecord] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        e = self.event
+        return {
+            "id": self.id,
+            "source": e.source,
+            "kind": e.kind,
+            "model": e.model,
+            "version": e.version,
+            "status": self.status,
+            "reason": self.reason,
+            "rules": self.rules,
+            "received_at": self.received_at,
+            "delivery_id": e.delivery_id,
+            "is_test": e.is_test,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The normalized event's fields at top level (so ``ModelVersionEvent.from_dict`` accepts
+        it), plus id, status, reason, rules, runs and history."""
+        data = self.event.to_dict()
+        data.update(
+            id=self.id,
+            status=self.status,
+            reason=self.reason,
+            rules=self.rules,
+            received_at=self.received_at,
+            processed_at=self.processed_at,
+            attempts=self.attempts,
+            last_error=self.last_error,
+            runs=[r.to_dict() for r in self.runs],
+            history=self.history,
+        )
+        return data
+
+
+def _owner_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _owner_dead(owner: str | None) -> bool:
+    """True when ``owner`` names a process on this host that no longer runs (or an earlier
+    incarnation inside this very process)."""
+    if not owner:
+        return True
+    try:
+        host, pid_text, _ = owner.split(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return False
+    if pid == os.getpid():
+        return owner not in _LIVE_OWNERS
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+_LIVE_OWNERS: set[str] = set()
+
+
+class Inbox:
+    """The durable event store of one state dir. Thread-safe: one connection per thread."""
+
+    def __init__(self, state_dir: str | Path, max_attempts: int = MAX_ATTEMPTS) -> None:
+        self.state_dir = Path(state_dir)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ServiceError(f"cannot create state dir {str(self.state_dir)!r}: {exc}") from None
+        self.path = self.state_dir / DB_NAME
+        self.max_attempts = max_attempts
+        self._local = threading.local()
+        try:
+            self._db().executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise ServiceError(f"cannot create the inbox {str(self.path)!r}: {exc}") from None
+
+    # ---- connection ---------------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise ServiceError(f"cannot open the inbox {str(self.path)!r}: {exc}") from None
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: the write lock is taken up front)."""
+        db = self._db()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise ServiceError(f"the inbox {str(self.path)!r} is not writable: {exc}") from None
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise ServiceError(f"could not commit to the inbox {str(self.path)!r}: {exc}") from None
+
+    @staticmethod
+    def _history(db: sqlite3.Connection, event_id: str, what: str, **data: Any) -> None:
+        db.execute(
+            "INSERT INTO history(event_id, at, what, data_json) VALUES (?,?,?,?)",
+            (event_id, utcnow(), what, json.dumps(data, sort_keys=True, default=str)),
+        )
+
+    # ---- ingest -------------------------------------------------------------------------------
+    def put(
+        self, source: str, events: list[ModelVersionEvent], delivery_meta: Mapping[str, Any] | None = None
+    ) -> PutResult:
+        """Store a delivery's events durably (committed and fsync'd on return).
+
+        An event whose ``(source, delivery_id)`` was seen before (the sender's retry), or whose
+        ``dedupe_key()`` is stored already (the same change announced again) is not stored again;
+        the result lists the ids either way and says ``duplicate`` when nothing new was stored."""
+        meta = _safe_meta(delivery_meta or {})
+        now = utcnow()
+        ids: list[str] = []
+        new = 0
+        with self._tx() as db:
+            fresh: set[str] = set()  # delivery ids first seen in this very delivery
+            for event in events:
+                row = None
+                if event.delivery_id not in fresh:
+                    row = db.execute(
+                        "SELECT event_id FROM deliveries WHERE source=? AND delivery_id=?", (source, event.delivery_id)
+                    ).fetchone()
+                if row is not None:
+                    ids.append(row["event_id"])
+                    self._history(db, row["event_id"], "duplicate delivery", delivery_id=event.delivery_id)
+                    continue
+                key = event.dedupe_key()
+                row = db.execute("SELECT id FROM events WHERE dedupe_key=?", (key,)).fetchone()
+                if row is not None:
+                    eid = row["id"]
+                    self._history(db, eid, "duplicate event", delivery_id=event.delivery_id)
+                else:
+                    eid = event_id_for(event)
+                    db.execute(
+                        "INSERT INTO events(id, dedupe_key, source, kind, model, version, registry_key, delivery_id,"
+                        " event_json, received_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (
+                            eid,
+                            key,
+                            event.source,
+                            event.kind,
+                            event.model,
+                            event.version,
+                            event.registry_key(),
+                            event.delivery_id,
+                            event.to_json(),
+                            now,
+                        ),
+                    )
+                    self._history(db, eid, "received", delivery_id=event.delivery_id, **meta)
+                    new += 1
+                db.execute(
+                    "INSERT OR IGNORE INTO deliveries(source, delivery_id, received_at, event_id, meta_json)"
+                    " VALUES (?,?,?,?,?)",
+                    (source, event.delivery_id, now, eid, json.dumps(meta, default=str)),
+                )
+                fresh.add(event.delivery_id)
+                ids.append(eid)
+        return PutResult(ids, duplicate=bool(events) and new == 0)
+
+    # ---- work queue ---------------------------------------------------------------------------
+    def new_owner(self) -> str:
+        owner = _owner_name()
+        _LIVE_OWNERS.add(owner)
+        return owner
+
+    def retire_owner(self, owner: str) -> None:
+        _LIVE_OWNERS.discard(owner)
+
+    def claim(self, owner: str, limit: int = 1, lease: float = LEASE_SECONDS) -> list[Claimed]:
+        """Lease up to ``limit`` events that have work left, oldest first. An event leased by a
+        process that died (same host) is taken over at once, any other lease when it expires."""
+        now = time.time()
+        claimed: list[Claimed] = []
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT id, event_json, generation, attempts, lease_owner, lease_until FROM events"
+                " WHERE done=0 AND next_attempt_at<=? ORDER BY seq LIMIT ?",
+                (now, limit * 4 + 8),
+            ).fetchall()
+            for row in rows:
+                if len(claimed) >= limit:
+                    break
+                holder = row["lease_owner"]
+                if holder and holder != owner and (row["lease_until"] or 0) > now and not _owner_dead(holder):
+                    continue
+                if holder and holder != owner:
+                    self._history(db, row["id"], "lease taken over", previous_owner=holder)
+                db.execute(
+                    "UPDATE events SET lease_owner=?, lease_until=?, attempts=attempts+1 WHERE id=?",
+                    (owner, now + lease, row["id"]),
+                )
+                claimed.append(
+                    Claimed(
+                        id=row["id"],
+                        event=ModelVersionEvent.from_dict(json.loads(row["event_json"])),
+                        generation=row["generation"],
+                        attempts=row["attempts"] + 1,
+                        owner=owner,
+                    )
+                )
+        return claimed
+
+    def renew(self, event_id: str, owner: str, lease: float = LEASE_SECONDS) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE events SET lease_until=? WHERE id=? AND lease_owner=?", (time.time() + lease, event_id, owner)
+            )
+
+    def set_outcome(self, event_id: str, status: str, reason: str = "", rules: list[str] | None = None) -> None:
+        """Record what matching decided (``matched``, ``unmatched``, ``ignored``)."""
+        if status not in EVENT_STATUSES:
+            raise ValueError(f"unknown event status {status!r}")
+        with self._tx() as db:
+            db.execute(
+                "UPDATE events SET status=?, reason=?, rules_json=?, processed_at=? WHERE id=?",
+                (status, reason, json.dumps(rules or []), utcnow(), event_id),
+            )
+            self._history(db, event_id, status, reason=reason, rules=rules or [])
+
+    def record_runs(
+        self,
+        event_id: str,
+        generation: int,
+        runs: list[Mapping[str, Any]],
+        status: str | None = None,
+        reason: str = "",
+        rules: list[str] | None = None,
+    ) -> list[RunRecord]:
+        """Record one run per matched rule with a pipeline (``rule_name``, ``provider``,
+        ``pipeline``, ``rules_dir``), and with ``status`` the matching outcome, in one
+        transaction. Idempotent: a run recorded before is kept, never doubled."""
+        now = utcnow()
+        if status is not None and status not in EVENT_STATUSES:
+            raise ValueError(f"unknown event status {status!r}")
+        with self._tx() as db:
+            if status is not None:
+                db.execute(
+                    "UPDATE events SET status=?, reason=?, rules_json=?, processed_at=? WHERE id=?",
+                    (status, reason, json.dumps(rules or []), now, event_id),
+                )
+                self._history(db, event_id, status, reason=reason, rules=rules or [])
+            for run in runs:
+                run_id = run_id_for(event_id, run["rule_name"], generation)
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO runs(run_id, event_id, rule_name, generation, provider, pipeline_json,"
+                    " rules_dir, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        run_id,
+                        event_id,
+                        run["rule_name"],
+                        generation,
+                        run["provider"],
+                        json.dumps(run.get("pipeline") or {}, sort_keys=True, default=str),
+                        str(run["rules_dir"]) if run.get("rules_dir") else None,
+                        now,
+                        now,
+                    ),
+                )
+                if cur.rowcount:
+                    self._history(db, event_id, "run recorded", run_id=run_id, rule=run["rule_name"], provider=run["provider"])
+        return self.runs(event_id, generation)
+
+    def mark_dispatching(self, run_id: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE runs SET status='dispatching', attempts=attempts+1, updated_at=? WHERE run_id=?",
+                (utcnow(), run_id),
+            )
+
+    def record_dispatch(
+        self, run_id: str, status: str, url: str | None = None, external_id: str | None = None, detail: str = ""
+    ) -> None:
+        """Record a dispatch result (status, url, detail) on the run and in the event's history."""
+        if not status:
+            raise ValueError("a dispatch result needs a status")
+        with self._tx() as db:
+            row = db.execute("SELECT event_id, rule_name FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no run {run_id!r} in {self.path}")
+            db.execute(
+                "UPDATE runs SET status=?, url=?, external_id=?, detail=?, updated_at=? WHERE run_id=?",
+                (status, url, external_id, detail, utcnow(), run_id),
+            )
+            self._history(
+                db, row["event_id"], "dispatch " + status, run_id=run_id, rule=row["rule_name"], url=url, detail=detail
+            )
+
+    def finish(self, event_id: str, owner: str) -> None:
+        """The event has no work left: release it."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE events SET done=1, lease_owner=NULL, lease_until=NULL, last_error=NULL WHERE id=? AND lease_owner=?",
+                (event_id, owner),
+            )
+
+    def fail(self, event_id: str, owner: str, error: str, backoff: float = 2.0) -> bool:
+        """Processing failed: retry later with backoff, or dead-letter after ``max_attempts``
+        (status ``failed`` unless matching had already decided). Returns True if dead-lettered."""
+        with self._tx() as db:
+            row = db.execute("SELECT attempts, status FROM events WHERE id=?", (event_id,)).fetchone()
+            if row is None:
+                return False
+            dead = row["attempts"] >= self.max_attempts
+            if dead:
+                status = "failed" if row["status"] == "pending" else row["status"]
+                db.execute(
+                    "UPDATE events SET done=1, status=?, last_error=?, lease_owner=NULL, lease_until=NULL,"
+                    " processed_at=? WHERE id=? AND lease_owner=?",
+                    (status, error, utcnow(), event_id, owner),
+                )
+                db.execute(
+                    "UPDATE runs SET status='failed', detail=?, updated_at=? WHERE event_id=? AND status IN"
+                    " ('recorded', 'error')",
+                    (f"gave up after {row['attempts']} attempts: {error}", utcnow(), event_id),
+                )
+                self._history(db, event_id, "dead-lettered", attempts=row["attempts"], error=error)
+            else:
+                delay = backoff * (2 ** (row["attempts"] - 1))
+                db.execute(
+                    "UPDATE events SET last_error=?, lease_owner=NULL, lease_until=NULL, next_attempt_at=?"
+                    " WHERE id=? AND lease_owner=?",
+                    (error, time.time() + delay, event_id, owner),
+                )
+                self._history(db, event_id, "attempt failed", attempt=row["attempts"], error=error, retry_in=delay)
+            return dead
+
+    def requeue(self, event_id: str, owner: str) -> Claimed:
+        """For ``events replay``: a new generation (new run ids), status pending, leased to ``owner``."""
+        eid = self.resolve(event_id)
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM events WHERE id=?", (eid,)).fetchone()
+            holder = row["lease_owner"]
+            if holder and holder != owner and (row["lease_until"] or 0) > time.time() and not _owner_dead(holder):
+                raise ServiceError(f"event {eid} is being processed by {holder}; retry `events replay` when it is done")
+            generation = row["generation"] + 1
+            db.execute(
+                "UPDATE events SET status='pending', reason='', rules_json='[]', done=0, generation=?, attempts=1,"
+                " next_attempt_at=0, lease_owner=?, lease_until=?, last_error=NULL WHERE id=?",
+                (generation, owner, time.time() + LEASE_SECONDS, eid),
+            )
+            self._history(db, eid, "replay", generation=generation)
+        return Claimed(
+            id=eid,
+            event=ModelVersionEvent.from_dict(json.loads(row["event_json"])),
+            generation=generation,
+            attempts=1,
+            owner=owner,
+        )
+
+    # ---- reading ------------------------------------------------------------------------------
+    def resolve(self, event_id: str) -> str:
+        """Full id from an id or a unique prefix of one."""
+        db = self._db()
+        row = db.execute("SELECT id FROM events WHERE id=?", (event_id,)).fetchone()
+        if row is not None:
+            return row["id"]
+        if event_id:
+            rows = db.execute(
+                "SELECT id FROM events WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+                (event_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
+            ).fetchall()
+            if len(rows) == 1:
+                return rows[0]["id"]
+        raise NotFoundError(
+            f"no event {event_id!r} in {self.path}; list them with `pipeline-plugin events list --state-dir {self.state_dir}`"
+        )
+
+    def _stored(self, row: sqlite3.Row) -> StoredEvent:
+        return StoredEvent(
+            id=row["id"],
+            event=ModelVersionEvent.from_dict(json.loads(row["event_json"])),
+            status=row["status"],
+            reason=row["reason"],
+            rules=json.loads(row["rules_json"]),
+            received_at=row["received_at"],
+            processed_at=row["processed_at"],
+            done=bool(row["done"]),
+            generation=row["generation"],
+            attempts=row["attempts"],
+            last_error=row["last_error"],
+        )
+
+    def get(self, event_id: str) -> StoredEvent:
+        eid = self.resolve(event_id)
+        db = self._db()
+        stored = self._stored(db.execute("SELECT * FROM events WHERE id=?", (eid,)).fetchone())
+        stored.runs = self.runs(eid)
+        stored.history = [
+            {"at": h["at"], "what": h["what"], **json.loads(h["data_json"])}
+            for h in db.execute("SELECT * FROM history WHERE event_id=? ORDER BY seq", (eid,))
+        ]
+        return stored
+
+    def list(self, status: str | None = None, limit: int | None = None) -> list[StoredEvent]:
+        sql = "SELECT * FROM events"
+        params: list[Any] = []
+        if status:
+            sql += " WHERE status=?"
+            params.append(status)
+        sql += " ORDER BY seq"
+        if limit:
+            sql = f"SELECT * FROM ({sql.replace('ORDER BY seq', 'ORDER BY seq DESC')} LIMIT ?) ORDER BY seq"
+            params.append(limit)
+        return [self._stored(r) for r in self._db().execute(sql, params)]
+
+    def runs(self, event_id: str | None = None, generation: int | None = None) -> list[RunRecord]:
+        sql, params = "SELECT * FROM runs", []
+        clauses = []
+        if event_id is not None:
+            clauses.append("event_id=?")
+            params.append(event_id)
+        if generation is not None:
+            clauses.append("generation=?")
+            params.append(generation)
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY created_at, rule_name"
+        return [
+            RunRecord(
+                run_id=r["run_id"],
+                event_id=r["event_id"],
+                rule_name=r["rule_name"],
+                generation=r["generation"],
+                provider=r["provider"],
+                pipeline=json.loads(r["pipeline_json"]),
+                rules_dir=r["rules_dir"],
+                status=r["status"],
+                url=r["url"],
+                external_id=r["external_id"],
+                detail=r["detail"],
+                attempts=r["attempts"],
+                created_at=r["created_at"],
+                updated_at=r["updated_at"],
+            )
+            for r in self._db().execute(sql, params)
+        ]
+
+    def latest_version(self, source: str, registry_key: str, model: str) -> str | None:
+        """The numerically highest version seen for this model of this registry (deleted versions
+        excluded), for rules' ``version: latest``; None when no numeric version was seen."""
+        rows = self._db().execute(
+            "SELECT version, kind FROM events WHERE source=? AND registry_key=? AND model=? ORDER BY seq",
+            (source, registry_key, model),
+        ).fetchall()
+        live: dict[str, tuple[int, ...]] = {}
+        for r in rows:
+            number = _version_number(r["version"])
+            if number is None:
+                continue
+            if r["kind"] == "model_version.deleted":
+                live.pop(r["version"], None)
+            else:
+                live[r["version"]] = number
+        if not live:
+            return None
+        return max(live.items(), key=lambda kv: kv[1])[0]
+
+    def depth(self) -> int:
+        """Events with work left (the worker's backlog)."""
+        return self._db().execute("SELECT COUNT(*) FROM events WHERE done=0").fetchone()[0]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        db = self._db()
+        return {
+            "events": {r[0]: r[1] for r in db.execute("SELECT status, COUNT(*) FROM events GROUP BY status")},
+            "runs": {r[0]: r[1] for r in db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status")},
+        }
+
+
+def _safe_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Delivery metadata worth keeping; never headers that may carry secrets."""
+    keep = ("remote", "user_agent", "content_type", "scheme")
+    return {k: meta[k] for k in keep if k in meta and meta[k] is not None}

@@ -1,0 +1,392 @@
+"""The webhook listener: ``POST /webhooks/<source>`` -> verify -> parse -> durable inbox -> 2xx.
+
+Routes:
+
+- ``POST /webhooks/<source>``: the source's handshake (e.g. Event Grid validation) if it is one;
+  else authenticate (401 and nothing stored on failure), parse, store durably, answer 200 with
+  ``{"stored": [ids], "duplicate": bool}``. Bad input is a 400 whose JSON body names the field; a
+  body over 1 MiB is 413 (``Content-Length`` and the streamed size are both checked); an unknown
+  source is 404 listing the valid ones; an inbox that cannot store is 503 (the sender retries).
+  Bad input never gives a 500.
+- ``OPTIONS /webhooks/<source>``: the CloudEvents abuse-protection handshake.
+- ``GET /healthz``: 200 ``{"status": "ok", ...}`` while the inbox answers.
+- ``GET /metrics``: Prometheus text (see ``metrics``).
+
+Secrets: source S uses ``$PIPELINE_PLUGIN_<S>_SECRET``, or the variable named by ``secret_env`` in
+the config file. A source without a secret refuses every delivery (401) unless the server runs with
+``insecure_no_auth``. Secrets are read once at start and never logged.
+
+Config file (YAML, ``--config``)::
+
+    sources:
+      mlflow:
+        secret_env: MLFLOW_WEBHOOK_SECRET     # read the secret from this variable instead
+        auth: standard-webhooks               # another scheme from sources.auth.SCHEMES
+        tracking_uri: http://mlflow:5000      # registry identity for events of this source
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import __version__, sources
+from .errors import (
+    AuthenticationError,
+    ConfigError,
+    NotFoundError,
+    PayloadError,
+    PayloadTooLarge,
+    PipelinePluginError,
+    suggest,
+)
+from .inbox import Inbox
+from .metrics import CONTENT_TYPE, UNKNOWN_SOURCE, Metrics
+
+log = logging.getLogger("pipeline_plugin.server")
+
+MAX_BODY = 1024 * 1024
+SOURCE_CONFIG_KEYS = ("secret_env", "auth", "tracking_uri", "options")
+CONFIG_KEYS = ("sources",)
+
+
+# ---- configuration --------------------------------------------------------------------------
+@dataclass
+class SourceConfig:
+    secret_env: str | None = None
+    auth: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # handed to the source (tracking_uri ...)
+
+
+@dataclass
+class ServerConfig:
+    sources: dict[str, SourceConfig] = field(default_factory=dict)
+    path: str | None = None
+
+
+def load_config(path: str | Path | None) -> ServerConfig:
+    """Read the server config file; ``ConfigError`` naming the file, key and fix on any mistake."""
+    if path is None:
+        return ServerConfig()
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(p)!r} does not exist; check --config") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the config must be a mapping with a 'sources:' key")
+    for key in data:
+        if key not in CONFIG_KEYS:
+            raise ConfigError(f"{p}: unknown key {key!r}.{suggest(str(key), CONFIG_KEYS)}")
+    raw_sources = data.get("sources") or {}
+    if not isinstance(raw_sources, dict):
+        raise ConfigError(f"{p}: 'sources' must map source names to settings, got {type(raw_sources).__name__}")
+    config = ServerConfig(path=str(p))
+    from .sources.auth import SCHEMES
+
+    for name, settings in raw_sources.items():
+        where = f"{p}: sources.{name}"
+        if name not in sources.BACKENDS:
+            raise ConfigError(f"{where}: unknown source {name!r}.{suggest(str(name), sources.BACKENDS)}")
+        settings = settings or {}
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{where}: must be a mapping of {', '.join(SOURCE_CONFIG_KEYS)}")
+        for key in settings:
+            if key not in SOURCE_CONFIG_KEYS:
+                raise ConfigError(f"{where}: unknown key {key!r}.{suggest(str(key), SOURCE_CONFIG_KEYS)}")
+        secret_env = settings.get("secret_env")
+        if secret_env is not None and (not isinstance(secret_env, str) or not secret_env):
+            raise ConfigError(f"{where}.secret_env: must be the name of an environment variable, got {secret_env!r}")
+        auth = settings.get("auth")
+        if auth is not None and auth not in SCHEMES:
+            raise ConfigError(f"{where}.auth: unknown scheme {auth!r}.{suggest(str(auth), list(SCHEMES))}")
+        options = dict(settings.get("options") or {})
+        if settings.get("tracking_uri"):
+            options["tracking_uri"] = str(settings["tracking_uri"])
+        config.sources[name] = SourceConfig(secret_env=secret_env, auth=auth, options=options)
+    return config
+
+
+def _json_error(exc: PipelinePluginError, status: int | None = None) -> JSONResponse:
+    return JSONResponse(exc.to_dict(), status_code=status or exc.http_status)
+
+
+def _to_http(resp: "sources.Response") -> Response:
+    if isinstance(resp.body, (bytes, bytearray)):
+        return Response(bytes(resp.body), status_code=resp.status, headers=resp.headers)
+    if resp.body is None:
+        return Response(b"", status_code=resp.status, headers=resp.headers)
+    return JSONResponse(resp.body, status_code=resp.status, headers=resp.headers)
+
+
+_REQUEST_FIELDS = {f.name for f in dataclasses.fields(sources.Request)}
+
+
+class Listener:
+    """State of one running listener: inbox, sources with their secrets, metrics, worker."""
+
+    def __init__(
+        self,
+        state_dir: str | Path,
+        rules: Sequence[Any] = (),
+        rules_dir: str | Path | None = None,
+        insecure_no_auth: bool = False,
+        config: ServerConfig | None = None,
+        environ: Mapping[str, str] | None = None,
+        start_worker: bool = True,
+    ) -> None:
+        self.inbox = Inbox(state_dir)
+        self.metrics = Metrics(self.inbox)
+        self.config = config or ServerConfig()
+        self.insecure = insecure_no_auth
+        self.rules = list(rules)
+        self.rules_dir = rules_dir
+        self.start_worker = start_worker
+        env = os.environ if environ is None else environ
+        self.sources: dict[str, Any] = {}
+        self.secrets: dict[str, str | None] = {}
+        for name in sources.BACKENDS:
+            try:
+                self.sources[name] = sources.get_source(name)
+            except ImportError as exc:
+                log.warning("webhook source %s is not available: %s", name, exc)
+                continue
+            conf = self.config.sources.get(name, SourceConfig())
+            var = conf.secret_env or sources.secret_env_var(name)
+            self.secrets[name] = env.get(var) or None
+        unauthenticated = [n for n in self.sources if not self.secrets.get(n)]
+        if unauthenticated and insecure_no_auth:
+            log.warning(
+                "!!! INSECURE: --insecure-no-auth is set and these sources have no secret, so ANYONE who can "
+                "reach this port can inject events and start pipelines: %s. Set %s to secure them. !!!",
+                ", ".join(unauthenticated),
+                ", ".join(self._secret_var(n) for n in unauthenticated),
+            )
+        elif unauthenticated:
+            log.info(
+                "sources without a secret refuse deliveries (401): %s (set %s)",
+                ", ".join(unauthenticated),
+                ", ".join(self._secret_var(n) for n in unauthenticated),
+            )
+        self.worker = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _secret_var(self, name: str) -> str:
+        conf = self.config.sources.get(name)
+        return (conf.secret_env if conf and conf.secret_env else None) or sources.secret_env_var(name)
+
+    # ---- worker lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        if not self.start_worker or self._thread is not None:
+            return
+        from .worker import Worker
+
+        self.worker = Worker(Inbox(self.inbox.state_dir), self.rules, self.rules_dir)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.worker.run_forever, args=(self._stop,), name="worker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.worker is not None:
+            self.worker.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    # ---- one delivery (runs in a worker thread: it blocks on fsync) ---------------------------
+    def _request(self, name: str, method: str, path: str, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]):
+        kwargs: dict[str, Any] = dict(
+            method=method, path=path, headers=sources.Headers(headers), body=body, query=dict(query), now=time.time()
+        )
+        if "options" in _REQUEST_FIELDS:
+            conf = self.config.sources.get(name)
+            kwargs["options"] = dict(conf.options) if conf else {}
+        return sources.Request(**kwargs)
+
+    def handle(self, name: str, req: "sources.Request", remote: str | None) -> tuple[Response, str]:
+        """Returns the HTTP response and the outcome label for metrics."""
+        source = self.sources[name]
+        try:
+            secret = self.secrets.get(name)
+            if not secret and not self.insecure and req.method.upper() != "OPTIONS":
+                raise AuthenticationError(
+                    f"no secret is configured for source {name!r}, so its deliveries cannot be verified; "
+                    f"set {self._secret_var(name)} on the listener (or start it with --insecure-no-auth for a test)"
+                )
+            conf = self.config.sources.get(name)
+            answer = sources.receive(source, req, secret, scheme=conf.auth if conf else None)
+            if isinstance(answer, sources.Response):
+                return _to_http(answer), "handshake"
+            events = answer
+        except AuthenticationError as exc:
+            log.warning("delivery to /webhooks/%s from %s refused: %s", name, remote, exc.message)
+            return _json_error(exc, 401), "unauthorized"
+        except PayloadTooLarge as exc:
+            return _json_error(exc, 413), "too_large"
+        except PayloadError as exc:
+            log.info("delivery to /webhooks/%s rejected (field %s): %s", name, exc.field, exc.message)
+            return _json_error(exc, 400), "bad_request"
+        except PipelinePluginError as exc:
+            log.info("delivery to /webhooks/%s rejected: %s", name, exc.message)
+            return _json_error(exc, 400), "bad_request"
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, UnicodeError, RecursionError) as exc:
+            # a source that met input it did not expect: still the sender's bad input, never a 500
+            log.warning("delivery to /webhooks/%s could not be parsed: %s: %s", name, type(exc).__name__, exc)
+            err = PayloadError(f"malformed {name} delivery: {type(exc).__name__}: {exc}", field="(body)")
+            return _json_error(err, 400), "bad_request"
+        if not events:
+            return JSONResponse({"stored": [], "duplicate": False, "detail": "no model version in this delivery"}), "no_event"
+        meta = {"remote": remote, "user_agent": req.headers.get("user-agent")}
+        try:
+            ids = self.inbox.put(name, events, meta)
+        except PipelinePluginError as exc:
+            log.error("could not store delivery to /webhooks/%s: %s", name, exc.message)
+            return JSONResponse({**exc.to_dict(), "retry": True}, status_code=503), "error"
+        if self.worker is not None:
+            self.worker.wake.set()
+        log.info(
+            "delivery to /webhooks/%s %s: %s",
+            name,
+            "duplicate" if ids.duplicate else "stored",
+            ", ".join(f"{e.kind} {e.model} v{e.version}" for e in events),
+        )
+        return JSONResponse({"stored": list(ids), "duplicate": ids.duplicate}), (
+            "duplicate" if ids.duplicate else "accepted"
+        )
+
+
+async def _read_body(request: HTTPRequest) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise PayloadError(f"Content-Length {length!r} is not a number", field="Content-Length") from None
+        if declared > MAX_BODY:
+            raise PayloadTooLarge(
+                f"body of {declared} bytes is over the {MAX_BODY} byte limit", field="(body)", limit=MAX_BODY
+            )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise PayloadTooLarge(f"body is over the {MAX_BODY} byte limit", field="(body)", limit=MAX_BODY)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(listener: Listener) -> Starlette:
+    valid = sorted(listener.sources)
+
+    async def webhook(request: HTTPRequest) -> Response:
+        started = time.perf_counter()
+        name = request.path_params["source"]
+        if name not in listener.sources:
+            listener.metrics.delivery(UNKNOWN_SOURCE, "unknown_source")
+            err = NotFoundError(f"no webhook source {name!r}; valid sources: {', '.join(valid)}", valid=valid)
+            return _json_error(err, 404)
+        try:
+            body = await _read_body(request) if request.method == "POST" else b""
+        except PayloadTooLarge as exc:
+            listener.metrics.delivery(name, "too_large")
+            return _json_error(exc, 413)
+        except PayloadError as exc:
+            listener.metrics.delivery(name, "bad_request")
+            return _json_error(exc, 400)
+        except ClientDisconnect:
+            listener.metrics.delivery(name, "bad_request")
+            return Response(status_code=400)
+        req = listener._request(name, request.method, request.url.path, request.headers, body, request.query_params)
+        remote = request.client.host if request.client else None
+        response, outcome = await run_in_threadpool(listener.handle, name, req, remote)
+        listener.metrics.delivery(name, outcome)
+        if outcome in ("accepted", "duplicate"):
+            listener.metrics.ack(name, time.perf_counter() - started)
+        return response
+
+    async def healthz(request: HTTPRequest) -> Response:
+        try:
+            depth = await run_in_threadpool(listener.inbox.depth)
+        except Exception as exc:  # noqa: BLE001 - health says what is wrong
+            return JSONResponse({"status": "error", "detail": f"inbox: {exc}"}, status_code=503)
+        worker_alive = listener._thread.is_alive() if listener._thread else None
+        return JSONResponse(
+            {
+                "status": "ok",
+                "version": __version__,
+                "inbox_depth": depth,
+                "worker": worker_alive,
+                "rules": len(listener.rules),
+                "sources": valid,
+            }
+        )
+
+    async def metrics(request: HTTPRequest) -> Response:
+        data = await run_in_threadpool(listener.metrics.render)
+        return Response(data, media_type=CONTENT_TYPE)
+
+    async def not_found(request: HTTPRequest, exc: Exception) -> Response:
+        return JSONResponse(
+            {"error": "NotFoundError", "message": f"no route {request.url.path}; POST /webhooks/<source> ({', '.join(valid)}), GET /healthz, GET /metrics"},
+            status_code=404,
+        )
+
+    async def method_not_allowed(request: HTTPRequest, exc: Exception) -> Response:
+        return JSONResponse(
+            {"error": "MethodNotAllowed", "message": f"{request.method} is not allowed on {request.url.path}"},
+            status_code=405,
+        )
+
+    async def server_error(request: HTTPRequest, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"error": "InternalError", "message": "unexpected error; see the listener's log"}, status_code=500)
+
+    def lifespan(app: Starlette):
+        from contextlib import asynccontextmanager
+
+        @asynccontextmanager
+        async def span(app: Starlette):
+            listener.start()
+            try:
+                yield
+            finally:
+                listener.stop()
+
+        return span(app)
+
+    return Starlette(
+        routes=[
+            Route("/webhooks/{source}", webhook, methods=["POST", "OPTIONS"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error},
+        lifespan=lifespan,
+    )
+
+
+def serve(listener: Listener, host: str, port: int, log_level: str = "info") -> None:
+    import uvicorn
+
+    app = create_app(listener)
+    log.info("listening on http://%s:%d (state: %s, %d rule(s))", host, port, listener.inbox.path, len(listener.rules))
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False)

@@ -1,0 +1,219 @@
+"""The worker: stored events -> trigger rules -> one pipeline run per matched rule, dispatched once.
+
+Runs as a background thread of ``pipeline-plugin serve`` (:meth:`Worker.run_forever`) and as plain
+calls for tests and ``events replay`` (:meth:`Worker.drain`, :meth:`Worker.replay`).
+
+For each claimed event:
+
+1. MLflow's ``test_webhook`` example (``event.is_test``) and echoes of pipeline-plugin's own
+   write-back (``writeback.is_own_writeback``) are ``ignored`` with a reason; nothing starts.
+2. The rules are evaluated; the outcome (``matched``/``unmatched``, the rule names) and one run per
+   matched rule that has a ``pipeline:`` section are recorded in one transaction. ``run_id`` is a
+   hash of (event id, rule name[, replay generation]) with a unique constraint, so a restart never
+   records a run twice. A rule without ``pipeline:`` records the match only.
+3. Each run is marked ``dispatching`` (committed) before ``provider.dispatch`` and gets the result
+   (status, URL, detail) after. After a crash a run found ``dispatching`` may or may not have
+   started: it is dispatched again only when the provider says it is ``idempotent`` (it can tell
+   from ``run_id`` whether the run exists); otherwise it is recorded ``unknown`` with a hint, never
+   started twice. The same rule applies to a dispatch that raised: retried (with backoff, up to the
+   inbox's ``max_attempts``) only for idempotent providers, else recorded ``failed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import writeback
+from .errors import PipelinePluginError
+from .inbox import Claimed, Inbox, StoredEvent
+
+log = logging.getLogger("pipeline_plugin.worker")
+
+#: run statuses that still need a dispatch; any other (dispatched, succeeded, failed, unknown, or a
+#: provider's own word) is final
+OPEN_RUN_STATUSES = ("recorded", "dispatching", "error")
+
+
+@dataclass
+class RulesContext:
+    """What rules may ask about the world: the newest version seen of a model."""
+
+    inbox: Inbox
+
+    def latest_version(self, source: str, registry_key: str, model: str) -> str | None:
+        return self.inbox.latest_version(source, registry_key, model)
+
+
+def _rule_dir(rule: Any, default: Path | None) -> Path | None:
+    for attr in ("rules_dir", "directory", "source_dir", "path", "file", "source_file"):
+        value = getattr(rule, attr, None)
+        if value:
+            p = Path(value)
+            return p.parent if p.suffix in (".yml", ".yaml") else p
+    return default
+
+
+class Worker:
+    def __init__(
+        self,
+        inbox: Inbox,
+        rules: Sequence[Any],
+        rules_dir: str | Path | None = None,
+        get_provider: Callable[[str], Any] | None = None,
+        on_run: Callable[[str], None] | None = None,
+    ) -> None:
+        self.inbox = inbox
+        self.rules = list(rules)
+        self.rules_dir = Path(rules_dir) if rules_dir else None
+        self.ctx = RulesContext(inbox)
+        self.owner = inbox.new_owner()
+        self.wake = threading.Event()
+        self._get_provider = get_provider
+        self._on_run = on_run  # metrics hook: called with each run's final status
+
+    # ---- loops --------------------------------------------------------------------------------
+    def drain(self, max_events: int | None = None) -> int:
+        """Process events until none is claimable now; returns how many were processed."""
+        done = 0
+        while max_events is None or done < max_events:
+            batch = self.inbox.claim(self.owner, limit=1)
+            if not batch:
+                break
+            for claimed in batch:
+                self.process(claimed)
+                done += 1
+        return done
+
+    def run_forever(self, stop: threading.Event, poll: float = 1.0) -> None:
+        """Process events until ``stop`` is set; ``wake`` (set by the server after a put) cuts the wait."""
+        log.info("worker %s started with %d rule(s)", self.owner, len(self.rules))
+        while not stop.is_set():
+            try:
+                self.drain()
+            except Exception:  # noqa: BLE001 - the worker thread must survive (e.g. disk full); retried
+                log.exception("worker loop failed; retrying")
+                stop.wait(poll)
+            self.wake.wait(poll)
+            self.wake.clear()
+        self.inbox.retire_owner(self.owner)
+
+    # ---- one event ----------------------------------------------------------------------------
+    def replay(self, event_id: str) -> StoredEvent:
+        """Match and dispatch one event again (new generation, new run ids) and return it."""
+        claimed = self.inbox.requeue(event_id, self.owner)
+        self.process(claimed)
+        return self.inbox.get(claimed.id)
+
+    def process(self, claimed: Claimed) -> None:
+        try:
+            retry_error = self._process(claimed)
+        except Exception as exc:  # noqa: BLE001 - recorded, retried, dead-lettered after N attempts
+            log.exception("processing event %s failed", claimed.id)
+            message = exc.message if isinstance(exc, PipelinePluginError) else f"{type(exc).__name__}: {exc}"
+            self.inbox.fail(claimed.id, claimed.owner, message)
+            return
+        if retry_error:
+            self.inbox.fail(claimed.id, claimed.owner, retry_error)
+        else:
+            self.inbox.finish(claimed.id, claimed.owner)
+
+    def _process(self, claimed: Claimed) -> str | None:
+        """Returns an error text when some run should be retried later, else None."""
+        event = claimed.event
+        stored = self.inbox.get(claimed.id)
+        if stored.status == "pending":
+            reason = ""
+            if event.is_test:
+                reason = f"test delivery ({event.source_event_type or 'example payload'}): recorded, never starts a pipeline"
+            elif writeback.is_own_writeback(event):
+                reason = "echo of pipeline-plugin's own write-back (alias/tag it set): never starts a pipeline"
+            if reason:
+                self.inbox.record_runs(claimed.id, claimed.generation, [], status="ignored", reason=reason)
+                log.info("event %s ignored: %s", claimed.id, reason)
+                return None
+            from .rules import explain
+
+            results = explain(self.rules, event, self.ctx)
+            matched = [r.rule for r in results if r.matched]
+            runs = [
+                {
+                    "rule_name": rule.name,
+                    "provider": str(rule.pipeline.get("provider", "")),
+                    "pipeline": dict(rule.pipeline),
+                    "rules_dir": _rule_dir(rule, self.rules_dir),
+                }
+                for rule in matched
+                if getattr(rule, "pipeline", None)
+            ]
+            names = [rule.name for rule in matched]
+            if matched:
+                status, reason = "matched", f"matched {len(names)} rule(s)"
+            else:
+                first = next((r.reason for r in results if r.reason), "")
+                status = "unmatched"
+                reason = f"no rule matched ({len(results)} checked)" + (f"; e.g. {first}" if first else "")
+            self.inbox.record_runs(claimed.id, claimed.generation, runs, status=status, reason=reason, rules=names)
+            log.info("event %s %s/%s v%s: %s %s", claimed.id, event.source, event.model, event.version, status, names)
+        return self._dispatch_runs(claimed)
+
+    def _dispatch_runs(self, claimed: Claimed) -> str | None:
+        from .providers import PipelineRun
+        from .providers import get_provider as default_get_provider
+
+        get_provider = self._get_provider or default_get_provider
+        retry_error = None
+        for run in self.inbox.runs(claimed.id, claimed.generation):
+            if run.status not in OPEN_RUN_STATUSES:
+                continue
+            try:
+                provider = get_provider(run.provider)
+            except PipelinePluginError as exc:
+                self._result(run.run_id, "failed", detail=exc.message)
+                continue
+            idempotent = bool(getattr(provider, "idempotent", False))
+            if run.status == "dispatching" and not idempotent:
+                self._result(
+                    run.run_id,
+                    "unknown",
+                    detail=(
+                        f"the process stopped while dispatching to {run.provider}, which cannot tell whether the "
+                        "run started; check the CI system, and start it again with "
+                        f"`pipeline-plugin events replay {claimed.id}` if it did not"
+                    ),
+                )
+                continue
+            self.inbox.renew(claimed.id, claimed.owner)
+            self.inbox.mark_dispatching(run.run_id)
+            pipeline_run = PipelineRun(
+                run_id=run.run_id,
+                rule_name=run.rule_name,
+                pipeline=run.pipeline,
+                event=claimed.event,
+                state_dir=self.inbox.state_dir,
+                rules_dir=Path(run.rules_dir) if run.rules_dir else None,
+            )
+            try:
+                result = provider.dispatch(pipeline_run)
+            except Exception as exc:  # noqa: BLE001 - a provider failure is the run's result
+                message = exc.message if isinstance(exc, PipelinePluginError) else f"{type(exc).__name__}: {exc}"
+                log.warning("dispatch of run %s (%s) failed: %s", run.run_id, run.provider, message)
+                if idempotent:
+                    self.inbox.record_dispatch(run.run_id, "error", detail=message)
+                    retry_error = f"run {run.run_id}: {message}"
+                else:
+                    self._result(run.run_id, "failed", detail=message)
+                continue
+            self._result(
+                run.run_id, result.status, url=result.url, external_id=result.external_id, detail=result.detail or ""
+            )
+            log.info("run %s (%s) %s %s", run.run_id, run.provider, result.status, result.url or "")
+        return retry_error
+
+    def _result(self, run_id: str, status: str, **kw: Any) -> None:
+        self.inbox.record_dispatch(run_id, status, **kw)
+        if self._on_run:
+            self._on_run(status)

@@ -1,0 +1,178 @@
+"""The inbox: durable, de-duplicated storage; leases; runs recorded once; latest version."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline_plugin.errors import NotFoundError
+from pipeline_plugin.events import ModelVersionEvent
+from pipeline_plugin.inbox import Inbox, event_id_for, run_id_for
+
+
+def ev(version="3", delivery_id=None, **kw) -> ModelVersionEvent:
+    data = dict(
+        source="mlflow",
+        kind="model_version.created",
+        model="churn-model",
+        version=version,
+        delivery_id=delivery_id or f"d-{version}",
+        registry={"tracking_uri": "http://mlflow:5000"},
+    )
+    data.update(kw)
+    return ModelVersionEvent.from_dict(data)
+
+
+def test_put_is_committed_in_wal_with_full_sync(tmp_path):
+    inbox = Inbox(tmp_path)
+    ids = inbox.put("mlflow", [ev("1")])
+    assert not ids.duplicate and len(ids) == 1
+    db = inbox._db()
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    # another process sees it at once: it is committed, not buffered in this one
+    out = subprocess.run(
+        [sys.executable, "-c", f"import sqlite3; print(sqlite3.connect({str(inbox.path)!r}).execute('select id from events').fetchall())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert ids[0] in out
+
+
+def test_same_delivery_id_is_stored_once(tmp_path):
+    inbox = Inbox(tmp_path)
+    first = inbox.put("mlflow", [ev("1", delivery_id="abc")])
+    # a retry of the same delivery, even if a field differs, is the same delivery
+    again = inbox.put("mlflow", [ev("1", delivery_id="abc", tags={"x": "y"})])
+    assert again.duplicate and list(again) == list(first)
+    assert len(inbox.list()) == 1
+    history = [h["what"] for h in inbox.get(first[0]).history]
+    assert history == ["received", "duplicate delivery"]
+
+
+def test_same_change_with_new_delivery_id_is_stored_once(tmp_path):
+    inbox = Inbox(tmp_path)
+    first = inbox.put("mlflow", [ev("1", delivery_id="a")])
+    second = inbox.put("mlflow", [ev("1", delivery_id="b")])
+    assert second.duplicate and list(second) == list(first)
+    # a third retry of delivery b is caught by its delivery id
+    assert inbox.put("mlflow", [ev("1", delivery_id="b")]).duplicate
+    assert len(inbox.list()) == 1
+    # a different version or registry is a different change
+    assert not inbox.put("mlflow", [ev("2", delivery_id="c")]).duplicate
+    assert not inbox.put("mlflow", [ev("1", delivery_id="d", registry={"tracking_uri": "http://other"})]).duplicate
+    assert len(inbox.list()) == 3
+
+
+def test_a_batch_stores_each_event_and_ids_are_stable(tmp_path):
+    inbox = Inbox(tmp_path)
+    events = [ev("1"), ev("2"), ev("1", kind="alias.set", alias="champion", delivery_id="al")]
+    ids = inbox.put("mlflow", events)
+    assert list(ids) == [event_id_for(e) for e in events]
+    assert [s.event.version for s in inbox.list()] == ["1", "2", "1"]
+    assert Inbox(tmp_path / "elsewhere").put("mlflow", [ev("1")])[0] == ids[0]
+
+
+def test_claim_leases_and_a_dead_workers_events_are_taken_over(tmp_path):
+    inbox = Inbox(tmp_path)
+    inbox.put("mlflow", [ev("1")])
+    a, b = inbox.new_owner(), inbox.new_owner()
+    [claimed] = inbox.claim(a)
+    assert claimed.event.version == "1" and claimed.attempts == 1
+    assert inbox.claim(b) == []  # a is alive and holds the lease
+    # a process that died holding the lease (kill -9): a pid that no longer runs on this host
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead_owner = f"{a.split(':')[0]}:{proc.pid}:deadbeef"
+    inbox._db().execute("UPDATE events SET lease_owner=? WHERE id=?", (dead_owner, claimed.id))
+    [taken] = inbox.claim(b)
+    assert taken.id == claimed.id and taken.attempts == 2
+    assert "lease taken over" in [h["what"] for h in inbox.get(taken.id).history]
+    # an expired lease of a live owner elsewhere is taken over too
+    inbox._db().execute("UPDATE events SET lease_owner='other-host:1:x', lease_until=? WHERE id=?", (time.time() - 1, taken.id))
+    assert [c.id for c in inbox.claim(a)] == [taken.id]
+    inbox.finish(taken.id, a)
+    assert inbox.claim(b) == [] and inbox.depth() == 0
+
+
+def test_failures_back_off_then_dead_letter(tmp_path):
+    inbox = Inbox(tmp_path, max_attempts=3)
+    [eid] = inbox.put("mlflow", [ev("1")])
+    owner = inbox.new_owner()
+    for attempt in (1, 2):
+        [c] = inbox.claim(owner)
+        assert c.attempts == attempt
+        assert inbox.fail(eid, owner, "boom", backoff=0) is False
+    [c] = inbox.claim(owner)
+    assert inbox.fail(eid, owner, "boom for good", backoff=0) is True
+    stored = inbox.get(eid)
+    assert stored.status == "failed" and stored.done and stored.last_error == "boom for good"
+    assert inbox.claim(owner) == []
+    assert [h["what"] for h in stored.history].count("attempt failed") == 2
+
+
+def test_backoff_delays_the_next_claim(tmp_path):
+    inbox = Inbox(tmp_path)
+    [eid] = inbox.put("mlflow", [ev("1")])
+    owner = inbox.new_owner()
+    inbox.claim(owner)
+    inbox.fail(eid, owner, "transient", backoff=60)
+    assert inbox.claim(owner) == []
+    assert inbox.get(eid).status == "pending"
+
+
+def test_runs_are_recorded_once_with_stable_ids(tmp_path):
+    inbox = Inbox(tmp_path)
+    [eid] = inbox.put("mlflow", [ev("1")])
+    spec = [{"rule_name": "r1", "provider": "local", "pipeline": {"provider": "local"}}]
+    first = inbox.record_runs(eid, 0, spec, status="matched", rules=["r1"])
+    again = inbox.record_runs(eid, 0, spec, status="matched", rules=["r1"])  # a restart redoing the step
+    assert [r.run_id for r in first] == [r.run_id for r in again] == [run_id_for(eid, "r1")]
+    assert len(inbox.runs()) == 1
+    # the unique constraint holds even against a raw insert
+    with pytest.raises(sqlite3.IntegrityError):
+        inbox._db().execute(
+            "INSERT INTO runs(run_id, event_id, rule_name, generation, provider, created_at, updated_at)"
+            " VALUES ('other', ?, 'r1', 0, 'local', 'x', 'x')",
+            (eid,),
+        )
+    inbox.mark_dispatching(first[0].run_id)
+    inbox.record_dispatch(first[0].run_id, "dispatched", url="https://ci.example/runs/1", detail="queued")
+    [run] = inbox.get(eid).runs
+    assert (run.status, run.url, run.attempts) == ("dispatched", "https://ci.example/runs/1", 1)
+    dispatch = [h for h in inbox.get(eid).history if h["what"] == "dispatch dispatched"]
+    assert dispatch and dispatch[0]["url"] == "https://ci.example/runs/1"
+
+
+def test_latest_version_is_the_numeric_maximum(tmp_path):
+    inbox = Inbox(tmp_path)
+    for v in ("2", "10", "9", "1.5", "v11-beta"):
+        inbox.put("mlflow", [ev(v)])
+    key = ev("1").registry_key()
+    assert inbox.latest_version("mlflow", key, "churn-model") == "10"
+    assert inbox.latest_version("mlflow", "tracking_uri=http://other", "churn-model") is None
+    assert inbox.latest_version("mlflow", key, "other-model") is None
+    inbox.put("mlflow", [ev("10", kind="model_version.deleted", delivery_id="del-10")])
+    assert inbox.latest_version("mlflow", key, "churn-model") == "9"
+
+
+def test_get_by_prefix_and_not_found(tmp_path):
+    inbox = Inbox(tmp_path)
+    [eid] = inbox.put("mlflow", [ev("1")])
+    assert inbox.get(eid[:8]).id == eid
+    with pytest.raises(NotFoundError) as err:
+        inbox.get("ev_nope")
+    assert "events list" in err.value.message
+
+
+def test_list_filters_and_limits(tmp_path):
+    inbox = Inbox(tmp_path)
+    ids = inbox.put("mlflow", [ev(str(v)) for v in range(1, 6)])
+    inbox.record_runs(ids[0], 0, [], status="ignored", reason="test")
+    assert [s.id for s in inbox.list(status="ignored")] == [ids[0]]
+    assert [s.event.version for s in inbox.list(limit=2)] == ["4", "5"]
