@@ -17,18 +17,16 @@ State lives in Docker labels and the state dir (``deployment.json`` and the ngin
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 
 from .. import settings
-from ..errors import ConfigError, NotFoundError, ServiceError, StageFailed
+from ..errors import ConfigError, NotFoundError, ServiceError
 from . import Deployment, DeploymentSpec, ProgressFn, check_name, check_spec, stable_uris, state_root
 from .nginx_proxy import StableAddress, pick_port
-from .state import ServiceState, all_states, now
+from .state import ServiceState, all_states, now, wait_ready
 
 LABEL = "io.pipeline-plugin.deployment."
 MODEL_LABEL = "io.pipeline-plugin.model."
@@ -54,35 +52,6 @@ def spec_hash(spec: DeploymentSpec, image_id: str, port: int) -> str:
         "labels": dict(sorted(spec.labels.items())),
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def wait_ready(url_host: str, port: int, timeout: float, is_alive, progress: ProgressFn, what: str) -> None:
-    """Poll ``GET /readyz`` until 200; ``is_alive()`` returning a reason string aborts early."""
-    deadline = time.monotonic() + timeout
-    last_note = time.monotonic()
-    last = "no answer yet"
-    while True:
-        reason = is_alive()
-        if reason:
-            raise StageFailed(f"{what} stopped before it was ready: {reason}")
-        conn = http.client.HTTPConnection(url_host, port, timeout=5)
-        try:
-            conn.request("GET", "/readyz")
-            resp = conn.getresponse()
-            resp.read()
-            if resp.status == 200:
-                return
-            last = f"GET /readyz answered {resp.status}"
-        except OSError as exc:
-            last = f"GET /readyz: {exc.__class__.__name__}"
-        finally:
-            conn.close()
-        if time.monotonic() > deadline:
-            raise StageFailed(f"{what} was not ready within {timeout:.0f}s ({last})")
-        if time.monotonic() - last_note > 5:
-            progress(f"waiting for {what} to be ready ({last})")
-            last_note = time.monotonic()
-        time.sleep(0.2)
 
 
 class DockerTarget:

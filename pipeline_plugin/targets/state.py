@@ -12,12 +12,16 @@
 from __future__ import annotations
 
 import fcntl
+import http.client
 import json
 import os
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from ..errors import StageFailed
 
 
 def now() -> str:
@@ -91,3 +95,34 @@ def all_states(root: Path, service: str | None = None) -> list[ServiceState]:
             if (env / "deployment.json").exists():
                 out.append(ServiceState(root, svc.name, env.name))
     return out
+
+
+def wait_ready(
+    url_host: str, port: int, timeout: float, is_alive: Callable[[], str | None], progress: Callable[[str], None], what: str
+) -> None:
+    """Poll ``GET /readyz`` until 200; ``is_alive()`` returning a reason string aborts early."""
+    deadline = time.monotonic() + timeout
+    last_note = time.monotonic()
+    last = "no answer yet"
+    while True:
+        reason = is_alive()
+        if reason:
+            raise StageFailed(f"{what} stopped before it was ready: {reason}")
+        conn = http.client.HTTPConnection(url_host, port, timeout=5)
+        try:
+            conn.request("GET", "/readyz")
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status == 200:
+                return
+            last = f"GET /readyz answered {resp.status}"
+        except OSError as exc:
+            last = f"GET /readyz: {exc.__class__.__name__}"
+        finally:
+            conn.close()
+        if time.monotonic() > deadline:
+            raise StageFailed(f"{what} was not ready within {timeout:.0f}s ({last})")
+        if time.monotonic() - last_note > 5:
+            progress(f"waiting for {what} to be ready ({last})")
+            last_note = time.monotonic()
+        time.sleep(0.2)

@@ -17,6 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 STARTED = time.monotonic()
 VERSION = os.environ.get("VERSION", "0")
 KEYS = [k for k in os.environ.get("PIPELINE_PLUGIN_SCORING_KEYS", "").split(",") if k]
+if os.environ.get("PIPELINE_PLUGIN_SCORING_KEYS_FILE"):
+    with open(os.environ["PIPELINE_PLUGIN_SCORING_KEYS_FILE"]) as fh:
+        KEYS += [k.strip() for k in fh.read().replace(",", "\n").splitlines() if k.strip()]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -42,7 +45,8 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/swagger.json":
             self._send(200, {"swagger": "2.0", "info": {"title": "test", "version": VERSION}})
         elif self.path == "/env":
-            self._send(200, {k: v for k, v in os.environ.items() if k.startswith("APP_")} | {"uid": os.getuid()})
+            env = {k: v for k, v in os.environ.items() if k.startswith(("APP_", "AZUREML_", "AML_"))}
+            self._send(200, env | {"uid": os.getuid()})
         else:
             self._send(404, {"error": "not found"})
 
@@ -60,7 +64,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    server = ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "5001"))), Handler)
+    server = ThreadingHTTPServer((os.environ.get("PIPELINE_PLUGIN_HOST", "0.0.0.0"), int(os.environ.get("PORT", "5001"))), Handler)
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     server.serve_forever()
