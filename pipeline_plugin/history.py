@@ -63,6 +63,12 @@ CREATE TABLE IF NOT EXISTS approvals (
 """
 
 
+def use_state_dir(path: str | Path | None) -> None:
+    """Make ``--state-dir`` the state dir of everything this command touches (history, targets)."""
+    if path:
+        os.environ[settings.STATE_DIR_ENV] = str(Path(path).resolve())
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 

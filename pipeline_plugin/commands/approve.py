@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError, StageFailed
-from ..history import History, Record, current_actor
+from ..history import History, Record, current_actor, use_state_dir
 from ..output import Progress, add_json_flag, emit
 from ..stages.promote import promote
 from .promote import EXIT, human
@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    use_state_dir(args.state_dir)
     history = History(args.state_dir)
     if args.list:
         pending = [a.to_dict() for a in history.approvals(status="pending")]

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from .. import ci_output
-from ..history import History
+from ..history import History, use_state_dir
 from ..output import Progress, add_json_flag, emit
 from ..stages.promote import STRATEGIES, promote
 
@@ -71,6 +71,7 @@ def human(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    use_state_dir(args.state_dir)
     key = args.key or os.environ.get(KEY_ENV)
     result = promote(
         args.name, from_env=args.from_env, to_env=args.to_env, target=args.target, port=args.port,

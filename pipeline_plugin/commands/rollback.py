@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ..history import History
+from ..history import History, use_state_dir
 from ..output import Progress, add_json_flag, emit
 from ..stages.rollback import rollback
 
@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    use_state_dir(args.state_dir)
     key = args.key or os.environ.get(KEY_ENV)
     result = rollback(
         args.name, env=args.env, to_version=args.to_version, target=args.target, keys=(key,) if key else (),

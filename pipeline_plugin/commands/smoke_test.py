@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from .. import ci_output
-from ..history import History, Record, current_actor
+from ..history import History, Record, current_actor, use_state_dir
 from ..output import Progress, add_json_flag, emit
 from ..stages import smoke_test as stage
 
@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    use_state_dir(args.state_dir)
     sample = stage.load_json_file(args.sample, "--sample")
     expect = stage.load_json_file(args.expect, "--expect") if args.expect else None
     key = args.key or os.environ.get(KEY_ENV) or None

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import NotFoundError
-from ..history import History
+from ..history import History, use_state_dir
 from ..output import add_json_flag, emit
 
 ENV_ORDER = ("staging", "production")
@@ -98,6 +98,7 @@ def human(data: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    use_state_dir(args.state_dir)
     data = collect(args.name, History(args.state_dir), args.target, args.limit)
     emit(args, data, human(data))
     return 0

@@ -109,19 +109,20 @@ def snapshot(dep: Deployment | None) -> dict[str, Any] | None:
 
 def image_labels(dep: Deployment, target_name: str) -> dict[str, str]:
     """The model image's labels: from the deployment's details, else Docker's image record."""
-    labels = dict((dep.details or {}).get("labels") or {})
-    if labels or target_name != "docker":
-        return labels
-    try:
-        import docker
-
-        client = docker.from_env(timeout=10)
+    labels: dict[str, str] = {}
+    if target_name == "docker":
         try:
-            return dict(client.images.get(dep.image_id or dep.image).labels or {})
-        finally:
-            client.close()
-    except Exception:  # noqa: BLE001 - labels are an optional hint
-        return {}
+            import docker
+
+            client = docker.from_env(timeout=10)
+            try:
+                labels.update(client.images.get(dep.image_id or dep.image).labels or {})
+            finally:
+                client.close()
+        except Exception:  # noqa: BLE001 - labels are an optional hint
+            pass
+    labels.update((dep.details or {}).get("labels") or {})
+    return labels
 
 
 def model_origin(service: str, dep: Deployment, history: History, target_name: str) -> dict[str, Any]:
@@ -159,6 +160,16 @@ def spec_for(dep: Deployment, env: str, image: str, port: int | None, keys: tupl
         keys=keys,
         labels=labels,
     )
+
+
+def requires_key(scoring_uri: str) -> bool:
+    """True when the service answers 401 to a request without a scoring key."""
+    import requests
+
+    try:
+        return requests.post(scoring_uri, json={"data": None}, timeout=10).status_code == 401
+    except requests.RequestException:
+        return False
 
 
 def _port_of(dep: Deployment | None) -> int | None:
@@ -256,6 +267,11 @@ def promote(
 
     previous = tgt.get(service, to_env)
     result.previous = snapshot(previous)
+    if previous is not None and not keys and requires_key(previous.scoring_uri):
+        raise ConfigError(
+            f"{service} {to_env} requires a scoring key and none was given; pass --key (or set "
+            "PIPELINE_PLUGIN_SCORING_KEY) so that the promoted version keeps requiring it"
+        )
     smoke_args = {
         "sample": passed.details.get("sample"),
         "expect": passed.details.get("expect"),
@@ -282,7 +298,7 @@ def promote(
         spec = spec_for(source_dep, to_env, source_dep.image_id or source_dep.image, port or _port_of(previous), keys, labels)
         say(f"switching {service} {to_env} to {source_dep.image_id} ({origin['model']} v{origin['version']}) on {target_name}")
         try:
-            switched = tgt.update(spec) if previous is not None else tgt.create(spec)
+            switched = tgt.update(spec, say) if previous is not None else tgt.create(spec, say)
         except Exception as exc:  # noqa: BLE001 - any failure to switch is recorded, production untouched
             msg = f"switching {to_env} failed: {getattr(exc, 'message', exc)}"
             history.record(Record(action="promote", status="failed", reason=msg, **base))
@@ -340,7 +356,7 @@ def promote(
     else:
         spec = spec_for(previous, to_env, previous.image_id or previous.image, port or _port_of(previous), keys,
                         {"io.pipeline-plugin.run-id": run_id})
-        restored = tgt.update(spec)
+        restored = tgt.update(spec, say)
         result.reason = (
             f"{to_env} check failed after the switch: {why}; rolled back to the previous image {previous.image_id}"
             + (f" (v{previous.version})" if previous.version else "")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..errors import NotFoundError
+from ..errors import ConfigError, NotFoundError
 from ..history import History, Record, current_actor
 from ..targets import get_target
-from .promote import StageResult, _port_of, _write, model_origin, resolve_target, snapshot, spec_for
+from .promote import StageResult, _port_of, _write, model_origin, requires_key, resolve_target, snapshot, spec_for
 from .. import writeback
 
 
@@ -65,6 +65,11 @@ def rollback(
     current = tgt.get(service, env)
     current_id = current.image_id if current else None
     rec, before = choose(history, service, env, current_id, to_version)
+    if current is not None and not keys and requires_key(current.scoring_uri):
+        raise ConfigError(
+            f"{service} {env} requires a scoring key and none was given; pass --key (or set "
+            "PIPELINE_PLUGIN_SCORING_KEY) so that the restored version keeps requiring it"
+        )
     cause = cause or f"user:{current_actor()}"
     from_version = None
     if current is not None:
@@ -72,11 +77,11 @@ def rollback(
     say(f"rolling {service} {env} back to {rec.image_id}" + (f" (v{rec.version})" if rec.version else ""))
     if current is not None:
         spec = spec_for(current, env, rec.image_id, _port_of(current), keys, {})
-        restored = tgt.update(spec)
+        restored = tgt.update(spec, say)
     else:
         from ..targets import DeploymentSpec
 
-        restored = tgt.create(DeploymentSpec(service=service, env=env, image=rec.image_id, keys=keys))
+        restored = tgt.create(DeploymentSpec(service=service, env=env, image=rec.image_id, keys=keys), say)
     why = reason or (f"rollback to v{to_version} requested" if to_version else "rollback to the previous version requested")
     history.record(
         Record(

@@ -153,9 +153,32 @@ def scoring_url(url: str) -> str:
 
 
 # ---- schema ---------------------------------------------------------------------------------
+#: what Azure ML's inference server (and our runtime) puts in the swagger of a script without
+#: ``@output_schema``: a placeholder, not a declaration
+UNDECLARED_SCHEMA = {"type": "object", "example": {}}
+
+
+def _resolve(swagger: dict, schema: Any) -> Any:
+    ref = schema.get("$ref") if isinstance(schema, dict) else None
+    if isinstance(ref, str) and ref.startswith("#/"):
+        node: Any = swagger
+        for part in ref[2:].split("/"):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node if node is not None else schema
+    return schema
+
+
 def output_schema(swagger: dict) -> dict | None:
     """The 200 response schema of ``POST /score`` (Swagger 2 or OpenAPI 3), refs resolved by the
-    validator against the whole document; None when the service declares none."""
+    validator against the whole document; None when the service declares none (no schema, or the
+    placeholder an undecorated entry script gets)."""
+    schema = _output_schema(swagger)
+    if schema is None or _resolve(swagger, schema) == UNDECLARED_SCHEMA:
+        return None
+    return schema
+
+
+def _output_schema(swagger: dict) -> dict | None:
     score = None
     for path, ops in (swagger.get("paths") or {}).items():
         if path.rstrip("/").endswith("/score") and isinstance(ops, dict) and "post" in ops:
@@ -325,7 +348,7 @@ def smoke_test(
             else:
                 swagger = sw.json()
                 if output_schema(swagger) is None:
-                    schema_check = Check("schema", True, f"{swagger_at} declares no output schema", skipped=True)
+                    schema_check = Check("schema", True, f"{swagger_at} declares no output schema (the entry script has no @output_schema)", skipped=True)
                 else:
                     problems = validate_output(swagger, payload)
                     if problems:

@@ -1,0 +1,268 @@
+"""The ``local`` provider: the whole chain in-process on this machine.
+
+For one matched rule, ``dispatch(run)``:
+
+1. fetches the version's files from the registry that announced it (MLflow: through the MLflow
+   client, ``models:/<name>/<version>``, whatever the source URI scheme; a local ``artifact_uri``
+   for other sources);
+2. packages them with the rule's ``entry_script``, ``source_dir``, ``requirements``/``conda`` (or
+   none: no-code packaging of an MLflow model);
+3. deploys the image to ``staging`` (``target``, ``staging_port``, ``config``);
+4. smoke-tests staging with the rule's ``sample``/``expect``/``tolerance``;
+5. promotes to ``production`` (``production_port``, ``strategy``, ``approval``), which checks
+   production and rolls back automatically when that check fails.
+
+Every stage is recorded in the deployment history (``pipeline-plugin status``). The result is
+``succeeded`` (production serves the version), ``pending-approval`` (staging passed; waiting for
+``pipeline-plugin approve RUN``) or ``failed`` with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import settings, writeback
+from ..errors import ConfigError, PipelinePluginError, StageFailed
+from ..events import ModelVersionEvent
+from ..history import History, Record
+from . import DispatchResult, PipelineRun
+
+#: events the local chain deploys; anything else (deleted, rejected ...) is recorded, not deployed
+DEPLOYABLE_KINDS = ("model_version.created", "model_version.approved", "alias.set", "tag.set")
+
+
+def service_name(pipeline: dict[str, Any], event: ModelVersionEvent) -> str:
+    """The rule's ``service``, else the model name made a DNS label (``Churn_Model`` -> ``churn-model``)."""
+    if pipeline.get("service"):
+        return str(pipeline["service"])
+    name = re.sub(r"[^a-z0-9-]+", "-", event.model.lower()).strip("-")[:63].strip("-")
+    return name or "model"
+
+
+def _path(value: Any, rules_dir: Path | None) -> Path | None:
+    if value in (None, ""):
+        return None
+    p = Path(str(value)).expanduser()
+    if not p.is_absolute() and rules_dir is not None:
+        p = rules_dir / p
+    return p
+
+
+def fetch_model(event: ModelVersionEvent, dest: Path, progress: Callable[[str], None]) -> Path:
+    """Download the version's files into ``dest``; return the model path (file or folder)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    if event.source == "mlflow":
+        registry = dict(event.registry)
+        uri = registry.get("tracking_uri")
+        if not uri:
+            raise StageFailed(
+                f"the MLflow event for {event.model} v{event.version} names no tracking_uri; "
+                "the webhook's source must say which MLflow server announced it"
+            )
+        import mlflow.artifacts
+
+        progress(f"fetching {event.model} v{event.version} from MLflow at {uri}")
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{event.model}/{event.version}", dst_path=str(dest), tracking_uri=uri, registry_uri=uri
+            )
+        except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the message says which
+            raise StageFailed(f"could not fetch {event.model} v{event.version} from MLflow at {uri}: {exc}") from exc
+        return Path(path)
+    if event.artifact_uri:
+        raw = event.artifact_uri
+        local = Path(raw[len("file://"):]) if raw.startswith("file://") else Path(raw)
+        if local.is_absolute() and local.exists():
+            progress(f"copying {event.model} v{event.version} from {local}")
+            target = dest / local.name
+            if local.is_dir():
+                shutil.copytree(local, target)
+            else:
+                shutil.copy2(local, target)
+            return target
+    raise StageFailed(
+        f"the local provider cannot fetch files of {event.source} model {event.model} v{event.version} "
+        f"(artifact_uri {event.artifact_uri!r}); it fetches MLflow versions and local paths. Use a CI provider "
+        "(github, gitlab, azure-devops) for this registry"
+    )
+
+
+def input_example(model_path: Path) -> Any | None:
+    """An MLflow model's saved serving input example, as a sample for no-code models."""
+    for name in ("serving_input_example.json", "input_example.json"):
+        p = model_path / name if model_path.is_dir() else None
+        if p is not None and p.exists():
+            data = json.loads(p.read_text())
+            if isinstance(data, dict):
+                for key in ("dataframe_split", "dataframe_records", "inputs", "instances"):
+                    if key in data:
+                        return data[key]
+            return data
+    return None
+
+
+class LocalProvider:
+    name = "local"
+    #: dispatching the same run again resumes it safely (stages are idempotent, history says what's done)
+    idempotent = True
+
+    def dispatch(self, run: PipelineRun, progress: Callable[[str], None] | None = None) -> DispatchResult:
+        started = time.monotonic()
+        timings: dict[str, float] = {}
+        pipeline = dict(run.pipeline or {})
+        event = run.event
+        history = History(run.state_dir)
+        service = service_name(pipeline, event)
+        log = progress or (lambda _m: None)
+
+        def say(message: str) -> None:
+            log(f"[{run.run_id[:12]} {service}] {message}")
+
+        done = [r for r in history.records(service=service, run_id=run.run_id, action="promote") if r.status == "succeeded"]
+        if done:
+            return DispatchResult(self.name, "succeeded", detail=f"already done: {done[0].reason}",
+                                  data={"service": service, "scoring_uri": done[0].scoring_uri})
+        if event.kind not in DEPLOYABLE_KINDS:
+            return DispatchResult(self.name, "failed", detail=f"{event.kind} events are not deployed by the local provider")
+        try:
+            data = self._run(run, pipeline, event, history, service, say, timings)
+        except PipelinePluginError as exc:
+            say(f"failed: {exc.message}")
+            return DispatchResult(self.name, "failed", detail=exc.message, data={"service": service, "timings": timings})
+        data["timings"] = {**timings, "total": round(time.monotonic() - started, 3)}
+        return DispatchResult(self.name, data.pop("status"), detail=data.pop("detail"), data=data)
+
+    # ---- the chain ------------------------------------------------------------------------------
+    def _run(self, run: PipelineRun, pipeline: dict[str, Any], event: ModelVersionEvent, history: History,
+             service: str, say: Callable[[str], None], timings: dict[str, float]) -> dict[str, Any]:
+        from ..stages.promote import docker_answers, promote
+        from ..stages.smoke_test import load_json_file, smoke_test
+        from ..targets import DeploymentSpec, get_target
+
+        rules_dir = run.rules_dir
+        state_dir = history.state_dir
+        cause = f"event:{event.source}:{event.kind}:{event.delivery_id}"
+        target_name = pipeline.get("target") or ("docker" if docker_answers() else "process")
+        origin = {"source": event.source, "registry": dict(event.registry)}
+        base = dict(service=service, model=event.model, version=event.version, run_id=run.run_id, cause=cause,
+                    target=target_name)
+        work = state_dir / "runs" / re.sub(r"[^A-Za-z0-9_.-]", "_", run.run_id)
+        config = None
+        if pipeline.get("config"):
+            from .. import deployconfig
+
+            config = deployconfig.load(_path(pipeline["config"], rules_dir))
+
+        def stage(name: str, fn: Callable[[], Any]) -> Any:
+            t0 = time.monotonic()
+            try:
+                return fn()
+            finally:
+                timings[name] = round(time.monotonic() - t0, 3)
+
+        # 1. fetch + package
+        model_path = stage("fetch", lambda: fetch_model(event, work / "model", say))
+        from ..stages.package import ModelRef, PackageSpec, package
+
+        entry = _path(pipeline.get("entry_script"), rules_dir)
+        repo = pipeline.get("image_repository") or f"pipeline-plugin/{service}"
+        tag = re.sub(r"[^A-Za-z0-9_.-]", "-", f"v{event.version}-{run.run_id[:8]}")[:128]
+        spec = PackageSpec(
+            models=[ModelRef(name=event.model, version=event.version, path=model_path)],
+            image=f"{repo}:{tag}",
+            entry_script=entry,
+            source_dir=_path(pipeline.get("source_dir"), rules_dir),
+            requirements=_path(pipeline.get("requirements"), rules_dir),
+            conda=_path(pipeline.get("conda"), rules_dir),
+            base_image=pipeline.get("base_image") or settings.default_base_image(),
+            source=event.source,
+            registry=event.registry_key(),
+        )
+        say(f"packaging {event.model} v{event.version} as {spec.image}")
+        try:
+            built = stage("package", lambda: package(spec, say))
+        except PipelinePluginError as exc:
+            history.record(Record(action="package", status="failed", env="staging", reason=exc.message, **base))
+            raise
+        history.record(Record(action="package", status="succeeded", env="staging", image=built.image,
+                              image_id=built.image_id, reason=f"built {built.image}",
+                              details={**origin, "model_digest": built.model_digest}, **base))
+
+        # 2. deploy staging
+        tgt = get_target(target_name)
+        keys = tuple(config.keys) if config else ()
+        staging_spec = DeploymentSpec(
+            service=service, env="staging", image=built.image_id or built.image,
+            port=pipeline.get("staging_port") or (config.port if config else None),
+            cpu_cores=config.cpu_cores if config else None, memory_gb=config.memory_gb if config else None,
+            environment=dict(config.environment_variables) if config else {}, keys=keys,
+            labels={"io.pipeline-plugin.run-id": run.run_id},
+        )
+        say(f"deploying {built.image_id} to staging on {target_name}")
+        try:
+            staging = stage("deploy_staging", lambda: tgt.update(staging_spec, say))
+        except PipelinePluginError as exc:
+            history.record(Record(action="deploy", status="failed", env="staging", image=built.image,
+                                  image_id=built.image_id, reason=exc.message, details=origin, **base))
+            raise StageFailed(f"staging deployment failed: {exc.message}; production untouched") from exc
+        history.record(Record(action="deploy", status="succeeded", env="staging", image=built.image,
+                              image_id=staging.image_id, scoring_uri=staging.scoring_uri,
+                              reason=f"{event.kind} {event.model} v{event.version}", details=origin, **base))
+
+        # 3. smoke test staging
+        sample_path = _path(pipeline.get("sample"), rules_dir)
+        expect_path = _path(pipeline.get("expect"), rules_dir)
+        sample = load_json_file(sample_path, "pipeline.sample") if sample_path else input_example(model_path)
+        if sample is None:
+            raise ConfigError(
+                f"rule {run.rule_name!r} names no pipeline.sample and the model has no input example; add "
+                "`sample: path/to/sample.json` to the rule's pipeline section"
+            )
+        expect = load_json_file(expect_path, "pipeline.expect") if expect_path else None
+        tolerance = float(pipeline.get("tolerance", 1e-6))
+        say(f"smoke-testing staging at {staging.scoring_uri}")
+        report = stage("smoke_staging", lambda: smoke_test(
+            staging.scoring_uri, sample, key=keys[0] if keys else None, expect=expect, has_expect=expect_path is not None,
+            tolerance=tolerance, progress=say,
+        ))
+        details = {"sample": sample, "tolerance": tolerance, "requests": report.requests, "p99_ms": None,
+                   "has_expect": expect_path is not None, "report": report.to_dict(), **origin}
+        if expect_path is not None:
+            details["expect"] = expect
+        history.record(Record(action="smoke-test", status="passed" if report.passed else "failed", env="staging",
+                              image=built.image, image_id=staging.image_id, scoring_uri=staging.scoring_uri,
+                              reason=report.reason(), details=details, **base))
+        if not report.passed:
+            info = writeback.WritebackInfo(source=event.source, registry=event.registry, scoring_uri=staging.scoring_uri,
+                                           image=staging.image_id, reason=report.reason())
+            try:
+                writeback.write("status", info, model=event.model, version=event.version, status="failed-staging")
+            except Exception as exc:  # noqa: BLE001 - the failure report matters more than the tag
+                say(f"write-back of the staging failure failed: {getattr(exc, 'message', exc)}")
+            raise StageFailed(f"staging smoke test failed: {report.reason()}; production untouched")
+
+        # 4. promote (checks production, rolls back on failure)
+        result = stage("promote", lambda: promote(
+            service, from_env="staging", to_env="production", target=target_name,
+            port=pipeline.get("production_port"), strategy=pipeline.get("strategy") or "blue-green", keys=keys,
+            history=history, run_id=run.run_id, cause=cause, require_approval=bool(pipeline.get("approval")),
+            progress=say,
+        ))
+        out = {"service": service, "staging_uri": staging.scoring_uri, "scoring_uri": result.scoring_uri,
+               "image_id": staging.image_id, "promote": result.to_dict()}
+        if result.status == "pending-approval":
+            return {**out, "status": "pending-approval", "detail": result.reason}
+        if result.status in ("promoted", "unchanged"):
+            return {**out, "status": "succeeded",
+                    "detail": f"{event.model} v{event.version} serves production at {result.scoring_uri}"}
+        return {**out, "status": "failed", "detail": result.reason}
+
+
+PROVIDER = LocalProvider()
