@@ -129,6 +129,10 @@ def did_you_mean(value: Any, choices: Any, what: str = "valid") -> str:
     return f"{what}: " + ", ".join(ordered)
 
 
+def _hint(exc: ValueError) -> str | None:
+    return exc.args[1] if len(exc.args) > 1 else None
+
+
 class _Collector:
     def __init__(self, file: str) -> None:
         self.file = file
@@ -395,7 +399,7 @@ def _strings(out: _Collector, m: _Map, key: str, field: str, glob: bool) -> tupl
             try:
                 check_glob(item)
             except ValueError as exc:
-                out.add(item_line, field, f"bad pattern in {field}: {exc}")
+                out.add(item_line, field, f"bad pattern in {field}: {exc.args[0]}", _hint(exc))
                 return None
         result.append(item)
     return tuple(result)
@@ -431,7 +435,7 @@ def _string_map(out: _Collector, m: _Map, key: str, field: str, keys: tuple[str,
         try:
             check_glob(v)
         except ValueError as exc:
-            out.add(vline, f"{field}.{k}", f"bad pattern in {field}.{k}: {exc}")
+            out.add(vline, f"{field}.{k}", f"bad pattern in {field}.{k}: {exc.args[0]}", _hint(exc))
             ok = False
             continue
         result[str(k)] = v
@@ -482,7 +486,7 @@ def _match_block(out: _Collector, block: Any, line: int, field: str, nested: boo
             try:
                 kw[key] = parse_version_spec(str(value))
             except ValueError as exc:
-                out.add(vline, f, f"bad version expression {str(value)!r} in {f}: {exc}")
+                out.add(vline, f, f"bad version expression {str(value)!r} in {f}: {exc.args[0]}", _hint(exc))
         elif key in ("tags", "registry"):
             kw[key] = _string_map(out, block, key, f, REGISTRY_KEYS if key == "registry" else None)
         elif key == "exclude":
@@ -554,6 +558,10 @@ def _rule(out: _Collector, data: Any, line: int, file: Path, index: str) -> Rule
     name = data.get("name")
     if name is None:
         out.add(data.line, "name", f"{where} has no name", "add name: <unique-rule-name>")
+    elif isinstance(name, (bool, int, float)):
+        text = data.texts.get("name", str(name))
+        out.add(data.value_lines["name"], "name", f"rule name {text} is read by YAML as {name!r}, not as text",
+                f'quote it: name: "{text}"')
     elif not isinstance(name, str) or not RULE_NAME.match(name):
         out.add(data.value_lines["name"], "name", f"rule name {name!r} is not valid",
                 "use letters, digits, '.', '_' and '-' (at most 100), e.g. 'churn-to-production'")

@@ -79,7 +79,7 @@ def parse_version_spec(text: str) -> VersionSpec:
     """Parse a ``version:`` expression or raise ``ValueError`` with the fix."""
     text = text.strip()
     if not text:
-        raise ValueError("empty version expression; use e.g. '>=3', '<10', '==2', '>=3,<10' or 'latest'")
+        raise ValueError("empty version expression", "use e.g. '>=3', '<10', '==2', '>=3,<10' or 'latest'")
     if text == "latest":
         return VersionSpec(text, "latest")
     parts = [p.strip() for p in text.split(",")]
@@ -92,20 +92,20 @@ def parse_version_spec(text: str) -> VersionSpec:
         operand = part[len(op):].strip() if op else part
         if op is None:
             if part.startswith(("=>", "=<")):
-                raise ValueError(f"bad comparison {part!r}; did you mean {part[1] + '=' + part[2:]!r}?")
+                raise ValueError(f"bad comparison {part!r}", f"did you mean {part[1] + '=' + part[2:]!r}?")
             if part.startswith(("=", "!")):
-                raise ValueError(f"bad comparison {part!r}; operators are {', '.join(OPERATORS)} (e.g. '==2')")
+                raise ValueError(f"bad comparison {part!r}", f"operators are {', '.join(OPERATORS)} (e.g. '==2')")
             op = "=="
         if not operand:
-            raise ValueError(f"comparison {part!r} has no version after {op!r}; e.g. '{op}3'")
+            raise ValueError(f"comparison {part!r} has no version after {op!r}", f"e.g. '{op}3'")
         if operand.startswith(("<", ">", "=", "!")):
-            raise ValueError(f"bad comparison {part!r}; operators are {', '.join(OPERATORS)} (e.g. '>=3')")
+            raise ValueError(f"bad comparison {part!r}", f"operators are {', '.join(OPERATORS)} (e.g. '>=3')")
         if not is_numeric(operand) and op not in ("==", "!="):
             raise ValueError(
                 f"{op} needs a numeric version such as 3 or 1.2.0, got {operand!r}"
             )
         if not is_numeric(operand) and any(ch in operand for ch in "*?["):
-            raise ValueError(f"{operand!r} is a glob; write it alone, without operators or commas")
+            raise ValueError(f"{operand!r} is a glob", "write a glob alone, without operators or commas")
         clauses.append((op, operand))
     return VersionSpec(text, "compare", tuple(clauses))
 
@@ -126,7 +126,7 @@ def _check_glob(pattern: str) -> None:
             close = pattern.find("]", j)
             if close < 0:
                 raise ValueError(
-                    f"unclosed '[' in glob {pattern!r}; close it (e.g. 'churn-[ab]*') or write '[[]' for a literal '['"
+                    f"unclosed '[' in glob {pattern!r}", "close it (e.g. 'churn-[ab]*') or write '[[]' for a literal '['"
                 )
             i = close
         i += 1
@@ -135,7 +135,7 @@ def _check_glob(pattern: str) -> None:
 def check_glob(pattern: str) -> None:
     """Raise ``ValueError`` when ``pattern`` is not a usable glob."""
     if not pattern:
-        raise ValueError("empty pattern; use '*' to match anything")
+        raise ValueError("empty pattern", "use '*' to match anything")
     _check_glob(pattern)
 
 
