@@ -69,6 +69,13 @@ class Headers(dict):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and super().__contains__(key.lower())
 
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key.lower())
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
+
 
 @dataclass
 class Request:
@@ -80,6 +87,10 @@ class Request:
     now: float = field(default_factory=time.time)
     #: per-source settings from the server config (``tracking_uri``, ``host`` ...); never secrets
     options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, Headers):
+            self.headers = Headers(self.headers or {})
 
     def json(self) -> Any:
         """The body as JSON, or ``PayloadError`` (400) saying why not."""

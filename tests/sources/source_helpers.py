@@ -56,6 +56,8 @@ def load_sample(relative: str, **overrides: Any) -> Request:
         headers=Headers(req.get("headers") or {}),
         body=body,
     )
+    if "headers" in overrides:  # added to (or replacing) the recorded headers
+        kwargs["headers"].update(overrides.pop("headers"))
     kwargs.update(overrides)
     return Request(**kwargs)
 
@@ -102,9 +104,10 @@ def _mutations(value: Any, rng: random.Random):
             yield doc
 
 
-def fuzz_parser(parse, request: Request, seed: int = 0) -> int:
+def fuzz_parser(parse, request: Request, seed: int = 0, returns: tuple = (list,)) -> int:
     """Feed ``parse`` truncated, byte-flipped and type-mutated versions of ``request``'s body;
-    only ``PayloadError`` may escape. Returns how many inputs were tried."""
+    only ``PayloadError`` (with a ``field``) may escape, and the result must be one of ``returns``.
+    Returns how many inputs were tried."""
     rng = random.Random(seed)
     body = request.body
     bodies: list[bytes] = [body[:n] for n in range(0, len(body), max(1, len(body) // 40))]
@@ -133,5 +136,5 @@ def fuzz_parser(parse, request: Request, seed: int = 0) -> int:
             continue
         except Exception as exc:  # noqa: BLE001 - the assertion is the point
             raise AssertionError(f"{type(exc).__name__}: {exc} escaped for body {candidate[:300]!r}") from exc
-        assert isinstance(events, list)
+        assert isinstance(events, returns), f"{type(events).__name__} returned for body {candidate[:200]!r}"
     return len(bodies)
