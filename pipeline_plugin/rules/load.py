@@ -208,6 +208,12 @@ def _target(value: Any, d: Path) -> Any:
     return _choice(*BACKENDS)(value, d)
 
 
+def _strategy(value: Any, d: Path) -> Any:
+    from ..stages.promote import STRATEGIES
+
+    return _choice(*STRATEGIES)(value, d)
+
+
 def _service(value: Any, _d: Path) -> Any:
     if not isinstance(value, str) or not SERVICE_NAME.match(value):
         fixed = re.sub(r"[^a-z0-9-]+", "-", str(value).lower()).strip("-")[:63] or "my-service"
@@ -312,7 +318,7 @@ PIPELINE_KEYS: dict[str, dict[str, Validator]] = {
         "staging_port": _port,
         "production_port": _port,
         "config": _path("file"),
-        "strategy": _no_space,
+        "strategy": _strategy,
     },
     "github": {
         "repository": _github_repository,

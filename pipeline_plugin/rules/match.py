@@ -371,16 +371,18 @@ def evaluate(rule: Rule, event: ModelVersionEvent, ctx: RuleContext | None = Non
     delivery (``event.is_test``, e.g. MLflow's ``test_webhook`` example) and the echo of
     pipeline-plugin's own write-back (``writeback.is_own_writeback``).
     """
+    if ctx is None:
+        ctx = MemoryContext([event])
     if not rule.enabled:
-        return RuleResult(rule, False, "rule is disabled (enabled: false)", "enabled")
+        condition, reason = _first_failure(rule.match, event, ctx)
+        would = "its conditions would match" if condition is None else f"also {reason}"
+        return RuleResult(rule, False, f"rule is disabled (enabled: false); {would}", "enabled")
     if event.is_test:
         return RuleResult(rule, False, "event is a registry test delivery: recorded, never starts a pipeline", "event")
     if is_own_writeback(event):
         return RuleResult(
             rule, False, "event is the echo of pipeline-plugin's own write-back: never starts a pipeline", "event"
         )
-    if ctx is None:
-        ctx = MemoryContext([event])
     condition, reason = _first_failure(rule.match, event, ctx)
     if condition is not None:
         return RuleResult(rule, False, reason, condition)

@@ -93,3 +93,18 @@ def test_docker_registry_image_pushed_records_only(rules):
     assert evaluate(rule, dataclasses.replace(pushed, version="latest")).condition == "version"
     assert evaluate(rule, dataclasses.replace(pushed, version="v2-rc1")).condition == "exclude"
     assert evaluate(rule, dataclasses.replace(pushed, kind="model_version.deleted")).condition == "kind"
+
+
+def test_churn_to_production_runs_the_example_model(rules):
+    rule = rules["churn-to-production"]
+    assert rule.enabled and rule.provider == "local"
+    # the paths point at the shipped example, relative to the rule file
+    for key in ("entry_script", "requirements", "sample", "expect"):
+        path = (rule.directory / rule.pipeline[key]).resolve()
+        assert path.is_file() and path.parent.name == "churn", (key, path)
+    # `python examples/churn/train.py --register churn` registers the model as `churn`
+    assert evaluate(rule, event(model="churn", version="1")).matched
+    assert evaluate(rule, event(model="churn-eu", version="12")).matched
+    assert evaluate(rule, event(model="churnx", version="1")).condition == "model"
+    assert evaluate(rule, event(model="churn", version="1", kind="alias.set", alias="champion")).condition == "kind"
+    assert evaluate(rule, event(model="churn", version="1", source="azureml")).condition == "source"

@@ -97,6 +97,8 @@ ERRORS = [
      "must be a port number 1-65535, got 99999", None),
     ("name: a\nmatch: {}\npipeline:\n  provider: local\n  staging_port: 8080\n  production_port: 8080\n", 6,
      "pipeline.production_port", "staging_port and production_port are both 8080", "use two different ports"),
+    ("name: a\nmatch: {}\npipeline:\n  provider: local\n  strategy: blue_green\n", 5, "pipeline.strategy",
+     "must be one of blue-green, canary", "did you mean 'blue-green'?"),
     ("name: a\nmatch: {}\npipeline:\n  provider: local\n  tolerance: -1\n", 5, "pipeline.tolerance",
      "must be a number >= 0", None),
     ("name: a\nmatch: {}\npipeline:\n  provider: local\n  approval: 'yes'\n", 5, "pipeline.approval",

@@ -128,7 +128,11 @@ def test_disabled_rule_never_matches(tmp_path):
     rule = rule_for(tmp_path, {}, enabled=False)
     result = evaluate(rule, event())
     assert (result.matched, result.condition) == (False, "enabled")
-    assert "disabled" in result.reason
+    assert result.reason == "rule is disabled (enabled: false); its conditions would match"
+    picky = rule_for(tmp_path, {"model": "fraud-*"}, enabled=False)
+    assert evaluate(picky, event()).reason == (
+        "rule is disabled (enabled: false); also model 'churn-model' does not match 'fraud-*'"
+    )
 
 
 def test_test_delivery_and_own_writeback_never_match(tmp_path):
