@@ -1,0 +1,78 @@
+"""`pipeline-plugin package`: build a model scoring image (or write its Dockerfile and context)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import output, settings
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "package",
+        help="build a scoring image for registered model version(s) and an Azure ML style entry script",
+        description=(
+            "Build a container image that serves POST /score on port 5001 for the given model(s). "
+            "Dependencies are downloaded as wheels on this machine and installed offline in the image. "
+            "Without --entry-script, an MLflow model folder (sklearn flavor) or an .onnx file gets a "
+            "generated scorer."
+        ),
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME:VERSION=PATH",
+        help="a registered model version and its local file or folder; repeat for several models",
+    )
+    parser.add_argument("--entry-script", type=Path, help="the scoring script with init() and run() (omit for no-code)")
+    parser.add_argument("--source-dir", type=Path, help="folder copied with the entry script (its code and files)")
+    deps = parser.add_mutually_exclusive_group()
+    deps.add_argument("--requirements", type=Path, metavar="FILE", help="pip requirements file for the scoring code")
+    deps.add_argument("--conda", type=Path, metavar="FILE", help="conda environment file (its pip section is installed)")
+    parser.add_argument("--image", required=True, metavar="REPO:TAG", help="the image reference to build")
+    parser.add_argument(
+        "--base-image",
+        default=None,
+        metavar="REF",
+        help=f"image to build FROM (default: ${settings.BASE_IMAGE_ENV} or {settings.DEFAULT_BASE_IMAGE})",
+    )
+    parser.add_argument(
+        "--generate-dockerfile",
+        type=Path,
+        metavar="DIR",
+        help="write the Dockerfile and its whole build context to DIR instead of building",
+    )
+    parser.add_argument("--push", action="store_true", help="push the image after building; prints the registry digest")
+    parser.add_argument("--source", help="the model registry kind recorded in the image labels (e.g. mlflow)")
+    parser.add_argument("--registry", help="the model registry address recorded in the image labels")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    output.add_json_flag(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..builders.docker import parse_model_arg
+    from ..stages.package import PackageSpec, package
+
+    spec = PackageSpec(
+        models=[parse_model_arg(value) for value in args.model],
+        image=args.image,
+        entry_script=args.entry_script,
+        source_dir=args.source_dir,
+        requirements=args.requirements,
+        conda=args.conda,
+        base_image=args.base_image or settings.default_base_image(),
+        generate_dockerfile=args.generate_dockerfile,
+        source=args.source,
+        registry=args.registry,
+        push=args.push,
+    )
+    result = package(spec, output.Progress(enabled=not args.quiet))
+    if result.image_id is None:
+        human = f"wrote {result.dockerfile_dir}/Dockerfile and its context; build it with: docker build -t {result.image} {result.dockerfile_dir}"
+    else:
+        human = f"{result.image} {result.image_id}" + (f"\npushed {result.digest}" if result.digest else "")
+    output.emit(args, result.to_dict(), human)
+    return 0
