@@ -174,6 +174,9 @@ class Worker:
             except PipelinePluginError as exc:
                 self._result(run.run_id, "failed", detail=exc.message)
                 continue
+            except ImportError as exc:  # a provider module that is not installed in this build
+                self._result(run.run_id, "failed", detail=f"provider {run.provider!r} is not available: {exc}")
+                continue
             idempotent = bool(getattr(provider, "idempotent", False))
             if run.status == "dispatching" and not idempotent:
                 self._result(
