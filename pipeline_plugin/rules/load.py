@@ -146,7 +146,13 @@ class _Collector:
 
 RULE_KEYS = ("name", "description", "enabled", "match", "pipeline")
 MATCH_KEYS = ("source", "kind", "model", "version", "tags", "alias", "approval_status", "registry", "exclude")
-REGISTRY_KEYS = ("tracking_uri", "workspace", "model_package_group", "account", "region", "repository", "host")
+#: registry identity keys the sources set (events.ModelVersionEvent.registry)
+REGISTRY_KEYS = (
+    "tracking_uri",  # mlflow
+    "workspace", "subscription", "resource_group",  # azureml
+    "model_package_group", "account", "region",  # sagemaker
+    "repository", "host",  # huggingface, docker-registry
+)
 PROVIDERS = ("local", "github", "gitlab", "azure-devops")
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")

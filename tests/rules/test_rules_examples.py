@@ -4,11 +4,14 @@ what their comments say."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 
 from pipeline_plugin import settings
-from pipeline_plugin.rules import check_rules, evaluate, load_rules
+from pipeline_plugin.rules import check_rules, evaluate, load_rules, matching
+from pipeline_plugin.sources import Headers, Request, get_source
 
 from .helpers import event
 
@@ -108,3 +111,37 @@ def test_churn_to_production_runs_the_example_model(rules):
     assert evaluate(rule, event(model="churnx", version="1")).condition == "model"
     assert evaluate(rule, event(model="churn", version="1", kind="alias.set", alias="champion")).condition == "kind"
     assert evaluate(rule, event(model="churn", version="1", source="azureml")).condition == "source"
+
+
+# ---- real deliveries, parsed by the real sources, against the examples ------------------------
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sources" / "samples"
+
+
+def parsed(source: str, relative: str):
+    """The events a recorded delivery (tests/sources/samples) normalises to."""
+    data = json.loads((SAMPLES / relative).read_text())
+    req = data.get("request", data)
+    body = data["raw_body"].encode() if data.get("raw_body") else json.dumps(req["body"]).encode()
+    request = Request(req.get("method", "POST"), "/", Headers(req.get("headers") or {}), body)
+    return get_source(source).parse(request)
+
+
+@pytest.mark.parametrize(
+    "source,sample,expected",
+    [
+        ("mlflow", "mlflow/02_model_version.created_v1_via_register_model.json", ["churn-to-production"]),
+        ("mlflow", "mlflow/04_model_version_alias.created_champion_v2.json", ["churn-champion-github"]),
+        ("mlflow", "mlflow/05_model_version_tag.set.json", []),
+        ("sagemaker", "sagemaker/01_model_package_state_change_approved.json", ["churn-sagemaker-approved"]),
+        ("docker-registry", "docker-distribution/01_push_manifest_v1.json", ["model-server-image-pushed"]),
+        ("azureml", "azure-ml/01_ModelRegistered_eventgrid_schema.json", []),
+        ("huggingface", "huggingface/01_repo_content_update_new_tag.json", []),
+    ],
+)
+def test_recorded_deliveries_match_the_examples(rules, source, sample, expected):
+    all_enabled = [enabled(rule) for rule in rules.values()]
+    events = parsed(source, sample)
+    assert events
+    for ev in events:
+        assert [r.name for r in matching(all_enabled, ev)] == expected, ev
