@@ -63,6 +63,10 @@ def run_worker(cfg: RuntimeConfig, sock: socket.socket, block, ready_flags, inde
     server = uvicorn.Server(uvicorn.Config(
         app, lifespan="on", access_log=False, log_level="warning", server_header=False,
         timeout_graceful_shutdown=None, backlog=2048))
+    # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the handler found at start:
+    # a no-op one makes a drained shutdown exit 0 instead of dying by the signal
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGINT, lambda *_: None)
     server.run(sockets=[sock])
     if exit_code:
         sys.exit(exit_code)

@@ -1,0 +1,3 @@
+"""Shim for Azure ML entry scripts: the runtime's AMLResponse under Azure's import path."""
+
+from pipeline_plugin.runtime.aml import AMLResponse  # noqa: F401

@@ -1,0 +1,1 @@
+"""Shim: see pipeline_plugin/runtime/compat/README.md."""

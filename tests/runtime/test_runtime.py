@@ -1,0 +1,345 @@
+"""The scoring runtime over real HTTP: a subprocess per scenario, the scripts under scripts/."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import httpx
+import pytest
+
+from .conftest import REPO, SCRIPTS
+
+JSON = {"content-type": "application/json"}
+SCHEMA_INPUT = {"data": [[1, 2, 3], [4, 5, 6]], "frame": [{"a": 1, "b": "x"}, {"a": 5, "b": "z"}], "factor": 3}
+
+
+def test_plain_script_scores_json_and_answers_health(runtime, sklearn_model_dir):
+    rt = runtime("sklearn_score.py", {"AZUREML_MODEL_DIR": str(sklearn_model_dir)})
+    r = rt.client.post("/score", json={"data": [[2.0, 1.0, 0, 0], [-2.0, -1.0, 0, 0]]})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"predictions": [2, 0]}
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["x-ms-run-function-failed"] == "False"
+    assert float(r.headers["x-ms-run-fn-exec-ms"]) >= 0
+    health = rt.client.get("/")
+    assert (health.status_code, health.text) == (200, "Healthy")
+    assert rt.client.get("/readyz").status_code == 200
+    assert rt.client.get("/nope").status_code == 404
+    assert rt.client.post("/").status_code == 405
+    assert rt.client.put("/score", content=b"{}").status_code == 405
+
+
+def test_get_score_passes_query_parameters_as_json(runtime):
+    rt = runtime("slow_score.py")
+    r = rt.client.get("/score", params={"sleep": "0"})
+    assert r.status_code == 200, r.text
+    assert r.json()["slept"] == 0
+
+
+def test_request_ids_are_echoed_or_generated(runtime):
+    rt = runtime("slow_score.py")
+    r = rt.client.post("/score", json={"sleep": 0})
+    generated = r.headers["x-request-id"]
+    assert uuid.UUID(generated)
+    assert r.headers["x-ms-request-id"] == generated
+    r = rt.client.post("/score", json={"sleep": 0}, headers={"x-request-id": "req-1", "x-ms-client-request-id": "c-1"})
+    assert r.headers["x-request-id"] == "req-1"
+    assert r.headers["x-ms-client-request-id"] == "c-1"
+    assert r.headers["x-ms-request-id"] == "c-1"
+    r = rt.client.post("/score", json={"sleep": 0}, headers={"x-ms-request-id": "legacy-7"})
+    assert r.headers["x-ms-request-id"] == "legacy-7"
+    assert r.headers["x-ms-client-request-id"] == "legacy-7"
+    assert uuid.UUID(r.headers["x-request-id"])
+    r = rt.client.get("/", headers={"x-request-id": "health-1"})
+    assert r.headers["x-request-id"] == "health-1"
+    r = rt.client.post("/score", json={"sleep": 0}, headers={"x-request-id": "x" * 101})
+    assert r.status_code == 431
+    assert "100" in r.json()["message"]
+
+
+def test_malformed_and_empty_json_are_400(runtime):
+    rt = runtime("slow_score.py")
+    r = rt.client.post("/score", content=b'{"sleep": ', headers=JSON)
+    assert r.status_code == 400
+    assert "could not be decoded as JSON" in r.json()["message"]
+    assert r.json()["request_id"] == r.headers["x-request-id"]
+    r = rt.client.post("/score", content=b"", headers=JSON)
+    assert r.status_code == 400
+    assert "empty" in r.json()["message"]
+    r = rt.client.post("/score", content=b"\xff\xfe", headers=JSON)
+    assert r.status_code == 400
+    assert "UTF-8" in r.json()["message"]
+
+
+def test_schema_script_decodes_numpy_pandas_and_python_inputs(runtime):
+    rt = runtime("schema_score.py")
+    r = rt.client.post("/score", json=SCHEMA_INPUT)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"row_sums": [18.0, 45.0], "a_total": 6, "labels": ["x", "z"]}
+
+
+@pytest.mark.parametrize("change, param, words", [
+    ({"data": [[1, 2], [3, 4]]}, "data", "dimension"),
+    ({"frame": [{"a": "not a number", "b": "x"}]}, "frame", "column 'a'"),
+    ({"factor": "three"}, "factor", "Expected"),
+])
+def test_input_contradicting_the_schema_is_400_naming_the_parameter(runtime, change, param, words):
+    rt = runtime("schema_score.py")
+    r = rt.client.post("/score", json={**SCHEMA_INPUT, **change})
+    assert r.status_code == 400, r.text
+    message = r.json()["message"]
+    assert f"parameter {param!r}" in message and words in message
+    assert r.headers["x-ms-run-function-failed"] == "False"
+
+
+def test_schema_script_rejects_missing_parameters_wrong_shapes_and_content_types(runtime):
+    rt = runtime("schema_score.py")
+    r = rt.client.post("/score", json={"data": SCHEMA_INPUT["data"], "factor": 1})
+    assert r.status_code == 400 and "'frame'" in r.json()["message"]
+    r = rt.client.post("/score", json=[1, 2, 3])
+    assert r.status_code == 400 and "dictionary" in r.json()["message"]
+    r = rt.client.post("/score", content=json.dumps(SCHEMA_INPUT), headers={"content-type": "text/plain"})
+    assert r.status_code == 415
+
+
+def test_swagger_documents_come_from_the_decorators(runtime):
+    rt = runtime("schema_score.py")
+    v2 = rt.client.get("/swagger.json").json()
+    assert v2 == rt.client.get("/swagger.json", params={"version": "2"}).json()
+    assert v2["swagger"] == "2.0"
+    props = v2["definitions"]["ServiceInput"]["properties"]
+    assert set(props) == {"data", "frame", "factor"}
+    assert props["data"]["type"] == "array" and props["factor"]["type"] == "number"
+    assert v2["definitions"]["ServiceInput"]["example"]["factor"] == 2.0
+    assert v2["definitions"]["ServiceOutput"]["type"] == "object"
+    v3 = rt.client.get("/swagger.json", params={"version": "3"}).json()
+    assert v3["openapi"] == "3.0.3"
+    assert set(v3["components"]["schemas"]["ServiceInput"]["properties"]) == {"data", "frame", "factor"}
+    assert rt.client.get("/swagger.json", params={"version": "3.1"}).json()["openapi"] == "3.1.0"
+    r = rt.client.get("/swagger.json", params={"version": "7"})
+    assert r.status_code == 404 and "not valid" in r.json()["message"]
+
+
+def test_swagger_for_an_undecorated_script_and_a_user_supplied_document(runtime, tmp_path):
+    rt = runtime("slow_score.py")
+    v2 = rt.client.get("/swagger.json").json()
+    assert v2["definitions"]["ServiceInput"] == {"type": "object", "example": {}}
+    (tmp_path / "swagger3.json").write_text(json.dumps({"openapi": "3.0.0", "info": {"title": "mine"}}))
+    (tmp_path / "score.py").write_text((SCRIPTS / "slow_score.py").read_text())
+    rt = runtime("", {"AML_APP_ROOT": str(tmp_path), "AZUREML_ENTRY_SCRIPT": "score.py"})
+    assert rt.client.get("/swagger.json", params={"version": "3"}).json()["info"]["title"] == "mine"
+    assert rt.client.get("/swagger.json").json()["swagger"] == "2.0"
+
+
+def test_exception_in_run_is_500_with_request_id_and_logged_traceback(runtime):
+    rt = runtime("failing_score.py")
+    r = rt.client.post("/score", json={"x": 1}, headers={"x-request-id": "boom-42"})
+    assert r.status_code == 500
+    body = r.json()
+    assert body["request_id"] == "boom-42" and "boom-42" in body["message"] and "ValueError" in body["message"]
+    assert "secret detail" not in r.text  # the exception text stays in the log
+    assert r.headers["x-ms-run-function-failed"] == "True"
+    time.sleep(0.2)
+    logs = rt.logs()
+    assert "boom-42" in logs and "Traceback" in logs and "secret detail that must stay in the log" in logs
+
+
+def test_scoring_timeout_is_504_and_the_worker_recovers(runtime):
+    rt = runtime("slow_score.py", {"SCORING_TIMEOUT_MS": "300"})
+    started = time.monotonic()
+    r = rt.client.post("/score", json={"sleep": 1.0})
+    assert r.status_code == 504
+    assert time.monotonic() - started < 0.9
+    assert "300 ms" in r.json()["message"]
+    time.sleep(0.8)  # the abandoned run() finishes in its thread
+    r = rt.client.post("/score", json={"sleep": 0})
+    assert r.status_code == 200
+
+
+def test_body_over_the_limit_is_413(runtime):
+    rt = runtime("slow_score.py", {"PIPELINE_PLUGIN_MAX_BODY_BYTES": "1000"})
+    big = json.dumps({"sleep": 0, "pad": "x" * 2000}).encode()
+    assert rt.client.post("/score", content=big, headers=JSON).status_code == 413
+
+    def chunks():  # no Content-Length: the limit is enforced while reading
+        for i in range(0, len(big), 500):
+            yield big[i:i + 500]
+
+    r = httpx.post(f"{rt.url}/score", content=chunks(), headers=JSON)
+    assert r.status_code == 413
+    assert "1000" in r.json()["message"]
+    assert rt.client.post("/score", json={"sleep": 0, "pad": "x" * 100}).status_code == 200
+
+
+def test_key_auth_guards_score_but_not_health(runtime, tmp_path):
+    rt = runtime("slow_score.py", {"PIPELINE_PLUGIN_SCORING_KEYS": "k-primary,k-secondary"})
+    assert rt.client.post("/score", json={"sleep": 0}).status_code == 401
+    r = rt.client.post("/score", json={"sleep": 0}, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert rt.client.post("/score", json={"sleep": 0}, headers={"Authorization": "k-primary"}).status_code == 401
+    for key in ("k-primary", "k-secondary"):
+        r = rt.client.post("/score", json={"sleep": 0}, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200
+    for path in ("/", "/readyz", "/swagger.json", "/metrics"):
+        assert rt.client.get(path).status_code == 200
+    assert "k-primary" not in rt.logs()
+
+    keyfile = tmp_path / "keys"
+    keyfile.write_text("from-file\n")
+    rt = runtime("slow_score.py", {"PIPELINE_PLUGIN_SCORING_KEYS_FILE": str(keyfile)})
+    assert rt.client.post("/score", json={"sleep": 0}).status_code == 401
+    assert rt.client.post("/score", json={"sleep": 0}, headers={"Authorization": "Bearer from-file"}).status_code == 200
+
+
+def test_readyz_is_503_until_init_finished_while_health_answers(runtime):
+    rt = runtime("slow_score.py", {"INIT_SLEEP": "2"}, ready=False)
+    rt.wait_listening()
+    assert rt.client.get("/").text == "Healthy"
+    r = rt.client.get("/readyz")
+    assert r.status_code == 503
+    assert rt.client.post("/score", json={"sleep": 0}).status_code == 503
+    rt.wait_ready()
+    assert rt.client.post("/score", json={"sleep": 0}).status_code == 200
+
+
+def test_init_failure_stops_the_process_with_the_traceback(runtime, tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.bin").write_text("x")
+    rt = runtime("init_fails_score.py", {"AZUREML_MODEL_DIR": str(tmp_path / "m")}, ready=False)
+    assert rt.proc.wait(30) == 3
+    logs = rt.logs()
+    assert "init() of the entry script" in logs and "model file is corrupt" in logs and "model.bin" in logs
+
+
+def test_metrics_count_requests_by_status_latency_and_in_flight(runtime):
+    rt = runtime("slow_score.py")
+    for _ in range(3):
+        rt.client.post("/score", json={"sleep": 0})
+    rt.client.post("/score", content=b"{", headers=JSON)
+    slow = threading.Thread(target=lambda: httpx.post(f"{rt.url}/score", json={"sleep": 1.0}, timeout=10))
+    slow.start()
+    time.sleep(0.4)
+    text = rt.client.get("/metrics").text
+    slow.join()
+    assert 'pipeline_plugin_requests_total{route="/score",status="200"} 3' in text
+    assert 'pipeline_plugin_requests_total{route="/score",status="400"} 1' in text
+    assert "pipeline_plugin_score_in_flight 1" in text
+    assert 'pipeline_plugin_score_duration_seconds_bucket{le="+Inf"} 4' in text
+    text = rt.client.get("/metrics").text
+    assert "pipeline_plugin_score_in_flight 0" in text
+    assert "pipeline_plugin_score_duration_seconds_count 5" in text
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_lets_in_flight_requests_finish(runtime, workers):
+    rt = runtime("slow_score.py", workers=workers)
+    result = {}
+
+    def slow():
+        result["r"] = httpx.post(f"{rt.url}/score", json={"sleep": 1.5}, timeout=10)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.5)
+    rt.proc.terminate()
+    t.join()
+    assert result["r"].status_code == 200 and result["r"].json()["slept"] == 1.5
+    assert rt.proc.wait(10) == 0
+
+
+def test_workers_each_run_init_and_metrics_add_up(runtime, tmp_path):
+    root = tmp_path / "models"
+    for name, version, scale in (("alpha", "1", 2), ("alpha", "2", 3), ("beta", "7", 10)):
+        (root / name / version).mkdir(parents=True)
+        (root / name / version / "weights.json").write_text(json.dumps({"scale": scale}))
+    rt = runtime("multi_model_score.py", {"AZUREML_MODEL_DIR": str(root)}, workers=2)
+    pids = set()
+    for _ in range(40):
+        with httpx.Client(base_url=rt.url) as fresh:  # a new connection each time
+            r = fresh.post("/score", json={"x": 5}, headers={"User-Agent": "probe/1"})
+        assert r.status_code == 200
+        assert r.json()["outputs"] == {"alpha:1": 10, "alpha:2": 15, "beta:7": 50}
+        assert r.json()["user_agent"] == "probe/1"
+        pids.add(r.json()["pid"])
+    assert len(pids) == 2
+    assert 'pipeline_plugin_requests_total{route="/score",status="200"} 40' in rt.client.get("/metrics").text
+
+
+def test_rawhttp_gets_the_request_and_returns_status_and_headers(runtime):
+    rt = runtime("raw_score.py")
+    r = rt.client.post("/score?x=1", content=b"\x00\x01binary", headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 201
+    assert r.content == b"yranib\x01\x00"
+    assert r.headers["content-type"] == "application/octet-stream"
+    assert r.headers["x-body-length"] == "8"
+    r = rt.client.get("/score", params={"q": "cat", "n": "2"}, headers={"X-Test": "yes"})
+    assert r.json() == {"method": "GET", "path": "/score", "args": {"q": "cat", "n": "2"}, "x_test": "yes"}
+    r = rt.client.post("/score", files={"image": ("cat.png", b"\x89PNG1234", "image/png")}, data={"k": "v"})
+    assert r.json() == {"filename": "cat.png", "size": 8, "form": {"k": "v"}}
+    assert rt.client.request("OPTIONS", "/score").status_code == 405  # passed to run(), which refuses
+
+
+def test_cors_allows_configured_origins_only(runtime):
+    rt = runtime("raw_score.py", {"AML_CORS_ORIGINS": "https://app.example, https://other.example"})
+    r = rt.client.post("/score", content=b"ab", headers={"Origin": "https://app.example"})
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    r = rt.client.post("/score", content=b"ab", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+    r = rt.client.request("OPTIONS", "/score", headers={
+        "Origin": "https://other.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "https://other.example"
+    assert "POST" in r.headers["access-control-allow-methods"]
+    assert r.headers["access-control-allow-headers"] == "content-type"
+
+
+def test_azure_import_path_works_without_azure_installed(runtime):
+    rt = runtime("azure_raw_score.py")
+    r = rt.client.post("/score", content=b"abc")
+    assert (r.status_code, r.content) == (200, b"ABC")
+    r = rt.client.post("/score", content=b"teapot")
+    assert (r.status_code, r.text) == (418, "short and stout")
+    assert rt.client.get("/score?q=z").json() == {"method": "GET", "q": "z"}
+
+
+def test_source_directory_and_flags(runtime, tmp_path):
+    src = tmp_path / "app" / "src"
+    src.mkdir(parents=True)
+    (src / "helper.py").write_text("def scale(x):\n    return x * 3\n")
+    (src / "score.py").write_text(
+        "import json\nfrom helper import scale\n\ndef init():\n    pass\n\n"
+        "def run(raw):\n    return scale(json.loads(raw)['x'])\n")
+    rt = runtime("", {"AML_APP_ROOT": str(tmp_path / "app"), "AZUREML_SOURCE_DIRECTORY": "src",
+                      "AZUREML_ENTRY_SCRIPT": "score.py"})
+    assert rt.client.post("/score", json={"x": 2}).json() == 6
+    rt = runtime("", {"AZUREML_ENTRY_SCRIPT": ""}, args=["--entry-script", str(src / "score.py")], cwd=src)
+    assert rt.client.post("/score", json={"x": 1}).json() == 3
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"AZUREML_ENTRY_SCRIPT": ""}, "AZUREML_ENTRY_SCRIPT"),
+    ({"AZUREML_ENTRY_SCRIPT": "missing.py"}, "missing.py"),
+    ({"WORKER_COUNT": "two"}, "WORKER_COUNT='two'"),
+    ({"SCORING_TIMEOUT_MS": "0"}, "SCORING_TIMEOUT_MS=0"),
+    ({"PIPELINE_PLUGIN_SCORING_KEYS_FILE": "/nonexistent/keys"}, "PIPELINE_PLUGIN_SCORING_KEYS_FILE"),
+])
+def test_bad_settings_fail_at_start_naming_the_variable(env, words):
+    base = {"PATH": "/usr/bin:/bin", "AZUREML_ENTRY_SCRIPT": str(SCRIPTS / "slow_score.py")}
+    r = subprocess.run([sys.executable, "-m", "pipeline_plugin.runtime"], env={**base, **env}, cwd=REPO,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert words in r.stderr and r.stderr.startswith("error: ")
+
+
+def test_runtime_imports_nothing_else_from_pipeline_plugin():
+    code = ("import sys, pipeline_plugin.runtime.server, pipeline_plugin.runtime.app, pipeline_plugin.runtime.__main__;"
+            "print(sorted(m for m in sys.modules if m.startswith('pipeline_plugin')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    modules = eval(out)  # a printed list of module names
+    assert [m for m in modules if m != "pipeline_plugin" and not m.startswith("pipeline_plugin.runtime")] == []
