@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .. import output
+from ..errors import ConfigError
 
 
 def register(subparsers) -> None:
@@ -40,6 +41,12 @@ def register(subparsers) -> None:
     )
     explain.add_argument("--triggers", required=True, metavar="DIR", help="the folder holding the rule files")
     explain.add_argument("--event", required=True, metavar="FILE", help="a normalized event JSON file")
+    explain.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="answer `version: latest` from the listener's inbox in DIR (default: the event's own version "
+        "counts as the latest)",
+    )
     output.add_json_flag(explain)
     explain.set_defaults(func=run_explain)
 
@@ -82,7 +89,19 @@ def run_explain(args: argparse.Namespace) -> int:
 
     rules = load_rules(args.triggers)
     event = ModelVersionEvent.from_file(args.event)
-    results = explain(rules, event)
+    ctx = None
+    if args.state_dir:
+        from pathlib import Path
+
+        from ..inbox import Inbox
+
+        if not Path(args.state_dir).is_dir():
+            raise ConfigError(
+                f"--state-dir {args.state_dir!r} does not exist; pass the folder `serve --state-dir` uses",
+                field="--state-dir",
+            )
+        ctx = Inbox(args.state_dir)
+    results = explain(rules, event, ctx)
     matched = [r.rule.name for r in results if r.matched]
     data = {"event": event.to_dict(), "results": [r.to_dict() for r in results], "matched": matched}
     lines = [f"event: {event.source} {event.kind} model {event.model!r} version {event.version!r}"]

@@ -279,7 +279,12 @@ class MemoryContext:
             self.add(event)
 
     def add(self, event: ModelVersionEvent) -> None:
-        self._versions.setdefault((event.source, event.registry_key(), event.model), []).append(event.version)
+        versions = self._versions.setdefault((event.source, event.registry_key(), event.model), [])
+        if event.kind == "model_version.deleted":  # like the inbox: a deleted version is not the latest
+            while event.version in versions:
+                versions.remove(event.version)
+        else:
+            versions.append(event.version)
 
     def latest_version(self, source: str, registry_key: str, model: str) -> str | None:
         return newest(self._versions.get((source, registry_key, model), ()))

@@ -123,3 +123,27 @@ def test_explain_bad_inputs_exit_2(tmp_path):
     result = run("rules", "explain", "--triggers", str(rules), "--event", str(ev))
     assert result.returncode == 2
     assert "broken.yml:2: unknown key 'modle' in match; did you mean 'model'?" in result.stderr
+
+
+def test_explain_latest_from_the_inbox(tmp_path):
+    from pipeline_plugin.inbox import Inbox
+
+    rules = tmp_path / "triggers"
+    rules.mkdir()
+    write(rules, "latest.yml", "name: newest-only\nmatch: {version: latest}\n")
+    state = tmp_path / "state"
+    inbox = Inbox(state)
+    inbox.put("mlflow", [event(version="5", delivery_id="d-5"), event(version="3", delivery_id="d-3")])
+    inbox.close()
+    ev = tmp_path / "event.json"
+    ev.write_text(json.dumps(event(version="3").to_dict()))
+
+    without = json.loads(run("rules", "explain", "--triggers", str(rules), "--event", str(ev), "--json").stdout)
+    assert without["matched"] == ["newest-only"]  # no inbox: the event's own version is the latest
+    result = run("rules", "explain", "--triggers", str(rules), "--event", str(ev), "--state-dir", str(state), "--json")
+    assert result.returncode == 0, result.stderr
+    (only,) = json.loads(result.stdout)["results"]
+    assert only["matched"] is False
+    assert only["reason"] == "version '3' is not the latest of model 'churn-model' (latest is '5')"
+    missing = run("rules", "explain", "--triggers", str(rules), "--event", str(ev), "--state-dir", str(tmp_path / "no"))
+    assert missing.returncode == 2 and "--state-dir" in missing.stderr

@@ -182,6 +182,8 @@ def test_memory_context_tracks_newest_per_model_and_registry():
     key = event().registry_key()
     assert ctx.latest_version("mlflow", key, "churn-model") == "10"
     assert ctx.latest_version("mlflow", key, "nope") is None
+    ctx.add(event(version="10", kind="model_version.deleted"))
+    assert ctx.latest_version("mlflow", key, "churn-model") == "9"
     assert MemoryContext([event(version="a"), event(version="b")]).latest_version("mlflow", key, "churn-model") == "b"
 
 
