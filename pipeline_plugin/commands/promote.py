@@ -37,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--run-id", help="run id for the history and the approval (default: generated)")
     p.add_argument("--run-url", default=os.environ.get("PIPELINE_PLUGIN_RUN_URL"),
                    help="URL of the CI run, written back to the registry (default $PIPELINE_PLUGIN_RUN_URL)")
+    p.add_argument("--sample", type=Path, help="production check input (default: the sample that passed staging)")
+    p.add_argument("--expect", type=Path, help="production check expected output (default: staging's)")
+    p.add_argument("--tolerance", type=float, help="production check tolerance (default: staging's)")
+    p.add_argument("--requests", type=int, help="production check request count (default: staging's)")
+    p.add_argument("--p99-ms", type=float, help="production p99 latency budget in ms (default: staging's)")
     p.add_argument("--no-writeback", action="store_true", help="do not write aliases and tags back to the registry")
     p.add_argument("--state-dir", type=Path, help="state dir (default $PIPELINE_PLUGIN_STATE_DIR)")
     add_json_flag(p)
@@ -70,6 +75,25 @@ def human(result) -> str:
     return "\n".join(lines)
 
 
+def smoke_overrides(args: argparse.Namespace) -> dict:
+    """Production check settings given on the command line (the rest come from staging's check)."""
+    from ..stages.smoke_test import load_json_file
+
+    out: dict = {}
+    if args.sample:
+        out["sample"] = load_json_file(args.sample, "--sample")
+    if args.expect:
+        out["expect"] = load_json_file(args.expect, "--expect")
+        out["has_expect"] = True
+    if args.tolerance is not None:
+        out["tolerance"] = args.tolerance
+    if args.requests is not None:
+        out["requests_count"] = args.requests
+    if args.p99_ms is not None:
+        out["p99_ms"] = args.p99_ms
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     use_state_dir(args.state_dir)
     key = args.key or os.environ.get(KEY_ENV)
@@ -77,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         args.name, from_env=args.from_env, to_env=args.to_env, target=args.target, port=args.port,
         strategy=args.strategy, keys=(key,) if key else (), history=History(args.state_dir), run_id=args.run_id,
         require_approval=args.require_approval, run_url=args.run_url or run_url_from_ci(),
-        write_back=not args.no_writeback, progress=Progress(enabled=not args.json),
+        write_back=not args.no_writeback, smoke_overrides=smoke_overrides(args) or None,
+        progress=Progress(enabled=not args.json),
     )
     ci_output.set_outputs({"status": result.status, "scoring-uri": result.scoring_uri or "", "image": result.image_id or ""})
     if EXIT[result.status]:

@@ -84,3 +84,10 @@ def package(spec: PackageSpec, progress: Callable[[str], None] | None = None) ->
     from ..builders import docker as docker_builder
 
     return docker_builder.build(spec, progress or (lambda _msg: None))
+
+
+def parse_model(value: str) -> ModelRef:
+    """Parse the ``--model NAME:VERSION=PATH`` syntax; ConfigError naming the flag, value and fix."""
+    from ..builders.docker import parse_model_arg
+
+    return parse_model_arg(value)

@@ -121,6 +121,11 @@ def image_labels(dep: Deployment, target_name: str) -> dict[str, str]:
                 client.close()
         except Exception:  # noqa: BLE001 - labels are an optional hint
             pass
+    elif target_name == "process":
+        try:
+            labels.update(get_target("process").resolve(dep.image_id)[0].labels)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - labels are an optional hint
+            pass
     labels.update((dep.details or {}).get("labels") or {})
     return labels
 

@@ -33,10 +33,11 @@ def choose(history: History, service: str, env: str, current_image_id: str | Non
             break
     if candidate is None:
         seen = sorted({f"v{r.version}" if r.version else (r.image_id or "?")[:19] for r in served})
-        what = f"version {to_version}" if to_version is not None else "a previous version"
+        what = f"version {to_version}" if to_version is not None else "previous version"
         raise NotFoundError(
-            f"{service} {env} has no {what} to roll back to; its history has: {', '.join(seen) or 'nothing'}"
-            + (" (see `pipeline-plugin status --name " + service + "`)"),
+            f"{service} {env} has no {what} to roll back to (one that a rollback left is not chosen again); "
+            f"its history has: {', '.join(seen) or 'nothing'}; name one with --to VERSION "
+            f"(see `pipeline-plugin status --name {service}`)",
             service=service, env=env,
         )
     index, rec = candidate

@@ -1,0 +1,178 @@
+"""promote, rollback, approve and status over the process target (real runtime processes behind a
+real nginx stable address), driven through the CLI as a user or CI job would."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+import requests
+
+from pipeline_plugin.cli import main
+from pipeline_plugin.targets import DeploymentSpec, get_target
+
+from .packages import SAMPLE, expected, package_dir
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch):
+    d = tmp_path / "state"
+    monkeypatch.setenv("PIPELINE_PLUGIN_STATE_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def service(state_dir):
+    name = f"sums-{secrets.token_hex(3)}"
+    yield name
+    tgt = get_target("process")
+    for env in ("staging", "production"):
+        tgt.delete(name, env)
+
+
+@pytest.fixture
+def files(tmp_path):
+    sample = tmp_path / "sample.json"
+    sample.write_text(json.dumps(SAMPLE))
+
+    def expect(version: int):
+        p = tmp_path / f"expect-{version}.json"
+        p.write_text(json.dumps(expected(version)))
+        return p
+
+    return sample, expect
+
+
+def cli(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def score(uri: str):
+    r = requests.post(uri, json={"data": SAMPLE}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def stage_version(capsys, tmp_path, service, files, version, **pkg):
+    """Deploy a version to staging and smoke-test it there (recorded in the history)."""
+    sample, expect = files
+    dep = get_target("process").update(DeploymentSpec(service, "staging", str(package_dir(tmp_path, version, **pkg))))
+    code, out, err = cli(capsys, "smoke-test", "--url", dep.scoring_uri, "--sample", str(sample), "--expect",
+                         str(expect(version)), "--requests", "5", "--name", service, "--env", "staging",
+                         "--target", "process", "--json")
+    assert code == 0, out + err
+    assert json.loads(out)["recorded"]["recorded"] is True
+    return dep
+
+
+def test_promote_needs_a_passing_staging_smoke_test(tmp_path, service, files, capsys):
+    dep = get_target("process").create(DeploymentSpec(service, "staging", str(package_dir(tmp_path, 1))))
+    code, _, err = cli(capsys, "promote", "--name", service, "--target", "process")
+    assert code == 1
+    assert "refusing to promote" in err and dep.image_id in err and "no passing smoke test" in err
+    # a failing smoke test does not count either
+    sample, expect = files
+    code, _, _ = cli(capsys, "smoke-test", "--url", dep.scoring_uri, "--sample", str(sample), "--expect",
+                     str(expect(2)), "--requests", "1", "--name", service, "--target", "process")
+    assert code == 1
+    code, _, err = cli(capsys, "promote", "--name", service, "--target", "process")
+    assert code == 1 and "no passing smoke test" in err
+    assert get_target("process").get(service, "production") is None
+    code, _, err = cli(capsys, "promote", "--name", service, "--target", "process", "--strategy", "canary")
+    assert code == 2 and "canary is not supported yet by target 'process'" in err
+
+
+def test_promote_then_rollback_and_status(tmp_path, service, files, capsys):
+    tgt = get_target("process")
+    staging = stage_version(capsys, tmp_path, service, files, 1)
+    code, out, err = cli(capsys, "promote", "--name", service, "--json")  # target from the history
+    result = json.loads(out)
+    assert code == 0, out + err
+    assert result["status"] == "promoted" and result["version"] == "1"
+    prod = tgt.get(service, "production")
+    assert prod.image_id == staging.image_id  # the exact digest that passed staging
+    assert score(prod.scoring_uri) == expected(1)
+    assert result["smoke_test"]["passed"] is True
+
+    staging2 = stage_version(capsys, tmp_path, service, files, 2)
+    code, out, _ = cli(capsys, "promote", "--name", service, "--json")
+    assert code == 0 and json.loads(out)["previous"]["version"] == "1"
+    prod2 = tgt.get(service, "production")
+    assert prod2.image_id == staging2.image_id and prod2.scoring_uri == prod.scoring_uri  # same stable address
+    assert score(prod.scoring_uri) == expected(2)
+
+    code, out, _ = cli(capsys, "status", "--name", service, "--json")
+    status = json.loads(out)
+    assert code == 0
+    assert status["environments"]["production"]["version"] == "2"
+    assert status["environments"]["production"]["image_id"] == staging2.image_id
+    assert status["environments"]["staging"]["version"] == "2"
+    promotes = [h for h in status["history"] if h["action"] == "promote"]
+    assert [h["version"] for h in promotes] == ["2", "1"]
+    assert all(h["cause"].startswith("user:") and h["status"] == "succeeded" for h in promotes)
+    code, human, _ = cli(capsys, "status", "--name", service)
+    assert "production" in human and "v2" in human and "history (newest first)" in human
+
+    code, out, err = cli(capsys, "rollback", "--name", service, "--env", "production", "--json")
+    assert code == 0, out + err
+    assert json.loads(out)["version"] == "1"
+    assert tgt.get(service, "production").image_id == staging.image_id
+    assert score(prod.scoring_uri) == expected(1)
+    # the previous version is now 2 only by name: a plain rollback does not ping-pong
+    code, _, err = cli(capsys, "rollback", "--name", service)
+    assert code == 4 and "has no previous version" in err and "--to VERSION" in err
+    code, out, _ = cli(capsys, "rollback", "--name", service, "--to", "2", "--json")
+    assert code == 0 and json.loads(out)["version"] == "2"
+    assert score(prod.scoring_uri) == expected(2)
+    code, _, err = cli(capsys, "rollback", "--name", service, "--to", "7")
+    assert code == 4 and "no version 7" in err and "v1" in err
+
+
+def test_failed_production_check_rolls_back_automatically(tmp_path, service, files, capsys):
+    tgt = get_target("process")
+    stage_version(capsys, tmp_path, service, files, 1)
+    assert cli(capsys, "promote", "--name", service)[0] == 0
+    prod_uri = tgt.get(service, "production").scoring_uri
+    marker = tmp_path / "dependency-missing"
+    bad = stage_version(capsys, tmp_path, service, files, 3, fail_marker=marker)
+    marker.write_text("production lacks something staging had")
+    code, out, err = cli(capsys, "promote", "--name", service, "--json")
+    result = json.loads(out)
+    assert code == 1
+    assert result["status"] == "rolled-back"
+    assert "status: HTTP 500" in result["reason"] and "rolled back to the previous image" in result["reason"]
+    assert tgt.get(service, "production").version == "1"
+    assert tgt.get(service, "production").image_id != bad.image_id
+    assert score(prod_uri) == expected(1)  # production answers with the previous version's predictions
+    status = json.loads(cli(capsys, "status", "--name", service, "--json")[1])
+    actions = [(h["action"], h["status"], h["version"]) for h in status["history"][:3]]
+    assert actions == [("rollback", "succeeded", "1"), ("promote", "failed", "3"), ("smoke-test", "failed", "3")]
+
+
+def test_approval_gate_holds_until_approved(tmp_path, service, files, capsys):
+    tgt = get_target("process")
+    stage_version(capsys, tmp_path, service, files, 1)
+    code, out, _ = cli(capsys, "promote", "--name", service, "--require-approval", "--run-id", f"run-{service}", "--json")
+    assert code == 0 and json.loads(out)["status"] == "pending-approval"
+    assert tgt.get(service, "production") is None
+    code, out, _ = cli(capsys, "approve", "--list", "--json")
+    assert [a["run_id"] for a in json.loads(out)["pending"]] == [f"run-{service}"]
+    code, _, err = cli(capsys, "approve", "run-nope")
+    assert code == 4 and f"run-{service}" in err
+    code, out, err = cli(capsys, "approve", f"run-{service}", "--by", "alice", "--json")
+    assert code == 0, out + err
+    assert json.loads(out)["status"] == "promoted"
+    assert score(tgt.get(service, "production").scoring_uri) == expected(1)
+    code, _, err = cli(capsys, "approve", f"run-{service}")
+    assert code == 1 and "not waiting for approval" in err
+    status = json.loads(cli(capsys, "status", "--name", service, "--json")[1])
+    assert "approved by alice" in status["environments"]["production"]["why"]
+    # a rejected promotion never happens
+    stage_version(capsys, tmp_path, service, files, 2)
+    cli(capsys, "promote", "--name", service, "--require-approval", "--run-id", f"run2-{service}")
+    code, _, _ = cli(capsys, "approve", f"run2-{service}", "--reject", "--by", "bob")
+    assert code == 0
+    assert tgt.get(service, "production").version == "1"
