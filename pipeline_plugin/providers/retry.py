@@ -1,0 +1,115 @@
+"""Calling a CI service's API: bounded retries for what may pass, clear errors for what will not.
+
+- 429 and 5xx answers, timeouts and refused connections are retried with exponential backoff
+  (with jitter), honouring ``Retry-After`` (seconds or an HTTP date). Bounded: at most
+  ``PIPELINE_PLUGIN_HTTP_RETRIES`` retries (default 4), and a ``Retry-After`` longer than
+  ``PIPELINE_PLUGIN_HTTP_MAX_WAIT`` seconds (default 60) fails at once instead of blocking.
+- 401, 403, 404 and 422 (and other 4xx) fail at once with a :class:`ConfigError` whose message
+  says what to fix: the token, its permissions, the rule's target, the pipeline's inputs.
+
+Each provider turns its SDK's exception into an :class:`ApiFailure` (status, service message,
+Retry-After); this module decides.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, TypeVar
+
+from ..errors import ConfigError, ServiceError
+
+T = TypeVar("T")
+
+
+@dataclass
+class ApiFailure(Exception):
+    status: int | None  # None: no answer at all (timeout, connection refused)
+    message: str
+    retry_after: float | None = None
+    retryable: bool | None = None  # override (e.g. GitHub's 403 secondary rate limit)
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status}: {self.message}" if self.status else self.message
+
+
+def timeout() -> float:
+    """Seconds to wait for one answer (``PIPELINE_PLUGIN_HTTP_TIMEOUT``, default 30)."""
+    return float(os.environ.get("PIPELINE_PLUGIN_HTTP_TIMEOUT") or 30)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+def call(
+    fn: Callable[[], T],
+    *,
+    service: str,
+    action: str,
+    to_failure: Callable[[Exception], ApiFailure | None],
+    fixes: Mapping[int, str],
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``fn`` (one API call through an SDK) with the retry policy above."""
+    retries = int(os.environ.get("PIPELINE_PLUGIN_HTTP_RETRIES") or 4)
+    base = float(os.environ.get("PIPELINE_PLUGIN_HTTP_BACKOFF") or 1.0)
+    max_wait = float(os.environ.get("PIPELINE_PLUGIN_HTTP_MAX_WAIT") or 60)
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return fn()
+        except (ConfigError, ServiceError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below; unknown ones re-raised
+            failure = exc if isinstance(exc, ApiFailure) else to_failure(exc)
+            if failure is None:
+                raise
+        status = failure.status
+        transient = failure.retryable
+        if transient is None:
+            transient = status is None or status == 429 or status >= 500
+        if not transient:
+            fix = fixes.get(status or 0) or fixes.get(0, "")
+            raise ConfigError(
+                f"{service} refused to {action}: {failure}. {fix}".strip(),
+                service=service,
+                status=status,
+            ) from None
+        if attempt > retries:
+            raise ServiceError(
+                f"{service} did not {action} after {attempt} attempts; last answer: {failure}. "
+                f"It is a problem on {service}'s side or the network: try again later "
+                f"(retries: PIPELINE_PLUGIN_HTTP_RETRIES={retries}).",
+                service=service,
+                status=status,
+            ) from None
+        if failure.retry_after is not None:
+            delay = failure.retry_after
+            if delay > max_wait:
+                raise ServiceError(
+                    f"{service} asks to wait {delay:.0f}s (Retry-After) before it will {action}, longer "
+                    f"than PIPELINE_PLUGIN_HTTP_MAX_WAIT={max_wait:.0f}s; try again later.",
+                    service=service,
+                    status=status,
+                    retry_after=delay,
+                ) from None
+        else:
+            delay = min(max_wait, base * 2 ** (attempt - 1)) * (1 + random.random() / 4)
+        print(f"{service}: {failure}; retrying to {action} in {delay:.1f}s ({attempt}/{retries})", file=sys.stderr)
+        sleep(delay)
