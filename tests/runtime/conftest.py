@@ -23,7 +23,8 @@ class Runtime:
     """One ``python -m pipeline_plugin.runtime`` process; ``stop()`` sends SIGTERM and returns the exit code."""
 
     def __init__(self, script: str, env: dict | None = None, workers: int = 1, cwd: Path | None = None,
-                 python: str = sys.executable, args: list[str] | None = None):
+                 python: str = sys.executable, args: list[str] | None = None,
+                 module: str = "pipeline_plugin.runtime"):
         self.port = unused_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"pp-runtime-{self.port}-{os.getpid()}.log"
@@ -33,7 +34,8 @@ class Runtime:
                          "PIPELINE_PLUGIN_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"})
         full_env.update(env or {})
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([python, "-m", "pipeline_plugin.runtime", *(args or [])], env=full_env,
+        args = [a.replace("{port}", str(self.port)) for a in args or []]
+        self.proc = subprocess.Popen([python, "-m", module, *args], env=full_env,
                                      cwd=cwd or REPO, stdout=self._log, stderr=subprocess.STDOUT)
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
