@@ -30,20 +30,25 @@ A registry's test delivery (``event.is_test``) and the echo of pipeline-plugin's
 never match (see ``evaluate``).
 
 ``pipeline`` keys: ``provider`` (``local``, ``github``, ``gitlab``, ``azure-devops``); common
-``service`` (lower-case DNS label), ``approval`` (bool); then per provider (``PIPELINE_KEYS``):
+``service`` (lower-case DNS label), ``approval`` (bool); the stage settings ``entry_script``,
+``source_dir``, ``requirements``, ``conda``, ``sample``, ``expect``, ``config`` (paths),
+``tolerance`` (number >= 0), ``base_image``, ``image_repository``, ``target`` (a ``targets``
+backend), ``staging_port``, ``production_port``, ``strategy`` (``stages.promote.STRATEGIES``).
+For ``local`` the paths are relative to the rule file and must exist; for the CI providers they
+are paths inside the CI repository, and every value must match the rendered pipeline's pattern
+(``render.SETTINGS``). Then per provider (``PIPELINE_KEYS``):
 
-- ``local``: ``entry_script``, ``source_dir``, ``requirements``, ``conda``, ``sample``,
-  ``expect``, ``config`` (paths that must exist, relative to the rule file), ``tolerance``
-  (number >= 0), ``base_image``, ``image_repository``, ``target`` (a ``targets`` backend),
-  ``staging_port``, ``production_port``, ``strategy``
 - ``github``: ``repository`` (owner/name, required), ``workflow`` (file name or id; required for
   ``mode: workflow_dispatch``, the default), ``ref``, ``mode`` (``workflow_dispatch`` |
-  ``repository_dispatch``), ``event_type`` (required for ``repository_dispatch``), ``inputs``
+  ``repository_dispatch``), ``event_type``, ``inputs``; rendering: ``runs_on``, ``action``;
+  added: ``return_run_details`` (bool, read by ``providers.github``)
 - ``gitlab``: ``project`` (required), ``ref``, ``trigger_token_env`` (the NAME of an environment
-  variable, never the token), ``variables``, ``url`` (added: self-managed GitLab instance)
+  variable, never the token), ``variables``, ``url`` (added: self-managed GitLab instance);
+  rendering: ``image``
 - ``azure-devops``: ``project`` (required), ``pipeline_id`` or ``release_definition_id`` (one
   required), ``artifact_alias``, ``parameters``, ``organization`` (added: the organization URL or
-  name)
+  name); rendering: ``vm_image``
+- every CI provider (rendering): ``forward_tags`` (list of tag names), ``install``, ``python``
 
 API::
 

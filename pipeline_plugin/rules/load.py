@@ -306,49 +306,106 @@ def _url(value: Any, _d: Path) -> Any:
     return None
 
 
+def _all_of(*checks: Validator) -> Validator:
+    def check(value: Any, folder: Path) -> Any:
+        for one in checks:
+            problem = one(value, folder)
+            if problem:
+                return problem
+        return None
+
+    return check
+
+
+def _rendered(key: str) -> Validator:
+    """What the CI templates accept for ``key`` (``render.SETTINGS``): the rendered pipeline
+    passes it on as data, so it must match a strict pattern."""
+
+    def check(value: Any, _d: Path) -> Any:
+        from ..render import SETTINGS
+
+        spec = SETTINGS[key]
+        if spec.kind is not str or spec.pattern is None:
+            return None
+        text = str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        if not isinstance(text, str) or not re.fullmatch(spec.pattern, text):
+            return f"{value!r} cannot go into a rendered CI pipeline: it must match {spec.pattern}"
+        return None
+
+    return check
+
+
+def _forward_tags(value: Any, _d: Path) -> Any:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        return f"must be a list of tag names, got {value!r}", "e.g. forward_tags: [stage_hint, git_sha]"
+    return None
+
+
 _COMMON: dict[str, Validator] = {"provider": _string, "service": _service, "approval": _boolean}
+
+#: the stages' settings. ``local`` runs the stages here (paths are files beside the rule, and must
+#: exist); a rendered CI pipeline runs them in the CI repository (paths inside that repository)
+_STAGE_SETTINGS: dict[str, Validator] = {
+    "tolerance": _tolerance,
+    "base_image": _no_space,
+    "image_repository": _no_space,
+    "target": _target,
+    "staging_port": _port,
+    "production_port": _port,
+    "strategy": _strategy,
+}
+_STAGE_PATHS = {
+    "entry_script": "file", "source_dir": "dir", "requirements": "file", "conda": "file", "sample": "file",
+    "expect": "file", "config": "file",
+}
+
+
+def _ci(extra: dict[str, Validator], render_keys: tuple[str, ...]) -> dict[str, Validator]:
+    keys: dict[str, Validator] = {k: _all_of(v, _rendered(k)) for k, v in _STAGE_SETTINGS.items()}
+    keys.update({k: _all_of(_string, _rendered(k)) for k in _STAGE_PATHS})
+    keys["forward_tags"] = _forward_tags
+    for key in ("install", "python", *render_keys):
+        keys[key] = _all_of(_string, _rendered(key))
+    keys.update(extra)
+    return keys
+
 
 #: the keys each provider accepts in a rule's ``pipeline:`` section (besides the common ones)
 PIPELINE_KEYS: dict[str, dict[str, Validator]] = {
-    "local": {
-        "entry_script": _path("file"),
-        "source_dir": _path("dir"),
-        "requirements": _path("file"),
-        "conda": _path("file"),
-        "sample": _path("file"),
-        "expect": _path("file"),
-        "tolerance": _tolerance,
-        "base_image": _no_space,
-        "image_repository": _no_space,
-        "target": _target,
-        "staging_port": _port,
-        "production_port": _port,
-        "config": _path("file"),
-        "strategy": _strategy,
-    },
-    "github": {
-        "repository": _github_repository,
-        "workflow": _github_workflow,
-        "ref": _no_space,
-        "mode": _choice("workflow_dispatch", "repository_dispatch"),
-        "event_type": _string,
-        "inputs": _scalars,
-    },
-    "gitlab": {
-        "project": _gitlab_project,
-        "ref": _no_space,
-        "trigger_token_env": _env_name,
-        "variables": _scalars,
-        "url": _url,
-    },
-    "azure-devops": {
-        "organization": _no_space,
-        "project": _string,
-        "pipeline_id": _positive_int,
-        "release_definition_id": _positive_int,
-        "artifact_alias": _string,
-        "parameters": _scalars,
-    },
+    "local": {**_STAGE_SETTINGS, **{k: _path(kind) for k, kind in _STAGE_PATHS.items()}},
+    "github": _ci(
+        {
+            "repository": _github_repository,
+            "workflow": _github_workflow,
+            "ref": _no_space,
+            "mode": _choice("workflow_dispatch", "repository_dispatch"),
+            "event_type": _all_of(_string, _rendered("event_type")),
+            "inputs": _scalars,
+            "return_run_details": _boolean,
+        },
+        ("runs_on", "action"),
+    ),
+    "gitlab": _ci(
+        {
+            "project": _gitlab_project,
+            "ref": _no_space,
+            "trigger_token_env": _env_name,
+            "variables": _scalars,
+            "url": _url,
+        },
+        ("image",),
+    ),
+    "azure-devops": _ci(
+        {
+            "organization": _no_space,
+            "project": _string,
+            "pipeline_id": _positive_int,
+            "release_definition_id": _positive_int,
+            "artifact_alias": _string,
+            "parameters": _scalars,
+        },
+        ("vm_image",),
+    ),
 }
 
 
@@ -361,8 +418,6 @@ def _required(provider: str, section: dict) -> list[tuple[str, str]]:
         mode = section.get("mode", "workflow_dispatch")
         if mode == "workflow_dispatch" and "workflow" not in section:
             missing.append(("workflow", "the workflow file to dispatch, e.g. 'deploy-model.yml'"))
-        if mode == "repository_dispatch" and "event_type" not in section:
-            missing.append(("event_type", "the repository_dispatch event type, e.g. 'model-version'"))
     elif provider == "gitlab":
         if "project" not in section:
             missing.append(("project", "the GitLab project, e.g. 'acme/churn-model'"))

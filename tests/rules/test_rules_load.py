@@ -71,8 +71,15 @@ ERRORS = [
      "needs 'repository'", None),
     ("name: a\nmatch: {}\npipeline:\n  provider: github\n  repository: acme\n  workflow: d.yml\n", 5,
      "pipeline.repository", "pipeline.repository: must be 'owner/name', got 'acme'", "e.g. 'acme/churn-model'"),
-    ("name: a\nmatch: {}\npipeline:\n  provider: github\n  repository: a/b\n  mode: repository_dispatch\n", 4,
-     "pipeline.event_type", "needs 'event_type'", None),
+    ("name: a\nmatch: {}\npipeline:\n  provider: github\n  repository: a/b\n  workflow: d.yml\n"
+     "  runs_on: 'ubuntu; curl x|sh'\n", 7, "pipeline.runs_on",
+     "pipeline.runs_on: 'ubuntu; curl x|sh' cannot go into a rendered CI pipeline: it must match", None),
+    ("name: a\nmatch: {}\npipeline:\n  provider: gitlab\n  project: g/p\n  vm_image: ubuntu-latest\n", 6,
+     "pipeline.vm_image", "unknown key 'vm_image' in pipeline (provider gitlab)", None),
+    ("name: a\nmatch: {}\npipeline:\n  provider: gitlab\n  project: g/p\n  forward_tags: stage_hint\n", 6,
+     "pipeline.forward_tags", "must be a list of tag names", "e.g. forward_tags: [stage_hint, git_sha]"),
+    ("name: a\nmatch: {}\npipeline:\n  provider: azure-devops\n  project: p\n  pipeline_id: 1\n"
+     "  entry_script: '$(curl x)'\n", 7, "pipeline.entry_script", "cannot go into a rendered CI pipeline", None),
     ("name: a\nmatch: {}\npipeline:\n  provider: github\n  repository: a/b\n  workflow: d.yml\n  mode: dispatch\n", 7,
      "pipeline.mode", "must be one of workflow_dispatch, repository_dispatch", None),
     ("name: a\nmatch: {}\npipeline:\n  provider: github\n  repository: a/b\n  workflow: d.yml\n  inputs: {a: [1]}\n", 7,
@@ -248,7 +255,8 @@ def test_rule_without_pipeline_and_every_provider(tmp_path):
           pipeline: {provider: github, repository: a/b, workflow: 1234, inputs: {env: staging, n: 2, ok: true}}
         - name: gh-repo-dispatch
           match: {}
-          pipeline: {provider: github, repository: a/b, mode: repository_dispatch, event_type: model}
+          pipeline: {provider: github, repository: a/b, mode: repository_dispatch, runs_on: self-hosted,
+                     entry_script: model/score.py, sample: model/sample.json, forward_tags: [stage_hint]}
         - name: gl
           match: {}
           pipeline: {provider: gitlab, project: 42, url: "https://gitlab.example.com", variables: {A_B: c}}
@@ -266,4 +274,4 @@ def test_rule_without_pipeline_and_every_provider(tmp_path):
         ("gl", "gitlab", True), ("ado", "azure-devops", True), ("disabled", "gitlab", False),
     ]
     assert rules[0].pipeline is None
-    assert [r.line for r in rules] == [1, 3, 6, 9, 12, 15]
+    assert [r.line for r in rules] == [1, 3, 6, 10, 13, 16]
