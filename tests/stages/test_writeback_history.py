@@ -1,0 +1,90 @@
+"""Registry write-back against a real MLflow server, and the deployment history store."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline_plugin import writeback
+from pipeline_plugin.errors import ConfigError, NotFoundError, ServiceError
+from pipeline_plugin.events import ModelVersionEvent
+from pipeline_plugin.history import History, Record
+from tests.services import mlflow_server
+
+
+@pytest.fixture(scope="module")
+def mlflow_url(tmp_path_factory):
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server.url
+
+
+def test_mlflow_aliases_and_tags_follow_production_and_rollback(mlflow_url):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_url, registry_uri=mlflow_url)
+    client.create_registered_model("churn-wb")
+    for i in range(2):
+        client.create_model_version("churn-wb", source=f"s3://models/churn/{i}")
+    info = writeback.WritebackInfo(source="mlflow", registry={"tracking_uri": mlflow_url},
+                                   scoring_uri="http://127.0.0.1:8890/score", run_url="http://ci/run/7", image="sha256:aa")
+
+    writeback.write("production", info, model="churn-wb", version="1", previous_version=None)
+    assert client.get_model_version_by_alias("churn-wb", "production").version == "1"
+    tags = client.get_model_version("churn-wb", "1").tags
+    assert tags["pipeline_plugin.status"] == "production"
+    assert tags["pipeline_plugin.scoring_uri"] == "http://127.0.0.1:8890/score"
+    assert tags["pipeline_plugin.run_url"] == "http://ci/run/7"
+
+    written = writeback.write("production", info, model="churn-wb", version="2", previous_version="1")
+    assert written["aliases"] == {"production": "2", "previous-production": "1"}
+    assert client.get_model_version_by_alias("churn-wb", "production").version == "2"
+    assert client.get_model_version_by_alias("churn-wb", "previous-production").version == "1"
+    assert client.get_model_version("churn-wb", "1").tags["pipeline_plugin.status"] == "previous-production"
+
+    info.reason = "production check failed"
+    writeback.write("rollback", info, model="churn-wb", restored_version="1", from_version="2", before_restored=None)
+    assert client.get_model_version_by_alias("churn-wb", "production").version == "1"
+    assert "previous-production" not in client.get_registered_model("churn-wb").aliases
+    v2 = client.get_model_version("churn-wb", "2").tags
+    assert v2["pipeline_plugin.status"] == "rolled-back" and v2["pipeline_plugin.reason"] == "production check failed"
+    # every tag written is one the listener recognises as its own echo
+    echo = ModelVersionEvent(source="mlflow", kind="tag.set", model="churn-wb", version="2", delivery_id="d1",
+                             tags={k: v for k, v in v2.items() if k.startswith("pipeline_plugin.")})
+    assert writeback.is_own_writeback(echo)
+
+
+def test_mlflow_writeback_errors_are_named(mlflow_url, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI"):
+        writeback.write("status", writeback.WritebackInfo(source="mlflow"), model="m", version="1", status="x")
+    with pytest.raises(ServiceError, match="no-such-model"):
+        writeback.write("status", writeback.WritebackInfo(source="mlflow", registry={"tracking_uri": mlflow_url}),
+                        model="no-such-model", version="1", status="x")
+
+
+def test_registries_without_writeback_are_skipped_with_a_reason():
+    for source in ("huggingface", "docker-registry", "azureml", "sagemaker"):
+        out = writeback.write("production", writeback.WritebackInfo(source=source), model="m", version="1",
+                              previous_version=None)
+        assert "skipped" in out and out["skipped"]
+    assert writeback.parse_registry("tracking_uri=http://x:5000;host=h") == {"tracking_uri": "http://x:5000", "host": "h"}
+
+
+def test_history_records_serving_and_approvals(tmp_path):
+    h = History(tmp_path)
+    h.record(Record(service="s", env="production", action="promote", status="succeeded", version="1", image_id="sha256:1"))
+    h.record(Record(service="s", env="production", action="promote", status="failed", version="2", image_id="sha256:2"))
+    h.record(Record(service="s", env="staging", action="smoke-test", status="passed", image_id="sha256:2",
+                    details={"sample": [[1]]}))
+    again = History(tmp_path)  # another process sees the same store
+    assert again.serving("s", "production").version == "1"
+    assert again.passed_smoke_test("s", "staging", "sha256:2").details == {"sample": [[1]]}
+    assert again.passed_smoke_test("s", "staging", "sha256:1") is None
+    assert again.environments("s") == ["production", "staging"]
+    with pytest.raises(ValueError):
+        again.record(Record(service="s", env="e", action="nonsense", status="x"))
+    a = again.request_approval("r1", "s", {"from_env": "staging"})
+    assert a.status == "pending" and again.request_approval("r1", "s", {"other": 1}).request == {"from_env": "staging"}
+    assert again.decide("r1", "approved", "alice").decided_by == "alice"
+    assert again.decide("r1", "rejected", "bob").status == "approved"  # the first decision stands
+    with pytest.raises(NotFoundError, match="no promotion waits"):
+        again.approval("r2")
