@@ -50,17 +50,21 @@ class _Loader(yaml.SafeLoader):
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
-    loader.flatten_mapping(node)
+    own = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
+    loader.flatten_mapping(node)  # `<<: *anchor` merges come first; later keys override them
     result = _Map()
     result.line = node.start_mark.line + 1
+    written_here: set[Any] = set()
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, (str, int, float, bool)) and key is not None:
             key = str(key)
         line = key_node.start_mark.line + 1
-        if key in result:
+        if key in written_here and id(key_node) in own:
             result.duplicates.append((key, line, result.key_lines[key]))
             continue
+        if id(key_node) in own:
+            written_here.add(key)
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = line
         result.value_lines[key] = value_node.start_mark.line + 1

@@ -275,3 +275,18 @@ def test_rule_without_pipeline_and_every_provider(tmp_path):
     ]
     assert rules[0].pipeline is None
     assert [r.line for r in rules] == [1, 3, 6, 10, 13, 16]
+
+
+def test_yaml_anchors_and_merge_keys(tmp_path):
+    """Shared settings through `<<: *anchor`; a key written next to the merge overrides it."""
+    write(tmp_path, "rules.yml", """
+        - name: base
+          match: &churn {source: mlflow, model: "churn-*", version: ">=1"}
+        - name: strict
+          match:
+            <<: *churn
+            version: ">=3"
+    """)
+    base, strict = load_rules(tmp_path)
+    assert strict.match.model == ("churn-*",) and strict.match.source == ("mlflow",)
+    assert strict.match.version.text == ">=3" and base.match.version.text == ">=1"
