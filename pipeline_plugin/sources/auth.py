@@ -17,7 +17,9 @@ expected signature. Every comparison is constant time (``hmac.compare_digest`` o
 ``token``
     A shared token: ``Authorization: Bearer <token>``, or ``?token=<token>`` in the URL (for senders
     that cannot set headers, e.g. Event Grid), or HTTP Basic auth whose password is the token
-    (EventBridge API destinations' "Basic" connections).
+    (EventBridge API destinations' "Basic" connections), or - when the server config sets
+    ``options: {token_header: <name>}`` for the source - the raw token in that header (EventBridge
+    "API key" connections, e.g. ``x-api-key``).
 ``huggingface-secret``
     Hugging Face Hub: the secret arrives verbatim in ``X-Webhook-Secret``.
 
@@ -165,8 +167,14 @@ def verify_token(request: Request, secret: str) -> None:
     query = _query_token(request)
     if query is not None:
         candidates.append(query)
+    token_header = (request.options or {}).get("token_header")
+    if isinstance(token_header, str) and token_header:
+        value = headers.get(token_header)
+        if isinstance(value, str) and value:
+            candidates.append(value.strip())
     if not candidates:
-        raise AuthenticationError("missing token: send 'Authorization: Bearer <token>' or '?token=<token>'")
+        also = f", or header {token_header}: <token>" if isinstance(token_header, str) and token_header else ""
+        raise AuthenticationError(f"missing token: send 'Authorization: Bearer <token>' or '?token=<token>'{also}")
     ok = False
     for candidate in candidates:
         ok |= hmac.compare_digest(candidate.encode("utf-8"), expected)

@@ -3,8 +3,10 @@
 EventBridge cannot POST to a URL by itself: create a rule matching
 ``{"source": ["aws.sagemaker"], "detail-type": ["SageMaker Model Package State Change"]}`` whose
 target is an *API destination* with this listener's URL, no input transformer. Authentication is
-scheme ``token``: give the API destination's Connection an API key named ``Authorization`` with
-value ``Bearer <token>``, or use its Basic auth with the token as password.
+scheme ``token``: give the API destination's Connection an API key (any header name, e.g.
+``x-api-key``, told to the listener with ``options: {token_header: x-api-key}`` in the server
+config; or ``Authorization`` with value ``Bearer <token>``), or Basic auth with the token as the
+password.
 
 SageMaker may send several events for one change (``ModelPackageStatus`` moving from
 ``InProgress`` to ``Completed``, metadata updates) and only ``detail.ModelApprovalStatus`` says

@@ -31,9 +31,20 @@ def test_recorded_approval_is_model_version_approved():
     assert event.delivery_id == "844e2571-85d4-695f-b930-0153b71dcb42"
 
 
-def test_sample_as_recorded_is_refused_without_bearer():
+def test_api_key_header_counts_only_when_configured():
+    req = load_sample(SAMPLE, headers={"x-cicd-api-key": "tok"})
     with pytest.raises(AuthenticationError, match="missing token"):
-        receive(SOURCE, load_sample(SAMPLE), "tok")
+        receive(SOURCE, req, "tok")
+    configured = load_sample(SAMPLE, headers={"x-cicd-api-key": "tok"}, options={"token_header": "X-Cicd-Api-Key"})
+    [event] = receive(SOURCE, configured, "tok")
+    assert event.kind == "model_version.approved"
+    wrong = load_sample(SAMPLE, headers={"x-cicd-api-key": "tok2"}, options={"token_header": "x-cicd-api-key"})
+    with pytest.raises(AuthenticationError, match="bad token"):
+        receive(SOURCE, wrong, "tok")
+    missing = load_sample(SAMPLE, options={"token_header": "x-cicd-api-key"})
+    del missing.headers["x-cicd-api-key"]
+    with pytest.raises(AuthenticationError, match="or header x-cicd-api-key"):
+        receive(SOURCE, missing, "tok")
 
 
 @pytest.mark.parametrize(
