@@ -32,6 +32,8 @@ class DeploymentSpec:
     keys: tuple[str, ...] = ()  # scoring keys; /score requires `Authorization: Bearer <key>` when set
     replicas: int = 1
     labels: Mapping[str, str] = field(default_factory=dict)  # extra labels (run id, event id ...)
+    # horizontal autoscaling (kubernetes): (min_replicas, max_replicas, target CPU utilization %)
+    autoscaler: tuple[int, int, int] | None = None
 
 
 @dataclass

@@ -337,6 +337,7 @@ class DockerTarget:
                 "container_id": container.id,
                 "cpu_cores": (host.get("NanoCpus") or 0) / 1e9 or None,
                 "memory_gb": (host.get("Memory") or 0) / 1024**3 or None,
+                "environment": {str(k): str(v) for k, v in spec.environment.items()},
                 "labels": {str(k): str(v) for k, v in spec.labels.items()},
             },
             **stable_uris("127.0.0.1", port),

@@ -329,6 +329,7 @@ class ProcessTarget:
                     "log": instance["log"],
                     "cpu_cores": spec.cpu_cores,
                     "memory_gb": spec.memory_gb,
+                    "environment": {str(k): str(v) for k, v in spec.environment.items()},
                     "labels": dict(spec.labels),
                 },
                 **stable_uris("127.0.0.1", port),

@@ -1,0 +1,339 @@
+"""The ``kubernetes`` target: a Deployment, a Service and a HorizontalPodAutoscaler per (service, env).
+
+``manifests(spec)`` builds them (``pipeline-plugin deploy --target kubernetes --dry-run`` prints
+them): the runtime's health route (``GET /``) is the liveness and startup probe, its readiness
+route (``GET /readyz``) the readiness probe; CPU and memory requests and limits come from the
+deployment config; the rolling update has ``maxUnavailable: 0`` (a new pod must be ready before an
+old one goes); pods run as uid 10001 without privileges. Scoring keys go into a Secret that the
+pods read as ``PIPELINE_PLUGIN_SCORING_KEYS``; the Secret is applied but never printed.
+
+``create``/``update`` apply them with the kubernetes Python client (server-side apply, field manager
+``pipeline-plugin``) to the cluster that ``KUBECONFIG`` (or the in-cluster service account)
+configures, and wait until the rollout is complete. The stable address is the Service:
+``http://<service>-<env>.<namespace>.svc.cluster.local:<port>`` (port 80 unless ``--port``).
+Kubernetes pulls images from a registry, so the image must be a registry reference
+(``repo:tag`` or ``repo@sha256:...``), not a local image id.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from .. import settings
+from ..errors import ConfigError, ServiceError, StageFailed
+from . import Deployment, DeploymentSpec, ProgressFn, check_name, check_spec
+
+MANAGED_BY = "pipeline-plugin"
+ANNOTATION = "pipeline-plugin.io/"
+ROLLOUT_TIMEOUT_S = 600.0
+DEFAULT_SERVICE_PORT = 80
+FIELD_MANAGER = "pipeline-plugin"
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def object_name(service: str, env: str) -> str:
+    name = f"{service}-{env}"
+    if len(name) > 63:
+        raise ConfigError(f"service and env make the Kubernetes name {name!r}, longer than 63 characters; use a shorter --name")
+    return name
+
+
+def cpu_quantity(cores: float) -> str:
+    return f"{max(1, round(cores * 1000))}m"
+
+
+def memory_quantity(gb: float) -> str:
+    return f"{max(1, round(gb * 1024))}Mi"
+
+
+def manifests(spec: DeploymentSpec, namespace: str | None = None, with_secret: bool = False) -> list[dict[str, Any]]:
+    """Deployment, Service and HorizontalPodAutoscaler (and, with ``with_secret``, the Secret holding
+    the scoring keys) for ``spec``, as plain dicts ready for YAML/JSON or the API."""
+    check_spec(spec)
+    if spec.image.startswith("sha256:"):
+        raise ConfigError(
+            f"image {spec.image!r} is a local image id; Kubernetes pulls from a registry, so pass a registry "
+            "reference (repo:tag or repo@sha256:...), e.g. from `pipeline-plugin package --push`"
+        )
+    name = object_name(spec.service, spec.env)
+    labels = {
+        "app.kubernetes.io/name": spec.service,
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "pipeline-plugin.io/env": spec.env,
+    }
+    meta: dict[str, Any] = {"name": name, "labels": dict(labels)}
+    if namespace:
+        meta["namespace"] = namespace
+    variables = {str(k): str(v) for k, v in spec.environment.items()}
+    variables["PORT"] = str(settings.RUNTIME_PORT)  # the container port the probes and Service use
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(variables.items())]
+    secret_name = f"{name}-scoring-keys"
+    if spec.keys:
+        env.append({
+            "name": "PIPELINE_PLUGIN_SCORING_KEYS",
+            "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "keys"}},
+        })
+    resources: dict[str, Any] = {}
+    if spec.cpu_cores or spec.memory_gb:
+        amounts = {}
+        if spec.cpu_cores:
+            amounts["cpu"] = cpu_quantity(spec.cpu_cores)
+        if spec.memory_gb:
+            amounts["memory"] = memory_quantity(spec.memory_gb)
+        resources = {"requests": dict(amounts), "limits": dict(amounts)}
+    lo, hi, target_cpu = spec.autoscaler or (spec.replicas, spec.replicas, 70)
+    annotations = {
+        ANNOTATION + "image": spec.image,
+        ANNOTATION + "service": spec.service,
+        ANNOTATION + "env": spec.env,
+        **{ANNOTATION + "label-" + k.replace("/", "-"): str(v) for k, v in spec.labels.items()},
+    }
+    probe = {"port": "http", "scheme": "HTTP"}
+    container: dict[str, Any] = {
+        "name": "model",
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": settings.RUNTIME_PORT, "protocol": "TCP"}],
+        "env": env,
+        "startupProbe": {"httpGet": {"path": "/", **probe}, "periodSeconds": 2, "failureThreshold": 90, "timeoutSeconds": 2},
+        "livenessProbe": {"httpGet": {"path": "/", **probe}, "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 3},
+        "readinessProbe": {"httpGet": {"path": "/readyz", **probe}, "periodSeconds": 5, "failureThreshold": 2, "timeoutSeconds": 3},
+        # let the Service drop the pod from its endpoints before the runtime stops accepting
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if resources:
+        container["resources"] = resources
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {**meta, "annotations": annotations},
+        "spec": {
+            "replicas": lo,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": {"app.kubernetes.io/instance": name}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": dict(labels), "annotations": {ANNOTATION + "image": spec.image}},
+                "spec": {
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001},
+                    "terminationGracePeriodSeconds": 40,
+                    "containers": [container],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": dict(meta),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {"app.kubernetes.io/instance": name},
+            "ports": [{"name": "http", "port": spec.port or DEFAULT_SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": dict(meta),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": lo,
+            "maxReplicas": hi,
+            "metrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": target_cpu}}}
+            ],
+        },
+    }
+    out = [deployment, service, hpa]
+    if with_secret and spec.keys:
+        out.insert(0, {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": dict(meta, name=secret_name),
+            "type": "Opaque",
+            "stringData": {"keys": ",".join(spec.keys)},
+        })
+    return out
+
+
+class KubernetesTarget:
+    name = "kubernetes"
+
+    def __init__(self, namespace: str | None = None, rollout_timeout: float = ROLLOUT_TIMEOUT_S) -> None:
+        self.namespace = namespace or os.environ.get("PIPELINE_PLUGIN_NAMESPACE") or None
+        self.rollout_timeout = rollout_timeout
+        self._api: Any = None
+
+    def manifests(self, spec: DeploymentSpec, with_secret: bool = False) -> list[dict[str, Any]]:
+        return manifests(spec, self.namespace, with_secret)
+
+    # -- cluster access ----------------------------------------------------------------------
+    def api_client(self) -> Any:
+        if self._api is not None:
+            return self._api
+        try:
+            from kubernetes import client, config
+        except ImportError:
+            raise ServiceError(
+                "the kubernetes target needs the kubernetes client: pip install 'pipeline-plugin[kubernetes]'"
+            ) from None
+        try:
+            if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+                config.load_incluster_config()
+            else:
+                config.load_kube_config()
+        except Exception as exc:  # noqa: BLE001 - config.ConfigException and file errors
+            raise ServiceError(
+                f"no Kubernetes cluster is configured ({exc}); set KUBECONFIG to a kubeconfig file, "
+                "or use --dry-run to print the manifests"
+            ) from None
+        self._api = client.ApiClient()
+        return self._api
+
+    def _ns(self) -> str:
+        if self.namespace:
+            return self.namespace
+        try:
+            from kubernetes import config
+
+            _contexts, active = config.list_kube_config_contexts()
+            return (active or {}).get("context", {}).get("namespace") or "default"
+        except Exception:  # noqa: BLE001 - in-cluster or no contexts
+            return "default"
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        from kubernetes.dynamic import DynamicClient
+
+        return DynamicClient(self.api_client()).resources.get(api_version=api_version, kind=kind)
+
+    # -- verbs -------------------------------------------------------------------------------
+    def create(self, spec: DeploymentSpec, progress: ProgressFn | None = None) -> Deployment:
+        return self._apply(spec, progress or _quiet)
+
+    def update(self, spec: DeploymentSpec, progress: ProgressFn | None = None) -> Deployment:
+        return self._apply(spec, progress or _quiet)
+
+    def _apply(self, spec: DeploymentSpec, progress: ProgressFn) -> Deployment:
+        docs = manifests(spec, None, with_secret=True)
+        self.api_client()
+        namespace = self._ns()
+        for doc in docs:
+            doc["metadata"]["namespace"] = namespace
+            progress(f"applying {doc['kind']} {namespace}/{doc['metadata']['name']}")
+            try:
+                self._resource(doc["apiVersion"], doc["kind"]).server_side_apply(
+                    body=doc, name=doc["metadata"]["name"], namespace=namespace,
+                    field_manager=FIELD_MANAGER, force_conflicts=True,
+                )
+            except Exception as exc:  # noqa: BLE001 - ApiException and transport errors
+                raise ServiceError(f"Kubernetes rejected {doc['kind']} {doc['metadata']['name']}: {getattr(exc, 'reason', exc)}") from None
+        name = object_name(spec.service, spec.env)
+        self._wait_rollout(name, namespace, progress)
+        found = self.get(spec.service, spec.env)
+        assert found is not None
+        return found
+
+    def _wait_rollout(self, name: str, namespace: str, progress: ProgressFn) -> None:
+        deployments = self._resource("apps/v1", "Deployment")
+        deadline = time.monotonic() + self.rollout_timeout
+        last = ""
+        while True:
+            d = deployments.get(name=name, namespace=namespace).to_dict()
+            status, want = d.get("status") or {}, (d.get("spec") or {}).get("replicas", 1)
+            done = (
+                status.get("observedGeneration", 0) >= d["metadata"].get("generation", 0)
+                and status.get("updatedReplicas", 0) == want
+                and status.get("availableReplicas", 0) == want
+                and not status.get("unavailableReplicas")
+                and status.get("replicas", 0) == want
+            )
+            if done:
+                return
+            note = f"{status.get('updatedReplicas', 0)}/{want} updated, {status.get('availableReplicas', 0)} available"
+            if note != last:
+                progress(f"rollout of {name}: {note}")
+                last = note
+            if time.monotonic() > deadline:
+                raise StageFailed(f"rollout of {namespace}/{name} did not finish within {self.rollout_timeout:.0f}s ({note}); "
+                                  "the old pods keep serving (maxUnavailable: 0)")
+            time.sleep(2)
+
+    def _deployment(self, obj: dict[str, Any], namespace: str) -> Deployment:
+        meta = obj["metadata"]
+        ann = meta.get("annotations") or {}
+        service, env = ann.get(ANNOTATION + "service", ""), ann.get(ANNOTATION + "env", "")
+        name = meta["name"]
+        port = DEFAULT_SERVICE_PORT
+        try:
+            svc = self._resource("v1", "Service").get(name=name, namespace=namespace).to_dict()
+            port = svc["spec"]["ports"][0]["port"]
+        except Exception:  # noqa: BLE001 - the Service may be gone
+            pass
+        status = obj.get("status") or {}
+        base = f"http://{name}.{namespace}.svc.cluster.local:{port}"
+        image = obj["spec"]["template"]["spec"]["containers"][0]["image"]
+        return Deployment(
+            service=service,
+            env=env,
+            image=ann.get(ANNOTATION + "image", image),
+            image_id=image.split("@", 1)[1] if "@" in image else image,
+            scoring_uri=f"{base}/score",
+            swagger_uri=f"{base}/swagger.json",
+            health_uri=f"{base}/",
+            status="running" if status.get("availableReplicas") else "failed",
+            created_at=meta.get("creationTimestamp"),
+            details={"target": self.name, "namespace": namespace, "name": name, "port": port,
+                     "replicas": status.get("replicas", 0), "available": status.get("availableReplicas", 0)},
+        )
+
+    def get(self, service: str, env: str) -> Deployment | None:
+        name = object_name(check_name("service", service), check_name("env", env))
+        self.api_client()
+        namespace = self._ns()
+        try:
+            obj = self._resource("apps/v1", "Deployment").get(name=name, namespace=namespace).to_dict()
+        except Exception as exc:  # noqa: BLE001
+            if getattr(exc, "status", None) == 404:
+                return None
+            raise ServiceError(f"Kubernetes did not answer for {namespace}/{name}: {getattr(exc, 'reason', exc)}") from None
+        return self._deployment(obj, namespace)
+
+    def list(self, service: str | None = None) -> list[Deployment]:
+        self.api_client()
+        namespace = self._ns()
+        selector = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+        if service is not None:
+            selector += f",app.kubernetes.io/name={check_name('service', service)}"
+        items = self._resource("apps/v1", "Deployment").get(namespace=namespace, label_selector=selector).to_dict()
+        return [self._deployment(obj, namespace) for obj in items.get("items", [])]
+
+    def delete(self, service: str, env: str) -> None:
+        name = object_name(check_name("service", service), check_name("env", env))
+        self.api_client()
+        namespace = self._ns()
+        for api_version, kind, obj_name in (
+            ("autoscaling/v2", "HorizontalPodAutoscaler", name),
+            ("v1", "Service", name),
+            ("apps/v1", "Deployment", name),
+            ("v1", "Secret", f"{name}-scoring-keys"),
+        ):
+            try:
+                self._resource(api_version, kind).delete(name=obj_name, namespace=namespace)
+            except Exception as exc:  # noqa: BLE001
+                if getattr(exc, "status", None) != 404:
+                    raise ServiceError(f"Kubernetes could not delete {kind} {obj_name}: {getattr(exc, 'reason', exc)}") from None
+
+
+TARGET = KubernetesTarget()

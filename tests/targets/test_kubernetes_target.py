@@ -1,0 +1,85 @@
+"""Kubernetes manifests, validated against the Kubernetes schemas (kubernetes-validate, offline).
+No cluster runs here: applying is covered only up to the "no cluster configured" error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from pipeline_plugin.errors import ConfigError, ServiceError
+from pipeline_plugin.targets import DeploymentSpec
+from pipeline_plugin.targets.kubernetes import KubernetesTarget, manifests
+
+K8S_VERSION = "1.30.0"
+IMAGE = "registry.example:5000/fraud@sha256:" + "a" * 64
+
+
+def by_kind(docs):
+    return {d["kind"]: d for d in docs}
+
+
+def test_manifests_are_valid_and_carry_probes_resources_and_rollout():
+    spec = DeploymentSpec(service="fraud", env="production", image=IMAGE, port=8890, cpu_cores=0.5, memory_gb=1.5,
+                          environment={"LOG_LEVEL": "debug"}, keys=("k1", "k2"), autoscaler=(2, 6, 60))
+    docs = manifests(spec, "ml", with_secret=True)
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    k = by_kind(docs)
+    assert set(k) == {"Secret", "Deployment", "Service", "HorizontalPodAutoscaler"}
+    dep = k["Deployment"]["spec"]
+    assert dep["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    c = dep["template"]["spec"]["containers"][0]
+    assert c["image"] == IMAGE
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/"
+    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1536Mi"}, "limits": {"cpu": "500m", "memory": "1536Mi"}}
+    env = {e["name"]: e for e in c["env"]}
+    assert env["LOG_LEVEL"]["value"] == "debug" and env["PORT"]["value"] == "5001"
+    assert env["PIPELINE_PLUGIN_SCORING_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "fraud-production-scoring-keys"
+    assert dep["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert k["Service"]["spec"]["ports"][0]["port"] == 8890
+    hpa = k["HorizontalPodAutoscaler"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    assert all(d["metadata"]["namespace"] == "ml" for d in docs)
+    # without with_secret (what --dry-run prints) the keys appear nowhere
+    assert "k1" not in json.dumps(manifests(spec, "ml"))
+
+
+def test_invalid_manifests_would_be_caught_by_the_validator():
+    dep = by_kind(manifests(DeploymentSpec(service="fraud", env="staging", image=IMAGE)))["Deployment"]
+    dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailabel"] = 0
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, K8S_VERSION, strict=True)
+
+
+def test_a_local_image_id_cannot_go_to_kubernetes():
+    with pytest.raises(ConfigError, match="registry reference"):
+        manifests(DeploymentSpec(service="fraud", env="staging", image="sha256:" + "b" * 64))
+
+
+def test_without_a_cluster_apply_names_kubeconfig(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ServiceError, match="KUBECONFIG"):
+        KubernetesTarget().create(DeploymentSpec(service="fraud", env="staging", image=IMAGE))
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_cli_dry_run_prints_valid_manifests(tmp_path, as_json):
+    config = tmp_path / "deploymentconfig.json"
+    config.write_text(json.dumps({"computeType": "aks", "containerResourceRequirements": {"cpu": 1, "memoryInGB": 2},
+                                  "autoScaler": {"minReplicas": 1, "maxReplicas": 4}}))
+    cmd = [sys.executable, "-m", "pipeline_plugin.cli", "deploy", "--image", IMAGE, "--name", "fraud", "--env", "staging",
+           "--config", str(config), "--dry-run", "--state-dir", str(tmp_path / "state")] + (["--json"] if as_json else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    docs = json.loads(out.stdout)["items"] if as_json else list(yaml.safe_load_all(out.stdout))
+    assert [d["kind"] for d in docs] == ["Deployment", "Service", "HorizontalPodAutoscaler"]  # computeType aks -> kubernetes
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    assert by_kind(docs)["HorizontalPodAutoscaler"]["spec"]["maxReplicas"] == 4
