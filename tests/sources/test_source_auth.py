@@ -229,3 +229,28 @@ def test_unknown_scheme_is_a_config_error_with_suggestion():
     with pytest.raises(ConfigError, match="Did you mean 'mlflow-hmac'"):
         auth.verify(make_request(b"{}"), "x", "mlflow-hmca")
     assert set(auth.SCHEMES) == {"mlflow-hmac", "standard-webhooks", "token", "huggingface-secret"}
+
+
+# ---- robustness -------------------------------------------------------------------------------
+WEIRD = ["", " ", "v1,", "v1,%%%", "v1," + "A" * 5000, "ø", "\u202e", "Bearer", "Bearer ", "Basic", "Basic ø",
+         "1614265330", "-1", "99999999999999999999", "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE= v2,x"]
+HEADER_NAMES = ["webhook-id", "webhook-timestamp", "webhook-signature", "X-MLflow-Signature", "X-MLflow-Delivery-Id",
+                "X-MLflow-Timestamp", "Authorization", "X-Webhook-Secret"]
+
+
+@pytest.mark.parametrize("scheme", sorted(auth.SCHEMES))
+def test_garbage_headers_only_raise_authentication_error(scheme):
+    import itertools
+    import random
+
+    rng = random.Random(scheme)
+    for _ in range(400):
+        headers = {name: rng.choice(WEIRD) for name in HEADER_NAMES if rng.random() < 0.7}
+        query = {"token": rng.choice(WEIRD)} if rng.random() < 0.3 else {}
+        req = make_request(bytes(rng.randrange(256) for _ in range(rng.randrange(40))), headers,
+                           query=query, now=float(SW_TS))
+        for secret in itertools.islice(itertools.cycle([SW_SECRET, "tok", "ø-secret"]), 3):
+            try:
+                auth.verify(req, secret, scheme)
+            except AuthenticationError:
+                pass
