@@ -516,8 +516,10 @@ def _string_map(out: _Collector, m: _Map, key: str, field: str, keys: tuple[str,
 def _match_block(out: _Collector, block: Any, line: int, field: str, nested: bool) -> Match | None:
     where = field
     if block is None:
-        block = _Map()
-        block.line = line
+        out.add(line, field, f"{field} is empty",
+                f"list conditions under it, or write {field}: {{}} to match every event" if not nested
+                else "list conditions under it, or remove it")
+        return None
     if not isinstance(block, _Map):
         out.add(line, field, f"{field} must be a mapping of conditions, got {block!r}",
                 "e.g. match: {model: 'churn-*'}")
@@ -709,7 +711,7 @@ def rule_files(directory: str | os.PathLike) -> list[Path]:
                           field="triggers")
     return sorted(
         p for p in folder.iterdir()
-        if p.suffix in (".yml", ".yaml") and not p.name.startswith(".") and p.is_file()
+        if p.suffix.lower() in (".yml", ".yaml") and not p.name.startswith(".") and p.is_file()
     )
 
 

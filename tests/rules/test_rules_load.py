@@ -53,6 +53,8 @@ ERRORS = [
      "keep one"),
     ("name: a\nmatch: churn-*\n", 2, "match", "match must be a mapping of conditions", None),
     ("name: a\n", 1, "match", "has no match block", "match: {} to match every event"),
+    ("name: a\nmatch:\n", 2, "match", "match is empty", "write match: {} to match every event"),
+    ("name: a\nmatch:\n  exclude:\n", 3, "match.exclude", "match.exclude has no conditions", "remove it"),
     ("match: {}\n", 1, "name", "has no name", "add name:"),
     ("name: 'churn to prod'\nmatch: {}\n", 1, "name", "rule name 'churn to prod' is not valid", "e.g. 'churn-to-production'"),
     ("name: off\nmatch: {}\n", 1, "name", "rule name off is read by YAML as False", 'quote it: name: "off"'),
@@ -201,6 +203,8 @@ def test_folder_rules(tmp_path):
     (empty / "README.md").write_text("not a rule")
     (empty / ".hidden.yml").write_text("not: [valid")
     assert load_rules(empty) == []
+    (empty / "Upper.YAML").write_text("name: upper\nmatch: {}\n")
+    assert [r.name for r in load_rules(empty)] == ["upper"]
 
 
 def test_a_loaded_rule(tmp_path):
