@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+# the azure-devops SDK caches route discovery on disk at import time: keep it out of $HOME
+os.environ.setdefault("AZURE_DEVOPS_CACHE_DIR", tempfile.mkdtemp(prefix="azdo-cache-"))
 
 from .helpers import ContractServer, Contract, Reply
 

@@ -1,0 +1,254 @@
+"""Azure DevOps: run a YAML pipeline with template parameters, or create a classic release, through
+the azure-devops SDK.
+
+Rule ``pipeline`` keys: ``project``, and either ``pipeline_id`` (Runs - Run Pipeline with
+``templateParameters`` model, version, source, kind, eventId, tags, artifactUri; see
+``templates/azure-pipelines``) or ``release_definition_id`` (Releases - Create with the release
+variables ``MODEL_NAME``, ``MODEL_VERSION``, ``MODEL_SOURCE``, ``EVENT_ID``, ``MODEL_TAGS``,
+``ARTIFACT_URI`` — mark them "Settable at release time" in the definition — and, with
+``artifact_alias``, the model version as that artifact's version, like the model artifact trigger's
+``Release.Artifacts.{alias}.DefinitionName``/``BuildNumber``). ``ref`` (YAML pipelines: branch to run,
+default the pipeline's default branch), ``parameters`` (static extra template parameters or
+release variables).
+
+Settings: ``SYSTEM_COLLECTIONURI`` (https://dev.azure.com/ORG/ or an Azure DevOps Server
+collection URL) with ``AZURE_DEVOPS_EXT_PAT`` (a personal access token: Build read & execute,
+Release read, write & execute) or ``SYSTEM_ACCESSTOKEN`` (the pipeline's OAuth token).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+from ..render import pipeline_inputs
+from . import DispatchResult, PipelineRun
+from .retry import ApiFailure, call, parse_retry_after, timeout
+
+RELEASE_AREA_ID = "efc2f575-36ef-48e9-b672-0c6fb4a48ac5"
+TEMPLATE_PARAMETERS = {
+    "model": "model",
+    "version": "version",
+    "source": "source",
+    "kind": "kind",
+    "event-id": "eventId",
+    "tags": "tags",
+    "artifact-uri": "artifactUri",
+}
+RELEASE_VARIABLES = {
+    "model": "MODEL_NAME",
+    "version": "MODEL_VERSION",
+    "source": "MODEL_SOURCE",
+    "kind": "MODEL_EVENT_KIND",
+    "event-id": "EVENT_ID",
+    "tags": "MODEL_TAGS",
+    "artifact-uri": "ARTIFACT_URI",
+}
+
+FIXES = {
+    400: "Azure DevOps rejected the request: a YAML pipeline must declare the parameters model, version, source, "
+    "kind, eventId, tags and artifactUri (`pipeline-plugin init --provider azure-devops` writes one); a release "
+    "definition must define the variables MODEL_NAME, MODEL_VERSION ... as settable at release time.",
+    401: "Set AZURE_DEVOPS_EXT_PAT to a valid personal access token (or SYSTEM_ACCESSTOKEN inside a pipeline); "
+    "the one given was rejected.",
+    403: "The token may not start this pipeline: it needs Build (read & execute) or Release (read, write & "
+    "execute), and the pipeline's permissions must allow the identity to queue it.",
+    404: "Check the rule's pipeline.project and pipeline.pipeline_id / pipeline.release_definition_id, and "
+    "SYSTEM_COLLECTIONURI (https://dev.azure.com/ORG/).",
+    0: "Check the rule's pipeline section and the pipeline definition.",
+}
+
+
+class _LastResponse:
+    """Remembers the status and headers of the last answer (the SDK's errors do not keep them)."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def clear(self) -> None:
+        self.local.response = None
+
+    def hook(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        self.local.response = response
+
+    def get(self) -> Any:
+        return getattr(self.local, "response", None)
+
+
+def _to_failure(last: _LastResponse):
+    def convert(exc: Exception) -> ApiFailure | None:
+        from azure.devops.exceptions import AzureDevOpsAuthenticationError, AzureDevOpsClientRequestError
+        from msrest.exceptions import ClientRequestError
+
+        response = last.get()
+        if isinstance(exc, (AzureDevOpsAuthenticationError, AzureDevOpsClientRequestError)) and response is not None:
+            message = getattr(exc, "message", None) or str(exc)
+            message = re.sub(r"\s*Operation returned a \d+ status code\.$", "", message)
+            return ApiFailure(response.status_code, message, parse_retry_after(response.headers.get("Retry-After")))
+        if isinstance(exc, ClientRequestError):  # no answer: timeout, refused connection
+            return ApiFailure(None, f"no answer from Azure DevOps ({exc})")
+        return None
+
+    return convert
+
+
+def collection_url() -> str:
+    url = os.environ.get("SYSTEM_COLLECTIONURI") or os.environ.get("AZURE_DEVOPS_ORG_SERVICE_URL") or ""
+    if not re.match(r"^https?://", url):
+        raise ConfigError(
+            "SYSTEM_COLLECTIONURI is not set: set it to your organization's URL, e.g. https://dev.azure.com/ORG/ "
+            "(inside Azure Pipelines it is predefined)"
+        )
+    return url.rstrip("/") + "/"
+
+
+def credentials() -> Any:
+    from msrest.authentication import BasicAuthentication, BasicTokenAuthentication
+
+    pat = os.environ.get("AZURE_DEVOPS_EXT_PAT")
+    if pat:
+        return BasicAuthentication("", pat)
+    token = os.environ.get("SYSTEM_ACCESSTOKEN")
+    if token:
+        return BasicTokenAuthentication({"access_token": token})
+    raise ConfigError(
+        "no Azure DevOps credentials: set AZURE_DEVOPS_EXT_PAT (a personal access token) or, inside a pipeline, "
+        "map SYSTEM_ACCESSTOKEN: $(System.AccessToken) into the step's env"
+    )
+
+
+def _configure(client: Any, last: _LastResponse) -> Any:
+    client.config.retry_policy.retries = 0  # retries are ours (bounded, Retry-After aware)
+    client.config.connection.timeout = timeout()
+    client.config.hooks.append(last.hook)
+    return client
+
+
+def _web_link(model: Any) -> str | None:
+    links = getattr(model, "_links", None)
+    if links is None:
+        return None
+    found = {**(getattr(links, "additional_properties", None) or {}), **(getattr(links, "links", None) or {})}
+    web = found.get("web")
+    if isinstance(web, Mapping):
+        return web.get("href")
+    return None
+
+
+def _int_setting(p: Mapping[str, Any], key: str, rule: str) -> int | None:
+    value = p.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not str(value).isdigit():
+        raise ConfigError(f"rule {rule!r}: pipeline.{key} is {value!r}; it must be the numeric id from its URL")
+    return int(value)
+
+
+class AzureDevOpsProvider:
+    name = "azure-devops"
+
+    def dispatch(self, run: PipelineRun) -> DispatchResult:
+        p = run.pipeline
+        project = str(p.get("project") or "")
+        if not re.fullmatch(r"[^/\\\[\]:|<>+=;?*\"\x00-\x1f]{1,64}", project) or project.strip(". ") == "":
+            raise ConfigError(f"rule {run.rule_name!r}: pipeline.project is {project!r}; set it to the project name or id")
+        pipeline_id = _int_setting(p, "pipeline_id", run.rule_name)
+        definition_id = _int_setting(p, "release_definition_id", run.rule_name)
+        if (pipeline_id is None) == (definition_id is None):
+            raise ConfigError(
+                f"rule {run.rule_name!r}: set exactly one of pipeline.pipeline_id (a YAML pipeline) or "
+                "pipeline.release_definition_id (a classic release definition)"
+            )
+        extra = p.get("parameters") or {}
+        if not isinstance(extra, Mapping):
+            raise ConfigError(f"rule {run.rule_name!r}: pipeline.parameters must be a mapping of name to value")
+        inputs = pipeline_inputs(run.event, p, run.run_id)
+        base = collection_url()
+        creds = credentials()
+        last = _LastResponse()
+
+        def api(fn: Any, action: str) -> Any:
+            def attempt() -> Any:
+                last.clear()
+                return fn()
+
+            return call(attempt, service="Azure DevOps", action=action, to_failure=_to_failure(last), fixes=FIXES)
+
+        if pipeline_id is not None:
+            return self._run_pipeline(api, base, creds, last, run, project, pipeline_id, inputs, extra)
+        return self._create_release(api, base, creds, last, run, project, definition_id, inputs, extra)
+
+    def _run_pipeline(self, api, base, creds, last, run, project, pipeline_id, inputs, extra) -> DispatchResult:
+        from azure.devops.v7_1.pipelines.models import (
+            RepositoryResourceParameters,
+            RunPipelineParameters,
+            RunResourcesParameters,
+        )
+        from azure.devops.v7_1.pipelines.pipelines_client import PipelinesClient
+
+        client = _configure(PipelinesClient(base_url=base, creds=creds), last)
+        parameters = {**{str(k): str(v) for k, v in extra.items()},
+                      **{TEMPLATE_PARAMETERS[k]: v for k, v in inputs.items()}}
+        body = RunPipelineParameters(template_parameters=parameters)
+        ref = run.pipeline.get("ref")
+        if ref:
+            if not re.fullmatch(r"[A-Za-z0-9._/-]+", str(ref)):
+                raise ConfigError(f"rule {run.rule_name!r}: pipeline.ref is {ref!r}; expected a branch like 'main'")
+            full = str(ref) if str(ref).startswith("refs/") else f"refs/heads/{ref}"
+            body.resources = RunResourcesParameters(repositories={"self": RepositoryResourceParameters(ref_name=full)})
+        result = api(lambda: client.run_pipeline(body, project, pipeline_id), f"run pipeline {pipeline_id} in {project}")
+        url = _web_link(result) or f"{base}{project}/_build/results?buildId={result.id}"
+        return DispatchResult(
+            provider=self.name,
+            status="dispatched",
+            url=url,
+            external_id=str(result.id),
+            detail=f"run {result.id} ({getattr(result, 'name', '') or ''}) of pipeline {pipeline_id} in {project}".replace(" ()", ""),
+            data={"project": project, "pipeline_id": pipeline_id, "mode": "pipeline"},
+        )
+
+    def _create_release(self, api, base, creds, last, run, project, definition_id, inputs, extra) -> DispatchResult:
+        from azure.devops.v7_1.location.location_client import LocationClient
+        from azure.devops.v7_1.release.models import (
+            ArtifactMetadata,
+            BuildVersion,
+            ConfigurationVariableValue,
+            ReleaseStartMetadata,
+        )
+        from azure.devops.v7_1.release.release_client import ReleaseClient
+
+        locations = _configure(LocationClient(base_url=base, creds=creds), last)
+        areas = api(lambda: locations.get_resource_areas(), "look up the Release service URL") or []
+        release_url = next((a.location_url for a in areas if (a.id or "").lower() == RELEASE_AREA_ID), None) or base
+        client = _configure(ReleaseClient(base_url=release_url, creds=creds), last)
+        variables = {str(k): str(v) for k, v in extra.items()}
+        variables.update({RELEASE_VARIABLES[k]: v for k, v in inputs.items()})
+        metadata = ReleaseStartMetadata(
+            definition_id=definition_id,
+            description=f"{inputs['model']} {inputs['version']} from {inputs['source']} (pipeline-plugin {inputs['event-id']})",
+            reason="none",
+            is_draft=False,
+            variables={k: ConfigurationVariableValue(value=v) for k, v in variables.items()},
+        )
+        alias = run.pipeline.get("artifact_alias")
+        if alias:
+            metadata.artifacts = [ArtifactMetadata(
+                alias=str(alias),
+                instance_reference=BuildVersion(id=inputs["version"], name=inputs["version"]),
+            )]
+        result = api(lambda: client.create_release(metadata, project), f"create a release of definition {definition_id} in {project}")
+        url = _web_link(result) or f"{base}{project}/_releaseProgress?_a=release-pipeline-progress&releaseId={result.id}"
+        return DispatchResult(
+            provider=self.name,
+            status="dispatched",
+            url=url,
+            external_id=str(result.id),
+            detail=f"release {result.id} ({result.name}) of definition {definition_id} in {project}",
+            data={"project": project, "release_definition_id": definition_id, "mode": "release"},
+        )
+
+
+PROVIDER = AzureDevOpsProvider()
