@@ -70,7 +70,7 @@ def check_model_ref(name: str, version: str, flag: str = "--model", value: str |
     if not _NAME.match(name):
         raise ConfigError(
             f"{flag} '{shown}': model name '{name}' may use letters, digits, '.', '_' and '-' only "
-            "and must start with a letter or digit"
+            "and must start with a letter or digit, e.g. churn-model"
         )
     if not _VERSION.match(version):
         raise ConfigError(
@@ -351,9 +351,12 @@ def _mlflow_plan(model: ModelRef, path: Path, base: BaseInfo, progress: Callable
             f"{', '.join(sorted(flavors)) or 'no flavors'}. Pass --entry-script score.py to serve it"
         )
     fmt = sk.get("serialization_format", "cloudpickle")
-    if fmt not in ("cloudpickle", "pickle"):
-        raise ConfigError(f"{where}: sklearn serialization_format '{fmt}' is not supported without code (pickle or cloudpickle); pass --entry-script")
-    pickled = sk.get("pickled_model") or "model.pkl"
+    if fmt not in ("skops", "cloudpickle", "pickle"):
+        raise ConfigError(
+            f"{where}: sklearn serialization_format '{fmt}' is not supported without code (skops, cloudpickle or "
+            "pickle); pass --entry-script score.py"
+        )
+    pickled = sk.get("pickled_model") or ("model.skops" if fmt == "skops" else "model.pkl")
     if not (path / pickled).is_file():
         raise ConfigError(f"{where}: MLmodel names pickled_model '{pickled}' but the folder has no such file")
     pyfunc = flavors.get("python_function") or {}
@@ -367,8 +370,8 @@ def _mlflow_plan(model: ModelRef, path: Path, base: BaseInfo, progress: Callable
         reqs = [r for r in lines if not re.match(r"^mlflow(-skinny)?\b", r, re.I)]
     else:
         reqs = ["scikit-learn", "numpy"]
-    if fmt == "cloudpickle" and not any(re.match(r"^cloudpickle\b", r, re.I) for r in reqs):
-        reqs.append("cloudpickle")
+    if fmt in ("skops", "cloudpickle") and not any(re.match(rf"^{fmt}\b", r, re.I) for r in reqs):
+        reqs.append(fmt)
     columns = None
     signature = mlmodel.get("signature") or {}
     try:
@@ -380,7 +383,13 @@ def _mlflow_plan(model: ModelRef, path: Path, base: BaseInfo, progress: Callable
     return NoCode(
         "mlflow-sklearn",
         "mlflow_sklearn.py",
-        {"model_folder": path.name, "pickled_model": pickled, "serialization_format": fmt, "columns": columns},
+        {
+            "model_folder": path.name,
+            "pickled_model": pickled,
+            "serialization_format": fmt,
+            "skops_trusted_types": sk.get("skops_trusted_types"),
+            "columns": columns,
+        },
         reqs,
     )
 
@@ -551,7 +560,10 @@ def _stream_build(client, ctx: Path, image: str, progress: Callable[[str], None]
     tail: list[str] = []
     step = ""
     try:
-        stream = client.api.build(path=str(ctx), tag=image, rm=True, forcerm=True, pull=False, decode=True)
+        # network "none": the wheelhouse makes the build offline, and this proves it
+        stream = client.api.build(
+            path=str(ctx), tag=image, rm=True, forcerm=True, pull=False, decode=True, network_mode="none"
+        )
         for chunk in stream:
             if "error" in chunk:
                 detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
@@ -629,7 +641,7 @@ def build(spec: PackageSpec, progress: Callable[[str], None] = lambda _m: None) 
     if generate is not None:
         generate.mkdir(parents=True, exist_ok=True)
         labels, digest = write_context(spec, generate, base, progress)
-        progress(f"wrote the Dockerfile and its build context to {generate}; build it with `docker build {generate}`")
+        progress(f"wrote the Dockerfile and its build context to {generate}; build it with `docker build --network none -t {spec.image} {generate}`")
         return PackageResult(spec.image, None, None, labels, digest, generate)
     ctx = Path(tempfile.mkdtemp(prefix="pipeline-plugin-build-"))
     try:

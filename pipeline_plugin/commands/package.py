@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     )
     result = package(spec, output.Progress(enabled=not args.quiet))
     if result.image_id is None:
-        human = f"wrote {result.dockerfile_dir}/Dockerfile and its context; build it with: docker build -t {result.image} {result.dockerfile_dir}"
+        human = f"wrote {result.dockerfile_dir}/Dockerfile and its context; build it with: docker build --network none -t {result.image} {result.dockerfile_dir}"
     else:
         human = f"{result.image} {result.image_id}" + (f"\npushed {result.digest}" if result.digest else "")
     output.emit(args, result.to_dict(), human)
