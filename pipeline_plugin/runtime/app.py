@@ -344,8 +344,7 @@ class ScoringApp:
             run_headers = {_title(k.decode("latin-1")): v.decode("latin-1") for k, v in scope["headers"]}
 
         # --- run() in the worker's scoring thread(s), bounded by SCORING_TIMEOUT_MS
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.pool, self.script.invoke, kwargs, run_headers)
+        future = asyncio.get_running_loop().run_in_executor(self.pool, self.script.invoke, kwargs, run_headers)
         try:
             output, elapsed_ms = await asyncio.wait_for(future, self.timeout_s)
         except asyncio.TimeoutError:

@@ -30,7 +30,11 @@ def setup_logging() -> None:
 
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio's event loop sets TCP_NODELAY on accepted connections only when
+    # the listening socket says TCP (a plain SOCK_STREAM socket has proto 0), and without TCP_NODELAY a
+    # response written as headers + body stalls 40 ms on delayed ACKs (uvicorn issue 3149). uvloop
+    # sets it either way; tests/runtime checks both loops.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -61,7 +65,7 @@ def run_worker(cfg: RuntimeConfig, sock: socket.socket, block, ready_flags, inde
 
     app = ScoringApp(cfg, Metrics(block, index, cfg.workers), ready_flags, index, fatal)
     server = uvicorn.Server(uvicorn.Config(
-        app, lifespan="on", access_log=False, log_level="warning", server_header=False,
+        app, loop=os.environ.get("PIPELINE_PLUGIN_LOOP", "auto"), lifespan="on", access_log=False, log_level="warning", server_header=False,
         timeout_graceful_shutdown=None, backlog=2048))
     # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the handler found at start:
     # a no-op one makes a drained shutdown exit 0 instead of dying by the signal

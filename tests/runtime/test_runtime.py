@@ -343,3 +343,51 @@ def test_runtime_imports_nothing_else_from_pipeline_plugin():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     modules = eval(out)  # a printed list of module names
     assert [m for m in modules if m != "pipeline_plugin" and not m.startswith("pipeline_plugin.runtime")] == []
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_accepted_connections_get_tcp_nodelay(loop):
+    """Without TCP_NODELAY a response written as headers + body waits 40 ms for a delayed ACK
+    (uvicorn issue 3149): the runtime's listening socket must make both event loops set it."""
+    import asyncio
+    import pickle
+    import socket
+    from multiprocessing.reduction import ForkingPickler
+
+    from pipeline_plugin.runtime.server import bind
+
+    listener = bind("127.0.0.1", 0)
+    # workers receive the socket pickled (spawn): what they rebuild must still say TCP
+    rebuilt = pickle.loads(bytes(ForkingPickler.dumps(listener)))
+    seen = {}
+
+    async def main():
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                sock = transport.get_extra_info("socket")
+                seen["nodelay"] = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=rebuilt)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        for _ in range(100):
+            if "nodelay" in seen:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+    listener.close()
+    assert seen == {"nodelay": 1}
+
+
+def test_asyncio_loop_serves_too(runtime):
+    rt = runtime("slow_score.py", {"PIPELINE_PLUGIN_LOOP": "asyncio"})
+    with httpx.Client(base_url=rt.url) as c:  # one keep-alive connection, several requests
+        for _ in range(5):
+            assert c.post("/score", json={"sleep": 0}).status_code == 200
