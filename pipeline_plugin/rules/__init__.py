@@ -43,11 +43,11 @@ are paths inside the CI repository, and every value must match the rendered pipe
   ``repository_dispatch``), ``event_type``, ``inputs``; rendering: ``runs_on``, ``action``;
   added: ``return_run_details`` (bool, read by ``providers.github``)
 - ``gitlab``: ``project`` (required), ``ref``, ``trigger_token_env`` (the NAME of an environment
-  variable, never the token), ``variables``, ``url`` (added: self-managed GitLab instance);
-  rendering: ``image``
+  variable, never the token), ``variables``; rendering: ``image``. The server is
+  ``CI_SERVER_URL`` (environment), not a rule key.
 - ``azure-devops``: ``project`` (required), ``pipeline_id`` or ``release_definition_id`` (one
-  required), ``artifact_alias``, ``parameters``, ``organization`` (added: the organization URL or
-  name); rendering: ``vm_image``
+  required), ``artifact_alias``, ``ref``, ``parameters``; rendering: ``vm_image``. The
+  organization is ``SYSTEM_COLLECTIONURI`` (environment), not a rule key.
 - every CI provider (rendering): ``forward_tags`` (list of tag names), ``install``, ``python``
 
 API::

@@ -161,7 +161,7 @@ PROVIDERS = ("local", "github", "gitlab", "azure-devops")
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-GITHUB_REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+GITHUB_REPOSITORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")  # as providers.github
 
 # A validator takes (value, rule file's folder) and returns an error message or None. Messages
 # name the expectation; the collector adds file, line and field.
@@ -290,7 +290,7 @@ def _github_workflow(value: Any, _d: Path) -> Any:
 def _gitlab_project(value: Any, _d: Path) -> Any:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return None
-    if isinstance(value, str) and re.match(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$", value):
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+|[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)+", value):
         return None
     return f"must be a project path 'group/name' or a numeric project id, got {value!r}", "e.g. 'acme/churn-model'"
 
@@ -304,9 +304,9 @@ def _env_name(value: Any, _d: Path) -> Any:
     return None
 
 
-def _url(value: Any, _d: Path) -> Any:
-    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
-        return f"must be an http(s) URL, got {value!r}", "e.g. 'https://gitlab.example.com'"
+def _ref(value: Any, _d: Path) -> Any:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._/-]+", value):
+        return f"must be a branch or tag name, got {value!r}", "e.g. ref: main"
     return None
 
 
@@ -381,7 +381,7 @@ PIPELINE_KEYS: dict[str, dict[str, Validator]] = {
         {
             "repository": _github_repository,
             "workflow": _github_workflow,
-            "ref": _no_space,
+            "ref": _ref,
             "mode": _choice("workflow_dispatch", "repository_dispatch"),
             "event_type": _all_of(_string, _rendered("event_type")),
             "inputs": _scalars,
@@ -392,20 +392,19 @@ PIPELINE_KEYS: dict[str, dict[str, Validator]] = {
     "gitlab": _ci(
         {
             "project": _gitlab_project,
-            "ref": _no_space,
+            "ref": _ref,
             "trigger_token_env": _env_name,
             "variables": _scalars,
-            "url": _url,
         },
         ("image",),
     ),
     "azure-devops": _ci(
         {
-            "organization": _no_space,
             "project": _string,
             "pipeline_id": _positive_int,
             "release_definition_id": _positive_int,
             "artifact_alias": _string,
+            "ref": _ref,
             "parameters": _scalars,
         },
         ("vm_image",),
@@ -436,14 +435,25 @@ def _required(provider: str, section: dict) -> list[tuple[str, str]]:
 # ---- validation -----------------------------------------------------------------------------
 
 
-def _unknown(out: _Collector, mapping: _Map, allowed: tuple[str, ...] | list[str], where: str, field: str) -> None:
+#: keys people put in a pipeline section that belong in serve's environment instead
+ENVIRONMENT_HINTS = {
+    "url": "the GitLab server is CI_SERVER_URL in serve's environment (default https://gitlab.com)",
+    "server": "the GitLab server is CI_SERVER_URL in serve's environment (default https://gitlab.com)",
+    "organization": "the Azure DevOps organization is SYSTEM_COLLECTIONURI in serve's environment",
+    "token": "never put a token in a rule file; serve reads GITHUB_TOKEN / GITLAB_TOKEN / AZURE_DEVOPS_EXT_PAT",
+    "pat": "never put a token in a rule file; serve reads AZURE_DEVOPS_EXT_PAT",
+}
+
+
+def _unknown(out: _Collector, mapping: _Map, allowed: tuple[str, ...] | list[str], where: str, field: str,
+             hints: dict[str, str] | None = None) -> None:
     for key in mapping:
         if key not in allowed:
             out.add(
                 mapping.key_lines[key],
                 f"{field}.{key}" if field else str(key),
                 f"unknown key {str(key)!r} in {where}",
-                did_you_mean(key, allowed, "valid keys"),
+                (hints or {}).get(str(key)) or did_you_mean(key, allowed, "valid keys"),
             )
     for key, line, first in mapping.duplicates:
         out.add(line, f"{field}.{key}" if field else str(key), f"duplicate key {str(key)!r} in {where} (first on line {first})",
@@ -600,7 +610,7 @@ def _pipeline(out: _Collector, section: Any, line: int, folder: Path) -> dict | 
                 did_you_mean(provider, PROVIDERS, "valid providers"))
         return None
     allowed = {**_COMMON, **PIPELINE_KEYS[provider]}
-    _unknown(out, section, list(allowed), f"pipeline (provider {provider})", "pipeline")
+    _unknown(out, section, list(allowed), f"pipeline (provider {provider})", "pipeline", ENVIRONMENT_HINTS)
     for key, value in section.items():
         check = allowed.get(key)
         if check is None:

@@ -51,7 +51,7 @@ def test_github_champion_alias(rules):
 
 def test_gitlab_azureml_latest(rules):
     rule = enabled(rules["fraud-latest-gitlab"])
-    ws = {"workspace": "mlw-prod-westeurope"}
+    ws = {"workspace": "ws-prod", "subscription": "0000", "resource_group": "rg-mlops"}
 
     class Inbox:
         def latest_version(self, source, registry_key, model):

@@ -93,6 +93,12 @@ ERRORS = [
     ("name: a\nmatch: {}\npipeline:\n  provider: gitlab\n  project: g/p\n  trigger_token_env: glptt-123\n", 6,
      "pipeline.trigger_token_env", "must name an environment variable", "never put a token in a rule file"),
     ("name: a\nmatch: {}\npipeline:\n  provider: gitlab\n  ref: main\n", 4, "pipeline.project", "needs 'project'", None),
+    ("name: a\nmatch: {}\npipeline:\n  provider: gitlab\n  project: g/p\n  ref: 'main; rm'\n", 6, "pipeline.ref",
+     "must be a branch or tag name", "e.g. ref: main"),
+    ("name: a\nmatch: {}\npipeline:\n  provider: gitlab\n  project: g/p\n  url: https://gitlab.example.com\n", 6,
+     "pipeline.url", "unknown key 'url' in pipeline (provider gitlab)", "CI_SERVER_URL in serve's environment"),
+    ("name: a\nmatch: {}\npipeline:\n  provider: github\n  repository: a/b\n  workflow: d.yml\n  token: ghp_x\n", 7,
+     "pipeline.token", "unknown key 'token'", "never put a token in a rule file"),
     ("name: a\nmatch: {}\npipeline:\n  provider: azure-devops\n  project: p\n", 4, "pipeline.pipeline_id",
      "needs 'pipeline_id'", "release_definition_id"),
     ("name: a\nmatch: {}\npipeline:\n  provider: azure-devops\n  project: p\n  pipeline_id: 0\n", 6,
@@ -263,10 +269,10 @@ def test_rule_without_pipeline_and_every_provider(tmp_path):
                      entry_script: model/score.py, sample: model/sample.json, forward_tags: [stage_hint]}
         - name: gl
           match: {}
-          pipeline: {provider: gitlab, project: 42, url: "https://gitlab.example.com", variables: {A_B: c}}
+          pipeline: {provider: gitlab, project: 42, ref: release/v2, variables: {A_B: c}}
         - name: ado
           match: {}
-          pipeline: {provider: azure-devops, project: p, release_definition_id: 3, artifact_alias: _model}
+          pipeline: {provider: azure-devops, project: p, release_definition_id: 3, artifact_alias: _model, ref: main}
         - name: disabled
           enabled: false
           match: {}
