@@ -12,7 +12,7 @@ default the pipeline's default branch), ``parameters`` (static extra template pa
 release variables).
 
 Settings: ``SYSTEM_COLLECTIONURI`` (https://dev.azure.com/ORG/ or an Azure DevOps Server
-collection URL) with ``AZURE_DEVOPS_EXT_PAT`` (a personal access token: Build read & execute,
+collection URL; a rule's ``organization``, URL or name, wins) with ``AZURE_DEVOPS_EXT_PAT`` (a personal access token: Build read & execute,
 Release read, write & execute) or ``SYSTEM_ACCESSTOKEN`` (the pipeline's OAuth token).
 """
 
@@ -95,8 +95,14 @@ def _to_failure(last: _LastResponse):
     return convert
 
 
-def collection_url() -> str:
-    url = os.environ.get("SYSTEM_COLLECTIONURI") or os.environ.get("AZURE_DEVOPS_ORG_SERVICE_URL") or ""
+def collection_url(pipeline: Mapping[str, Any] | None = None) -> str:
+    """The rule's ``pipeline.organization`` (URL, or name for dev.azure.com), else SYSTEM_COLLECTIONURI."""
+    org = str((pipeline or {}).get("organization") or "")
+    if org and not re.match(r"^https?://", org):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,49}", org):
+            raise ConfigError(f"pipeline.organization is {org!r}; give the organization URL or its name")
+        org = f"https://dev.azure.com/{org}"
+    url = org or os.environ.get("SYSTEM_COLLECTIONURI") or ""
     if not re.match(r"^https?://", url):
         raise ConfigError(
             "SYSTEM_COLLECTIONURI is not set: set it to your organization's URL, e.g. https://dev.azure.com/ORG/ "
@@ -166,7 +172,7 @@ class AzureDevOpsProvider:
         if not isinstance(extra, Mapping):
             raise ConfigError(f"rule {run.rule_name!r}: pipeline.parameters must be a mapping of name to value")
         inputs = pipeline_inputs(run.event, p, run.run_id)
-        base = collection_url()
+        base = collection_url(p)
         creds = credentials()
         last = _LastResponse()
 

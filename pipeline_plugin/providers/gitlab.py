@@ -5,7 +5,8 @@ project's default branch), ``trigger_token_env`` (name of an environment variabl
 pipeline trigger token: the pipeline is then started with the trigger API instead of
 ``POST /projects/:id/pipeline``), ``variables`` (static extra CI/CD variables).
 
-Settings: ``CI_SERVER_URL`` (default https://gitlab.com; self-managed instances too) and
+Settings: ``CI_SERVER_URL`` (default https://gitlab.com; a rule's ``url`` names a self-managed
+instance instead) and
 ``GITLAB_TOKEN`` (a token with the ``api`` scope, needed unless a trigger token is used).
 
 The pipeline receives the variables ``MODEL_NAME``, ``MODEL_VERSION``, ``MODEL_SOURCE``,
@@ -48,8 +49,9 @@ FIXES = {
 }
 
 
-def server_url() -> str:
-    return (os.environ.get("CI_SERVER_URL") or DEFAULT_URL).rstrip("/")
+def server_url(pipeline: Mapping[str, Any] | None = None) -> str:
+    """The rule's ``pipeline.url`` (a self-managed instance), else ``CI_SERVER_URL``, else gitlab.com."""
+    return str((pipeline or {}).get("url") or os.environ.get("CI_SERVER_URL") or DEFAULT_URL).rstrip("/")
 
 
 class _LastResponse:
@@ -80,14 +82,14 @@ def _to_failure(last: _LastResponse):
     return convert
 
 
-def client(token: str | None, last: _LastResponse) -> Any:
+def client(url: str, token: str | None, last: _LastResponse) -> Any:
     import gitlab
     import requests
 
     session = requests.Session()
     session.hooks["response"].append(last.hook)
     return gitlab.Gitlab(
-        url=server_url(), private_token=token, timeout=timeout(), retry_transient_errors=False, session=session
+        url=url, private_token=token, timeout=timeout(), retry_transient_errors=False, session=session
     )
 
 
@@ -127,7 +129,8 @@ class GitLabProvider:
                 "pipeline.trigger_token_env and a pipeline.ref"
             )
         last = _LastResponse()
-        gl = client(token, last)
+        base = server_url(p)
+        gl = client(base, token, last)
 
         def api(fn: Any, action: str) -> Any:
             return call(fn, service="GitLab", action=action, to_failure=_to_failure(last), fixes=FIXES)
@@ -152,7 +155,7 @@ class GitLabProvider:
             )
             how = "pipelines API"
         pid = pipeline.get_id()
-        url = getattr(pipeline, "web_url", None) or f"{server_url()}/{project}/-/pipelines/{pid}"
+        url = getattr(pipeline, "web_url", None) or f"{base}/{project}/-/pipelines/{pid}"
         return DispatchResult(
             provider=self.name,
             status="dispatched",

@@ -1,0 +1,136 @@
+"""`pipeline-plugin init`: write a starter pipeline and trigger rule into a repository."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from .. import output
+from ..errors import ConfigError
+from ..events import ModelVersionEvent
+from ..render import check_value, render_pipeline
+
+#: init --provider -> (render provider, dispatch provider)
+PROVIDERS = {
+    "github": ("github", "github"),
+    "gitlab": ("gitlab", "gitlab"),
+    "azure-devops": ("azure-pipelines", "azure-devops"),
+    "azure-pipelines": ("azure-pipelines", "azure-devops"),
+}
+
+_TARGET = {
+    "github": (
+        "  repository: {repository}        # owner/name of this repository\n"
+        "  workflow: deploy-model.yml\n"
+        "  ref: main\n"
+    ),
+    "gitlab": (
+        "  project: {repository}           # group/name of this project\n"
+        "  ref: main\n"
+    ),
+    "azure-devops": (
+        "  project: your-project\n"
+        "  pipeline_id: 1                   # the number in the pipeline's URL (...?definitionId=1)\n"
+    ),
+}
+
+SETTINGS = {
+    "github": "GITHUB_TOKEN; GITHUB_API_URL for GitHub Enterprise Server",
+    "gitlab": "GITLAB_TOKEN; CI_SERVER_URL for a self-managed instance",
+    "azure-devops": "SYSTEM_COLLECTIONURI=https://dev.azure.com/ORG/ and AZURE_DEVOPS_EXT_PAT",
+}
+
+RULE = """\
+# Trigger rule written by `pipeline-plugin init --provider {provider}`.
+# When a new version of {model} is registered in MLflow, start the deploy pipeline
+# ({pipeline_file}) through the {provider} API. Check the target below, give `serve`
+# the API settings ({settings}), then remove `enabled: false`. Try it: pipeline-plugin rules explain
+# --triggers {triggers} --event EVENT.json
+name: deploy-{model_lower}
+description: new {model} versions -> package, staging, smoke test, production
+enabled: false
+match:
+  source: mlflow
+  kind: model_version.created
+  model: {model}
+pipeline:
+  provider: {dispatch}
+{target}  service: {model_lower}
+  approval: true
+  entry_script: score.py
+  sample: sample.json
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "init",
+        help="write a starter CI pipeline and trigger rule into a repository",
+        description=(
+            "Write the deploy pipeline for a CI system (GitHub Actions: .github/workflows/deploy-model.yml, "
+            "GitLab CI: .gitlab-ci.yml, Azure Pipelines: azure-pipelines/deploy-model.yml) and a trigger rule "
+            "(triggers/deploy-MODEL.yml, disabled until you check it) into a repository. Existing files are "
+            "kept unless --force."
+        ),
+    )
+    parser.add_argument("--provider", required=True, choices=sorted(PROVIDERS), help="which CI system")
+    parser.add_argument("--dir", default=".", metavar="REPO", help="the repository root (default: .)")
+    parser.add_argument("--model", default="my-model", metavar="NAME", help="the registered model to deploy")
+    parser.add_argument("--triggers", default="triggers", metavar="DIR", help="rule folder inside REPO")
+    parser.add_argument("--force", action="store_true", help="overwrite existing files")
+    output.add_json_flag(parser)
+    parser.set_defaults(func=run)
+
+
+def _repository_name(repo: Path) -> str:
+    """owner/name from the git remote `origin`, if there is one."""
+    config = repo / ".git" / "config"
+    if config.is_file():
+        m = re.search(r'\[remote "origin"\][^\[]*?url\s*=\s*(\S+)', config.read_text(errors="replace"))
+        if m:
+            path = re.sub(r"\.git$", "", m.group(1).rstrip("/"))
+            path = re.split(r"[:/]", path.split("://", 1)[-1].split("@", 1)[-1], maxsplit=1)[-1]
+            if re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+", path):
+                return path
+    return "your-org/your-repo"
+
+
+def run(args: argparse.Namespace) -> int:
+    render_provider, dispatch_provider = PROVIDERS[args.provider]
+    check_value("--model", args.model, "model")
+    repo = Path(args.dir)
+    if not repo.is_dir():
+        raise ConfigError(f"--dir {str(repo)!r} is not a folder; give the repository root", field="--dir")
+    model_lower = args.model.lower()
+    event = ModelVersionEvent.from_dict(
+        {"source": "mlflow", "kind": "model_version.created", "model": args.model, "version": "1"}
+    )
+    pipeline = {"provider": dispatch_provider, "service": model_lower}
+    rendered = render_pipeline(render_provider, event, f"deploy-{model_lower}", pipeline)
+    rule_path = repo / args.triggers / f"deploy-{model_lower}.yml"
+    rule_text = RULE.format(
+        provider=args.provider,
+        dispatch=dispatch_provider,
+        model=args.model,
+        model_lower=model_lower,
+        pipeline_file=rendered.path,
+        triggers=args.triggers,
+        settings=SETTINGS[dispatch_provider],
+        target=_TARGET[dispatch_provider].format(repository=_repository_name(repo)),
+    )
+    files = {repo / rendered.path: rendered.text, rule_path: rule_text}
+    existing = [str(p) for p in files if p.exists()]
+    if existing and not args.force:
+        raise ConfigError(f"{', '.join(existing)} already exist; pass --force to overwrite", field="--dir")
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    written = [str(p) for p in files]
+    output.emit(
+        args,
+        {"provider": args.provider, "pipeline": str(repo / rendered.path), "rule": str(rule_path), "written": written},
+        "wrote " + " and ".join(written) + f"\nnext: edit {rule_path}, then `pipeline-plugin rules check {repo / args.triggers}`",
+    )
+    return 0
