@@ -36,6 +36,8 @@ log = logging.getLogger("pipeline_plugin.worker")
 #: run statuses that still need a dispatch; any other (dispatched, succeeded, failed, unknown, or a
 #: provider's own word) is final
 OPEN_RUN_STATUSES = ("recorded", "dispatching", "error")
+#: ``_process`` finished the event itself (outcome and release in one transaction)
+FINISHED = "<finished>"
 
 
 @dataclass
@@ -74,13 +76,14 @@ class Worker:
         self.wake = threading.Event()
         self._get_provider = get_provider
         self._on_run = on_run  # metrics hook: called with each run's final status
+        self.batch = 16  # events leased per claim (one transaction)
 
     # ---- loops --------------------------------------------------------------------------------
     def drain(self, max_events: int | None = None) -> int:
         """Process events until none is claimable now; returns how many were processed."""
         done = 0
         while max_events is None or done < max_events:
-            batch = self.inbox.claim(self.owner, limit=1)
+            batch = self.inbox.claim(self.owner, limit=self.batch if max_events is None else min(self.batch, max_events - done))
             if not batch:
                 break
             for claimed in batch:
@@ -116,25 +119,29 @@ class Worker:
             message = exc.message if isinstance(exc, PipelinePluginError) else f"{type(exc).__name__}: {exc}"
             self.inbox.fail(claimed.id, claimed.owner, message)
             return
+        if retry_error is FINISHED:
+            return
         if retry_error:
             self.inbox.fail(claimed.id, claimed.owner, retry_error)
         else:
             self.inbox.finish(claimed.id, claimed.owner)
 
     def _process(self, claimed: Claimed) -> str | None:
-        """Returns an error text when some run should be retried later, else None."""
+        """Returns an error text when some run should be retried later, ``FINISHED`` when the event
+        was finished with its outcome (one transaction), else None."""
         event = claimed.event
-        stored = self.inbox.get(claimed.id)
-        if stored.status == "pending":
+        if claimed.status == "pending":
             reason = ""
             if event.is_test:
                 reason = f"test delivery ({event.source_event_type or 'example payload'}): recorded, never starts a pipeline"
             elif writeback.is_own_writeback(event):
                 reason = "echo of pipeline-plugin's own write-back (alias/tag it set): never starts a pipeline"
             if reason:
-                self.inbox.record_runs(claimed.id, claimed.generation, [], status="ignored", reason=reason)
+                self.inbox.record_runs(
+                    claimed.id, claimed.generation, [], status="ignored", reason=reason, finish_owner=claimed.owner
+                )
                 log.info("event %s ignored: %s", claimed.id, reason)
-                return None
+                return FINISHED
             from .rules import explain
 
             results = explain(self.rules, event, self.ctx)
@@ -156,8 +163,13 @@ class Worker:
                 first = next((r.reason for r in results if r.reason), "")
                 status = "unmatched"
                 reason = f"no rule matched ({len(results)} checked)" + (f"; e.g. {first}" if first else "")
-            self.inbox.record_runs(claimed.id, claimed.generation, runs, status=status, reason=reason, rules=names)
+            self.inbox.record_runs(
+                claimed.id, claimed.generation, runs, status=status, reason=reason, rules=names,
+                finish_owner=claimed.owner,
+            )
             log.info("event %s %s/%s v%s: %s %s", claimed.id, event.source, event.model, event.version, status, names)
+            if not runs:
+                return FINISHED
         return self._dispatch_runs(claimed)
 
     def _dispatch_runs(self, claimed: Claimed) -> str | None:
@@ -190,7 +202,9 @@ class Worker:
                 )
                 continue
             self.inbox.renew(claimed.id, claimed.owner)
-            self.inbox.mark_dispatching(run.run_id)
+            if not self.inbox.mark_dispatching(run.run_id, expect=(run.status,)):
+                log.warning("run %s was taken by another worker; skipped", run.run_id)
+                continue
             pipeline_run = PipelineRun(
                 run_id=run.run_id,
                 rule_name=run.rule_name,

@@ -29,11 +29,10 @@ import sqlite3
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from ..errors import NotFoundError, ServiceError
 from ..events import ModelVersionEvent
@@ -149,6 +148,7 @@ class Claimed:
     generation: int
     attempts: int
     owner: str
+    status: str = "pending"  # what matching decided so far (a restart keeps the decision)
 
 
 @dataclass
@@ -263,6 +263,93 @@ def _owner_dead(owner: str | None) -> bool:
 
 
 _LIVE_OWNERS: set[str] = set()
+T = TypeVar("T")
+
+
+class _Job:
+    __slots__ = ("fn", "done", "result", "error")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self.fn = fn
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class _GroupCommitter:
+    """One per database file in this process: the first writer to arrive leads a transaction for
+    every job queued so far; the others wait for its commit."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.pending: list[_Job] = []
+        self.leading = False
+
+    def run(self, connect: Callable[[], sqlite3.Connection], fn: Callable[[sqlite3.Connection], T], path: Path) -> T:
+        job = _Job(fn)
+        with self.cond:
+            self.pending.append(job)
+            while self.leading and not job.done:
+                self.cond.wait()
+            if not job.done:
+                self.leading = True
+                batch, self.pending = self.pending, []
+            else:
+                batch = []
+        if batch:
+            try:
+                self._commit(connect(), batch, path)
+            finally:
+                with self.cond:
+                    self.leading = False
+                    self.cond.notify_all()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    @staticmethod
+    def _commit(db: sqlite3.Connection, batch: list[_Job], path: Path) -> None:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            error = ServiceError(f"the inbox {str(path)!r} is not writable: {exc}")
+            for job in batch:
+                job.error, job.done = error, True
+            return
+        try:
+            for job in batch:
+                db.execute("SAVEPOINT job")
+                try:
+                    job.result = job.fn(db)
+                except Exception as exc:  # noqa: BLE001 - handed to that job's caller
+                    db.execute("ROLLBACK TO SAVEPOINT job")
+                    job.error = exc
+                db.execute("RELEASE SAVEPOINT job")
+            db.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            error = exc if not isinstance(exc, sqlite3.Error) else ServiceError(
+                f"could not commit to the inbox {str(path)!r}: {exc}"
+            )
+            for job in batch:
+                if job.error is None:
+                    job.error = error
+        finally:
+            for job in batch:
+                job.done = True
+
+
+_COMMITTERS: dict[str, _GroupCommitter] = {}
+_COMMITTERS_GUARD = threading.Lock()
+
+
+def _committer(path: Path) -> _GroupCommitter:
+    key = str(path.resolve())
+    with _COMMITTERS_GUARD:
+        return _COMMITTERS.setdefault(key, _GroupCommitter())
 
 
 class Inbox:
@@ -278,7 +365,8 @@ class Inbox:
         self.max_attempts = max_attempts
         self._local = threading.local()
         try:
-            self._db().executescript(SCHEMA)
+            with _committer(self.path).cond:  # not while another thread of this process writes
+                self._db().executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise ServiceError(f"cannot create the inbox {str(self.path)!r}: {exc}") from None
 
@@ -304,24 +392,14 @@ class Inbox:
             db.close()
             self._local.db = None
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE: the write lock is taken up front)."""
-        db = self._db()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise ServiceError(f"the inbox {str(self.path)!r} is not writable: {exc}") from None
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        else:
-            try:
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise ServiceError(f"could not commit to the inbox {str(self.path)!r}: {exc}") from None
+    def _write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``job(db)`` in a write transaction and return its result once committed (fsync'd).
+
+        Group commit: writers of this process that arrive while a commit is under way are run
+        together in the next transaction, each in its own savepoint (one job's error rolls back
+        only that job). One fsync then covers many deliveries; SQLite's own busy handler, which
+        sleeps in growing steps, is not what orders them."""
+        return _committer(self.path).run(self._db, job, self.path)
 
     @staticmethod
     def _history(db: sqlite3.Connection, event_id: str, what: str, **data: Any) -> None:
@@ -341,9 +419,10 @@ class Inbox:
         the result lists the ids either way and says ``duplicate`` when nothing new was stored."""
         meta = _safe_meta(delivery_meta or {})
         now = utcnow()
-        ids: list[str] = []
-        new = 0
-        with self._tx() as db:
+
+        def _job(db: sqlite3.Connection) -> PutResult:
+            ids: list[str] = []
+            new = 0
             fresh: set[str] = set()  # delivery ids first seen in this very delivery
             for event in events:
                 row = None
@@ -387,7 +466,9 @@ class Inbox:
                 )
                 fresh.add(event.delivery_id)
                 ids.append(eid)
-        return PutResult(ids, duplicate=bool(events) and new == 0)
+            return PutResult(ids, duplicate=bool(events) and new == 0)
+
+        return self._write(_job)
 
     # ---- work queue ---------------------------------------------------------------------------
     def new_owner(self) -> str:
@@ -403,9 +484,10 @@ class Inbox:
         process that died (same host) is taken over at once, any other lease when it expires."""
         now = time.time()
         claimed: list[Claimed] = []
-        with self._tx() as db:
+
+        def _job(db: sqlite3.Connection) -> Any:
             rows = db.execute(
-                "SELECT id, event_json, generation, attempts, lease_owner, lease_until FROM events"
+                "SELECT id, event_json, generation, attempts, lease_owner, lease_until, status FROM events"
                 " WHERE done=0 AND next_attempt_at<=? ORDER BY seq LIMIT ?",
                 (now, limit * 4 + 8),
             ).fetchall()
@@ -428,26 +510,32 @@ class Inbox:
                         generation=row["generation"],
                         attempts=row["attempts"] + 1,
                         owner=owner,
+                        status=row["status"],
                     )
                 )
+        self._write(_job)
         return claimed
 
     def renew(self, event_id: str, owner: str, lease: float = LEASE_SECONDS) -> None:
-        with self._tx() as db:
+
+        def _job(db: sqlite3.Connection) -> Any:
             db.execute(
                 "UPDATE events SET lease_until=? WHERE id=? AND lease_owner=?", (time.time() + lease, event_id, owner)
             )
+        return self._write(_job)
 
     def set_outcome(self, event_id: str, status: str, reason: str = "", rules: list[str] | None = None) -> None:
         """Record what matching decided (``matched``, ``unmatched``, ``ignored``)."""
         if status not in EVENT_STATUSES:
             raise ValueError(f"unknown event status {status!r}")
-        with self._tx() as db:
+
+        def _job(db: sqlite3.Connection) -> Any:
             db.execute(
                 "UPDATE events SET status=?, reason=?, rules_json=?, processed_at=? WHERE id=?",
                 (status, reason, json.dumps(rules or []), utcnow(), event_id),
             )
             self._history(db, event_id, status, reason=reason, rules=rules or [])
+        return self._write(_job)
 
     def record_runs(
         self,
@@ -457,14 +545,17 @@ class Inbox:
         status: str | None = None,
         reason: str = "",
         rules: list[str] | None = None,
+        finish_owner: str | None = None,
     ) -> list[RunRecord]:
         """Record one run per matched rule with a pipeline (``rule_name``, ``provider``,
         ``pipeline``, ``rules_dir``), and with ``status`` the matching outcome, in one
-        transaction. Idempotent: a run recorded before is kept, never doubled."""
+        transaction. Idempotent: a run recorded before is kept, never doubled. With
+        ``finish_owner`` and no runs, the event is also finished (released) in that transaction."""
         now = utcnow()
         if status is not None and status not in EVENT_STATUSES:
             raise ValueError(f"unknown event status {status!r}")
-        with self._tx() as db:
+
+        def _job(db: sqlite3.Connection) -> Any:
             if status is not None:
                 db.execute(
                     "UPDATE events SET status=?, reason=?, rules_json=?, processed_at=? WHERE id=?",
@@ -490,14 +581,24 @@ class Inbox:
                 )
                 if cur.rowcount:
                     self._history(db, event_id, "run recorded", run_id=run_id, rule=run["rule_name"], provider=run["provider"])
+            if finish_owner and not runs:
+                self._finish(db, event_id, finish_owner)
+        self._write(_job)
         return self.runs(event_id, generation)
 
-    def mark_dispatching(self, run_id: str) -> None:
-        with self._tx() as db:
-            db.execute(
-                "UPDATE runs SET status='dispatching', attempts=attempts+1, updated_at=? WHERE run_id=?",
-                (utcnow(), run_id),
+    def mark_dispatching(self, run_id: str, expect: tuple[str, ...] = ("recorded", "error", "dispatching")) -> bool:
+        """Take the run for dispatch (committed before the provider is called). False when the run
+        is no longer in one of the ``expect`` statuses (another worker took it)."""
+
+        def _job(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                "UPDATE runs SET status='dispatching', attempts=attempts+1, updated_at=? WHERE run_id=? AND status IN"
+                f" ({','.join('?' * len(expect))})",
+                (utcnow(), run_id, *expect),
             )
+            return cur.rowcount == 1
+
+        return self._write(_job)
 
     def record_dispatch(
         self, run_id: str, status: str, url: str | None = None, external_id: str | None = None, detail: str = ""
@@ -505,7 +606,8 @@ class Inbox:
         """Record a dispatch result (status, url, detail) on the run and in the event's history."""
         if not status:
             raise ValueError("a dispatch result needs a status")
-        with self._tx() as db:
+
+        def _job(db: sqlite3.Connection) -> Any:
             row = db.execute("SELECT event_id, rule_name FROM runs WHERE run_id=?", (run_id,)).fetchone()
             if row is None:
                 raise NotFoundError(f"no run {run_id!r} in {self.path}")
@@ -516,19 +618,24 @@ class Inbox:
             self._history(
                 db, row["event_id"], "dispatch " + status, run_id=run_id, rule=row["rule_name"], url=url, detail=detail
             )
+        return self._write(_job)
+
+    @staticmethod
+    def _finish(db: sqlite3.Connection, event_id: str, owner: str) -> None:
+        db.execute(
+            "UPDATE events SET done=1, lease_owner=NULL, lease_until=NULL, last_error=NULL WHERE id=? AND lease_owner=?",
+            (event_id, owner),
+        )
 
     def finish(self, event_id: str, owner: str) -> None:
         """The event has no work left: release it."""
-        with self._tx() as db:
-            db.execute(
-                "UPDATE events SET done=1, lease_owner=NULL, lease_until=NULL, last_error=NULL WHERE id=? AND lease_owner=?",
-                (event_id, owner),
-            )
+        self._write(lambda db: self._finish(db, event_id, owner))
 
     def fail(self, event_id: str, owner: str, error: str, backoff: float = 2.0) -> bool:
         """Processing failed: retry later with backoff, or dead-letter after ``max_attempts``
         (status ``failed`` unless matching had already decided). Returns True if dead-lettered."""
-        with self._tx() as db:
+
+        def _job(db: sqlite3.Connection) -> Any:
             row = db.execute("SELECT attempts, status FROM events WHERE id=?", (event_id,)).fetchone()
             if row is None:
                 return False
@@ -555,11 +662,13 @@ class Inbox:
                 )
                 self._history(db, event_id, "attempt failed", attempt=row["attempts"], error=error, retry_in=delay)
             return dead
+        return self._write(_job)
 
     def requeue(self, event_id: str, owner: str) -> Claimed:
         """For ``events replay``: a new generation (new run ids), status pending, leased to ``owner``."""
         eid = self.resolve(event_id)
-        with self._tx() as db:
+
+        def _job(db: sqlite3.Connection) -> Any:
             row = db.execute("SELECT * FROM events WHERE id=?", (eid,)).fetchone()
             holder = row["lease_owner"]
             if holder and holder != owner and (row["lease_until"] or 0) > time.time() and not _owner_dead(holder):
@@ -571,6 +680,9 @@ class Inbox:
                 (generation, owner, time.time() + LEASE_SECONDS, eid),
             )
             self._history(db, eid, "replay", generation=generation)
+            return row, generation
+
+        row, generation = self._write(_job)
         return Claimed(
             id=eid,
             event=ModelVersionEvent.from_dict(json.loads(row["event_json"])),

@@ -176,3 +176,35 @@ def test_list_filters_and_limits(tmp_path):
     inbox.record_runs(ids[0], 0, [], status="ignored", reason="test")
     assert [s.id for s in inbox.list(status="ignored")] == [ids[0]]
     assert [s.event.version for s in inbox.list(limit=2)] == ["4", "5"]
+
+
+def test_concurrent_writers_share_commits_and_one_failure_stays_its_own(tmp_path):
+    import threading
+
+    inbox = Inbox(tmp_path)
+    errors: list[BaseException] = []
+    results: dict[int, list[str]] = {}
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(25):
+                results[n * 100 + i] = list(inbox.put("mlflow", [ev(str(n * 100 + i))]))
+                if i == 10:
+                    try:
+                        inbox._write(lambda db: (db.execute("INSERT INTO events(id) VALUES ('broken')"), 1 / 0))
+                    except (ZeroDivisionError, sqlite3.Error):
+                        pass
+                    else:
+                        raise AssertionError("the failing job did not raise")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    stored = {s.id for s in Inbox(tmp_path).list()}
+    assert len(stored) == 200 and {i for ids in results.values() for i in ids} == stored
+    assert inbox._db().execute("SELECT COUNT(*) FROM events WHERE id='broken'").fetchone()[0] == 0
