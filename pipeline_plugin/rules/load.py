@@ -624,8 +624,7 @@ def _pipeline(out: _Collector, section: Any, line: int, folder: Path) -> dict | 
     if provider == "azure-devops" and "pipeline_id" in section and "release_definition_id" in section:
         out.add(section.key_lines["release_definition_id"], "pipeline.release_definition_id",
                 "pipeline has both pipeline_id and release_definition_id", "keep one")
-    if provider == "local" and section.get("staging_port") is not None \
-            and section.get("staging_port") == section.get("production_port"):
+    if section.get("staging_port") is not None and section.get("staging_port") == section.get("production_port"):
         out.add(section.value_lines["production_port"], "pipeline.production_port",
                 f"staging_port and production_port are both {section['production_port']}", "use two different ports")
     return _plain(section)
@@ -719,10 +718,13 @@ def rule_files(directory: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise ConfigError(f"trigger folder {str(folder)!r} is not a folder; pass the folder holding *.yml rules",
                           field="triggers")
-    return sorted(
-        p for p in folder.iterdir()
-        if p.suffix.lower() in (".yml", ".yaml") and not p.name.startswith(".") and p.is_file()
-    )
+    try:
+        return sorted(
+            p for p in folder.iterdir()
+            if p.suffix.lower() in (".yml", ".yaml") and not p.name.startswith(".") and p.is_file()
+        )
+    except OSError as exc:
+        raise ConfigError(f"cannot read trigger folder {str(folder)!r}: {exc.strerror or exc}", field="triggers") from None
 
 
 def check_rules(directory: str | os.PathLike) -> tuple[list[Rule], list[RuleError]]:
