@@ -13,12 +13,13 @@ class LoadLoop:
     """``workers`` threads POST /score (each on a fresh connection, holding the request
     ``hold_s`` in the app) until stopped or ``max_requests`` were sent in total."""
 
-    def __init__(self, port: int, key: str | None = None, workers: int = 4, hold_s: float = 0.05, max_requests: int = 5000):
+    def __init__(self, port: int, key: str | None = None, workers: int = 4, hold_s: float = 0.05, max_requests: int = 5000,
+                 body: str | None = None):
         self.port = port
         self.headers = {"Content-Type": "application/json"}
         if key:
             self.headers["Authorization"] = f"Bearer {key}"
-        self.body = json.dumps({"data": [[1, 2]], "sleep": hold_s})
+        self.body = body or json.dumps({"data": [[1, 2]], "sleep": hold_s})
         self.max_requests = max_requests
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
@@ -42,7 +43,8 @@ class LoadLoop:
                 with self.lock:
                     if resp.status == 200:
                         self.ok += 1
-                        self.versions[json.loads(data)["version"]] += 1
+                        answer = json.loads(data)
+                        self.versions[str(answer.get("version", "?")) if isinstance(answer, dict) else "?"] += 1
                     else:
                         self.failures.append(f"HTTP {resp.status}: {data[:200]!r}")
             except Exception as exc:  # noqa: BLE001 - every failure counts
