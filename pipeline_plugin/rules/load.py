@@ -242,7 +242,7 @@ def _path(kind: str) -> Validator:
         if problem:
             return problem + " (a path relative to the rule file)"
         path = Path(os.path.expanduser(value))
-        resolved = path if path.is_absolute() else folder / path
+        resolved = Path(os.path.normpath(path if path.is_absolute() else folder / path))
         if kind == "file" and resolved.is_file() or kind == "dir" and resolved.is_dir():
             return None
         if resolved.exists():

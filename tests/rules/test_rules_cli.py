@@ -14,8 +14,8 @@ from .helpers import event, write
 CLI = [str(Path(sys.executable).with_name("pipeline-plugin"))]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60)
+def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, cwd=cwd)
 
 
 def test_check_ok_prints_a_summary(tmp_path):
@@ -147,3 +147,16 @@ def test_explain_latest_from_the_inbox(tmp_path):
     assert only["reason"] == "version '3' is not the latest of model 'churn-model' (latest is '5')"
     missing = run("rules", "explain", "--triggers", str(rules), "--event", str(ev), "--state-dir", str(tmp_path / "no"))
     assert missing.returncode == 2 and "--state-dir" in missing.stderr
+
+
+def test_check_names_files_as_the_user_wrote_the_folder(tmp_path):
+    (tmp_path / "triggers").mkdir()
+    write(tmp_path / "triggers", "churn.yml", """
+        name: churn-to-production
+        match:
+          kind: model_version.created
+          modle: "churn-*"
+    """)
+    result = run("rules", "check", "triggers", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "error: triggers/churn.yml:4: unknown key 'modle' in match; did you mean 'model'?" in result.stderr.splitlines()
