@@ -210,6 +210,7 @@ class Listener:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+            log.info("worker stopped")
 
     # ---- one delivery (runs in a worker thread: it blocks on fsync) ---------------------------
     def _request(self, name: str, method: str, path: str, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]):
