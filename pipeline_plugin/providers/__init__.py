@@ -5,6 +5,10 @@ One module per backend (``local``, ``github``, ``gitlab``, ``azure_devops``), ea
 only inside their backend module. ``dispatch`` must be safe to call again for the same
 ``run.run_id`` (the worker retries after a crash): backends that cannot ask the service whether the
 run exists rely on the worker's record of the dispatch.
+
+The worker's rule (``worker.py``): a provider with ``idempotent = True`` is dispatched again when a
+crash interrupted its dispatch or ``dispatch`` raised (with backoff, then dead-lettered); for any
+other provider such a run is recorded ``unknown`` (crash) or ``failed`` (raised), never started twice.
 """
 
 from __future__ import annotations
