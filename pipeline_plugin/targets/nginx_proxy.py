@@ -67,6 +67,10 @@ http {{
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
+            # stream request and response bodies: no temp files, which the unprivileged workers could
+            # not write when the state dir is private (e.g. under /root)
+            proxy_request_buffering off;
+            proxy_buffering off;
             proxy_read_timeout 300s;
             proxy_send_timeout 300s;
         }}

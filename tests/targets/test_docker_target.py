@@ -57,6 +57,8 @@ def test_deploy_serves_at_the_stable_address_with_limits_env_keys_and_labels(tar
 
     assert request(port, "POST", "/score", {"data": [1]})[0] == 401  # keys enforced
     assert request(port, "POST", "/score", {"data": [1]}, key="s3cret") == (200, {"version": "1", "result": [1]})
+    big = "x" * 2_000_000  # bodies larger than nginx's buffers pass both ways (no temp files needed)
+    assert request(port, "POST", "/score", {"data": big}, key="s3cret") == (200, {"version": "1", "result": big})
     status, env = request(port, "GET", "/env")
     assert env["APP_GREETING"] == "hi" and env["uid"] != 0
 
