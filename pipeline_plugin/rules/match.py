@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol
@@ -166,14 +167,13 @@ class Match:
     registry: Mapping[str, str] = field(default_factory=dict)  # identity key -> glob
     exclude: tuple["Match", ...] = ()
 
+    @cached_property
+    def _names(self) -> tuple[str, ...]:
+        return tuple(name for name in CONDITION_ORDER if getattr(self, name))
+
     def conditions(self) -> list[str]:
         """Names of the conditions this block sets, in evaluation order."""
-        names = []
-        for name in CONDITION_ORDER:
-            value = getattr(self, name)
-            if value:
-                names.append(name)
-        return names
+        return list(self._names)
 
 
 #: the order conditions are checked in; ``explain`` reports the first that fails
@@ -357,14 +357,32 @@ def _all(match: Match, event: ModelVersionEvent, ctx: RuleContext) -> tuple[bool
     return condition is None, why
 
 
+def _holds(match: Match, name: str, event: ModelVersionEvent) -> bool:
+    """The fast path for the commonest conditions, building no text; False: ask ``_check``."""
+    if name == "source":
+        return event.source in match.source
+    if name == "kind":
+        return _any_glob(event.kind, match.kind)
+    if name == "model":
+        return _any_glob(event.model, match.model)
+    return False
+
+
 def _first_failure(match: Match, event: ModelVersionEvent, ctx: RuleContext) -> tuple[str | None, str]:
-    reasons = []
-    for name in match.conditions():
+    """(name of the first failing condition, its reason), or (None, why every condition holds).
+    Text is only built for the failing condition, or for all of them when the block holds."""
+    held: list[tuple[str, str | None]] = []
+    for name in match._names:
+        if _holds(match, name, event):
+            held.append((name, None))
+            continue
         ok, why = _check(match, name, event, ctx)
         if not ok:
             return name, why
-        reasons.append(why)
-    return None, "; ".join(reasons) if reasons else "no conditions (matches every event)"
+        held.append((name, why))
+    if not held:
+        return None, "no conditions (matches every event)"
+    return None, "; ".join(why if why is not None else _check(match, name, event, ctx)[1] for name, why in held)
 
 
 def evaluate(rule: Rule, event: ModelVersionEvent, ctx: RuleContext | None = None) -> RuleResult:
