@@ -289,7 +289,8 @@ class DockerTarget:
             container.reload()
         except docker.errors.NotFound:
             return "the container was removed"
-        if container.status in ("exited", "dead"):
+        # with the restart policy a crashing runtime cycles through "restarting": fail fast on it
+        if container.status in ("exited", "dead", "restarting") or container.attrs.get("RestartCount", 0) > 0:
             code = container.attrs.get("State", {}).get("ExitCode")
             return f"it exited with code {code}: {self._logs(container)}"
         return None

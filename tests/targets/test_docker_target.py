@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 
 import pytest
 
@@ -114,12 +115,16 @@ def test_update_switches_with_zero_failed_requests(target, app_images, service, 
     assert history[-1]["event"] == "replaced" and history[-1]["deployment"]["version"] == "1"
 
 
-def test_a_version_that_never_gets_ready_leaves_the_old_one_serving(app_images, service, docker_client, state_dir):
+def test_a_version_that_never_gets_ready_or_crashes_leaves_the_old_one_serving(app_images, service, docker_client, state_dir):
     target = DockerTarget(state_dir=state_dir, ready_timeout=4)
     try:
         old = target.create(spec(service, app_images["1"]))
         with pytest.raises(StageFailed, match="not ready within"):
             target.update(spec(service, app_images["2"], environment={"FAIL_READY": "1"}))
+        started = time.monotonic()
+        with pytest.raises(StageFailed, match="exited with code 3.*model file is corrupt"):
+            DockerTarget(state_dir=state_dir, ready_timeout=60).update(spec(service, app_images["2"], environment={"CRASH": "1"}))
+        assert time.monotonic() - started < 30  # a crash fails fast, not at the ready timeout
         assert target.get(service, "staging").version == "1"
         assert request(old.details["port"], "POST", "/score", {"data": 1})[1]["version"] == "1"
         containers = docker_client.containers.list(all=True, filters={"label": f"{LABEL}service={service}"})

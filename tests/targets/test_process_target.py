@@ -135,6 +135,8 @@ def test_a_process_that_never_gets_ready_is_stopped_and_the_old_keeps_serving(st
         old = target.create(DeploymentSpec(service=service, env="staging", image=str(package_dir(tmp_path, "1"))))
         with pytest.raises(StageFailed, match="not ready"):
             target.update(DeploymentSpec(service=service, env="staging", image=str(package_dir(tmp_path, "2")), environment={"FAIL_READY": "1"}))
+        with pytest.raises(StageFailed, match="exited with code 3.*model file is corrupt"):
+            target.update(DeploymentSpec(service=service, env="staging", image=str(package_dir(tmp_path, "3")), environment={"CRASH": "1"}))
         assert post(old.details["port"], {"data": 1})[1]["version"] == "1"
         assert target.get(service, "staging").version == "1"
     finally:

@@ -3,7 +3,8 @@
 Same contract as ``python -m pipeline_plugin.runtime``: ``PORT``, ``GET /`` health, ``GET /readyz``
 (200 after ``READY_DELAY_S``), ``POST /score`` (``{"data": ...}``; ``{"sleep": s}`` holds the
 request), ``GET /swagger.json``, ``PIPELINE_PLUGIN_SCORING_KEYS``. It answers with ``VERSION``
-so a test can tell which version served a request; ``FAIL_READY=1`` never gets ready.
+so a test can tell which version served a request; ``FAIL_READY=1`` never gets ready;
+``CRASH=1`` exits with code 3 at start.
 """
 
 import json
@@ -64,6 +65,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
+    if os.environ.get("CRASH") == "1":
+        print("init() failed: model file is corrupt", flush=True)
+        sys.exit(3)
     server = ThreadingHTTPServer((os.environ.get("PIPELINE_PLUGIN_HOST", "0.0.0.0"), int(os.environ.get("PORT", "5001"))), Handler)
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
