@@ -52,9 +52,10 @@ def register(subparsers) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from ..rules import check_rules
+    from ..rules import check_rules, rule_warnings
 
     rules, errors = check_rules(args.directory)
+    warnings = rule_warnings(rules)
     enabled = sum(1 for r in rules if r.enabled)
     data = {
         "ok": not errors,
@@ -63,7 +64,10 @@ def run_check(args: argparse.Namespace) -> int:
         "count": len(rules),
         "enabled": enabled,
         "errors": [e.to_dict() for e in errors],
+        "warnings": [w.to_dict() for w in warnings],
     }
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if errors:
         if args.json:
             output.emit(args, data)

@@ -64,7 +64,7 @@ latest.
 
 from __future__ import annotations
 
-from .load import PIPELINE_KEYS, PROVIDERS, RuleError, check_rules, load_rules, rule_files
+from .load import PIPELINE_KEYS, PROVIDERS, RuleError, check_rules, load_rules, rule_files, rule_warnings
 from .match import (
     CONDITION_ORDER,
     Match,
@@ -101,4 +101,5 @@ __all__ = [
     "matching",
     "parse_version_spec",
     "rule_files",
+    "rule_warnings",
 ]

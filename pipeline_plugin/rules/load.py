@@ -749,6 +749,33 @@ def check_rules(directory: str | os.PathLike) -> tuple[list[Rule], list[RuleErro
     return rules, errors
 
 
+#: kinds that announce something to deploy; a rule with a pipeline but no ``kind`` also matches the rest
+_REMOVALS = ("model_version.deleted", "model_version.rejected", "alias.deleted", "tag.deleted")
+
+
+def rule_warnings(rules: list[Rule]) -> list[RuleError]:
+    """Rules that load but probably do not do what their author meant (``rules check`` prints them)."""
+    warnings = []
+    for rule in rules:
+        if rule.pipeline is None or not rule.enabled:
+            continue
+        if not rule.match.kind:
+            warnings.append(RuleError(
+                str(rule.file), rule.line, "match.kind",
+                f"rule {rule.name!r} starts a pipeline but sets no kind, so deletions and rejections "
+                f"({', '.join(_REMOVALS)}) start it too",
+                "add e.g. kind: model_version.created",
+            ))
+        elif any(fnmatchcase(removal, k) for k in rule.match.kind for removal in _REMOVALS):
+            hits = sorted({r for k in rule.match.kind for r in _REMOVALS if fnmatchcase(r, k)})
+            warnings.append(RuleError(
+                str(rule.file), rule.line, "match.kind",
+                f"rule {rule.name!r} starts a pipeline for {', '.join(hits)}",
+                "make sure its pipeline handles a removal, or narrow kind",
+            ))
+    return warnings
+
+
 def load_rules(directory: str | os.PathLike) -> list[Rule]:
     """The trigger rules in ``directory`` (files ``*.yml``/``*.yaml``, each one rule or a list).
 

@@ -160,3 +160,26 @@ def test_check_names_files_as_the_user_wrote_the_folder(tmp_path):
     result = run("rules", "check", "triggers", cwd=tmp_path)
     assert result.returncode == 2
     assert "error: triggers/churn.yml:4: unknown key 'modle' in match; did you mean 'model'?" in result.stderr.splitlines()
+
+
+def test_check_warns_about_rules_that_deploy_on_removals(tmp_path):
+    write(tmp_path, "a.yml", """
+        - name: no-kind
+          match: {model: "churn-*"}
+          pipeline: {provider: gitlab, project: g/p}
+        - name: all-model-kinds
+          match: {kind: "model_version.*"}
+          pipeline: {provider: gitlab, project: g/p}
+        - name: fine
+          match: {kind: model_version.created}
+          pipeline: {provider: gitlab, project: g/p}
+        - name: record-only
+          match: {}
+    """)
+    result = run("rules", "check", str(tmp_path), "--json")
+    assert result.returncode == 0
+    warnings = json.loads(result.stdout)["warnings"]
+    assert [(w["line"], w["field"]) for w in warnings] == [(1, "match.kind"), (4, "match.kind")]
+    assert "deletions and rejections" in warnings[0]["message"]
+    assert "model_version.deleted, model_version.rejected" in warnings[1]["message"]
+    assert f"warning: {tmp_path}/a.yml:1: rule 'no-kind' starts a pipeline but sets no kind" in result.stderr
