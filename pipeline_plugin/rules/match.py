@@ -24,7 +24,7 @@ OPERATORS = (">=", "<=", "==", "!=", ">", "<")
 
 def is_numeric(version: str) -> bool:
     """``"3"``, ``"1.10.2"``: dot-separated non-negative integers."""
-    return bool(NUMERIC_VERSION.match(version))
+    return NUMERIC_VERSION.fullmatch(version) is not None
 
 
 def _key(version: str) -> tuple[int, ...]:
@@ -107,7 +107,14 @@ def parse_version_spec(text: str) -> VersionSpec:
             )
         if not is_numeric(operand) and any(ch in operand for ch in "*?["):
             raise ValueError(f"{operand!r} is a glob", "write a glob alone, without operators or commas")
+        if operand == "latest" and len(parts) > 1:
+            raise ValueError("'latest' cannot be combined with comparisons", "write version: latest alone")
         clauses.append((op, operand))
+    if sum(1 for op, _ in clauses if op == "==") > 1:
+        raise ValueError(
+            f"{text!r} asks for a version equal to two values, which none is",
+            "for one of several versions write a range ('>=2,<4') or a glob ('v1.*')",
+        )
     return VersionSpec(text, "compare", tuple(clauses))
 
 
