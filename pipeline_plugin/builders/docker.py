@@ -553,7 +553,7 @@ def docker_client(timeout: int = 1800):
         raise ServiceError(f"Docker Engine does not answer ({exc}); start it with `bash scripts/services.sh docker`") from exc
 
 
-def _stream_build(client, ctx: Path, image: str, progress: Callable[[str], None]) -> str:
+def _stream_build(client, ctx: Path, image: str, progress: Callable[[str], None], no_cache: bool = False) -> str:
     import docker
 
     image_id = None
@@ -562,7 +562,8 @@ def _stream_build(client, ctx: Path, image: str, progress: Callable[[str], None]
     try:
         # network "none": the wheelhouse makes the build offline, and this proves it
         stream = client.api.build(
-            path=str(ctx), tag=image, rm=True, forcerm=True, pull=False, decode=True, network_mode="none"
+            path=str(ctx), tag=image, rm=True, forcerm=True, pull=False, decode=True, network_mode="none",
+            nocache=no_cache,
         )
         for chunk in stream:
             if "error" in chunk:
@@ -647,7 +648,7 @@ def build(spec: PackageSpec, progress: Callable[[str], None] = lambda _m: None) 
     try:
         labels, digest = write_context(spec, ctx, base, progress)
         progress(f"building {spec.image} from {spec.base_image}")
-        image_id = _stream_build(client, ctx, spec.image, progress)
+        image_id = _stream_build(client, ctx, spec.image, progress, spec.no_cache)
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
     progress(f"built {spec.image} ({image_id[:19]}) in {time.monotonic() - started:.1f} s")

@@ -10,7 +10,10 @@ build context, where ``pip install --no-index --find-links`` installs them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -83,12 +86,51 @@ def prepare(
 ) -> list[str]:
     """Fill ``dest`` with the wheels ``requirements_file`` resolves to for ``target``; returns their names.
 
-    Resolves from the host cache alone first (no network); downloads into the cache only when
-    something is missing.
+    The same requirements text for the same target reuses the earlier resolution (recorded in
+    ``<cache>/.resolved/``) without running pip; otherwise pip resolves from the host cache alone
+    first (no network) and downloads into the cache only what is missing. So unpinned
+    requirements stay at the versions first resolved until the cache is cleared: pin versions.
     """
     cache = cache or cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     dest.mkdir(parents=True, exist_ok=True)
+    # a resolution already made for the same requirements and target: no pip run at all
+    key = hashlib.sha256(
+        json.dumps([requirements_file.read_text(), target.version, target.glibc, target.machine]).encode()
+    ).hexdigest()
+    resolved = cache / ".resolved" / f"{key}.json"
+    try:
+        names = json.loads(resolved.read_text())
+    except (OSError, ValueError):
+        names = None
+    if isinstance(names, list) and names and all((cache / n).is_file() for n in names):
+        for name in names:
+            _link_or_copy(cache / name, dest / name)
+        progress(f"wheels from the host cache {cache} (same requirements as an earlier build)")
+    else:
+        names = _resolve(requirements_file, dest, target, progress, cache)
+        try:
+            resolved.parent.mkdir(exist_ok=True)
+            tmp = resolved.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(names))
+            os.replace(tmp, resolved)
+        except OSError:
+            pass
+    for name in names:
+        os.chmod(dest / name, 0o644)
+    return names
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _resolve(requirements_file: Path, dest: Path, target: TargetPython, progress: Callable[[str], None], cache: Path) -> list[str]:
     req = ["-r", str(requirements_file)]
     offline = ["--no-index", "--find-links", str(cache), "--dest", str(dest)]
     first = _pip_download(offline + req, target)
@@ -107,7 +149,4 @@ def prepare(
             raise ServiceError(f"the wheel cache {cache} does not resolve {requirements_file.name}:\n{_problem(again.stderr)}")
     else:
         progress(f"wheels resolved from the host cache {cache} (no network)")
-    names = sorted(p.name for p in dest.iterdir() if p.suffix == ".whl")
-    for name in names:
-        os.chmod(dest / name, 0o644)
-    return names
+    return sorted(p.name for p in dest.iterdir() if p.suffix == ".whl")

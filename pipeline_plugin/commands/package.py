@@ -47,6 +47,7 @@ def register(subparsers) -> None:
     parser.add_argument("--push", action="store_true", help="push the image after building; prints the registry digest")
     parser.add_argument("--source", help="the model registry kind recorded in the image labels (e.g. mlflow)")
     parser.add_argument("--registry", help="the model registry address recorded in the image labels")
+    parser.add_argument("--no-cache", action="store_true", help="rebuild every image layer (the wheel cache is still used)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     output.add_json_flag(parser)
     parser.set_defaults(func=run)
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         source=args.source,
         registry=args.registry,
         push=args.push,
+        no_cache=args.no_cache,
     )
     result = package(spec, output.Progress(enabled=not args.quiet))
     if result.image_id is None:

@@ -49,6 +49,8 @@ class PackageSpec:
     source: str | None = None
     registry: str | None = None
     push: bool = False
+    #: build every layer afresh (docker build --no-cache); the wheel cache is still used
+    no_cache: bool = False
 
 
 @dataclass

@@ -318,3 +318,35 @@ def test_example_files_are_consistent():
     import sklearn
 
     assert (EXAMPLE / "requirements.txt").read_text().strip() == f"scikit-learn=={sklearn.__version__}"
+
+
+def _tiny_wheel(folder: Path, name: str = "ppdemo", version: str = "1.0") -> Path:
+    import zipfile
+
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{name}/__init__.py", "")
+        z.writestr(f"{name}-{version}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        z.writestr(
+            f"{name}-{version}.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        z.writestr(f"{name}-{version}.dist-info/RECORD", "")
+    return path
+
+
+def test_wheelhouse_resolves_from_the_host_cache_and_remembers_the_resolution(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    _tiny_wheel(cache)
+    req = tmp_path / "requirements.txt"
+    req.write_text("ppdemo==1.0\n")
+    said: list[str] = []
+    names = wheelhouse.prepare(req, tmp_path / "ctx1", cache=cache, progress=said.append)
+    assert names == ["ppdemo-1.0-py3-none-any.whl"]
+    assert (tmp_path / "ctx1" / names[0]).is_file()
+    assert any("no network" in line for line in said)
+    said.clear()
+    assert wheelhouse.prepare(req, tmp_path / "ctx2", cache=cache, progress=said.append) == names
+    assert any("same requirements as an earlier build" in line for line in said)
+    assert oct((tmp_path / "ctx2" / names[0]).stat().st_mode & 0o777) == "0o644"
