@@ -169,7 +169,7 @@ def mlflow_server(
         "--backend-store-uri",
         f"sqlite:///{workdir / 'mlflow.db'}",
         "--default-artifact-root",
-        str(workdir / "artifacts"),
+        (workdir / "artifacts").as_uri(),  # a URI, as in production (s3://, file://)
         "--host",
         "127.0.0.1",
         "--port",
