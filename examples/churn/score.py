@@ -17,8 +17,11 @@ model = None
 
 def init():
     global model
-    # one model: AZUREML_MODEL_DIR is the model's folder, holding the registered file
+    # one model: AZUREML_MODEL_DIR is the model's folder, holding the registered file; a version
+    # registered from MLflow is a model folder (MLmodel, model.pkl ...) inside it
     path = os.path.join(os.environ["AZUREML_MODEL_DIR"], "model.pkl")
+    if not os.path.exists(path):
+        path = os.path.join(os.environ["AZUREML_MODEL_DIR"], "model", "model.pkl")
     with open(path, "rb") as f:
         model = pickle.load(f)
 

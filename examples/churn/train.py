@@ -60,7 +60,10 @@ def main() -> None:
 
         sample = make_data(args.seed, n=3)[0]
         with mlflow.start_run():
-            info = mlflow.sklearn.log_model(model, name="model", input_example=sample, registered_model_name=args.register)
+            info = mlflow.sklearn.log_model(
+                model, name="model", input_example=sample, registered_model_name=args.register,
+                serialization_format="pickle",  # model.pkl, which score.py loads (MLflow's default is skops)
+            )
         print(json.dumps({"registered": args.register, "model_uri": info.model_uri}))
 
 

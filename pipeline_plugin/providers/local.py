@@ -69,13 +69,24 @@ def fetch_model(event: ModelVersionEvent, dest: Path, progress: Callable[[str], 
         import mlflow.artifacts
 
         progress(f"fetching {event.model} v{event.version} from MLflow at {uri}")
+        from mlflow.tracking import MlflowClient
+
         try:
-            path = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{event.model}/{event.version}", dst_path=str(dest), tracking_uri=uri, registry_uri=uri
-            )
+            # ask this registry (never the process-wide default) where the version's files are:
+            # runs:/, models:/m-..., mlflow-artifacts:/, s3://, file:// ... all resolve from here
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            location = client.get_model_version_download_uri(event.model, event.version)
+            path = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=location, dst_path=str(dest / "download"), tracking_uri=uri, registry_uri=uri
+            ))
         except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the message says which
             raise StageFailed(f"could not fetch {event.model} v{event.version} from MLflow at {uri}: {exc}") from exc
-        return Path(path)
+        if path.is_file():
+            return path
+        # one predictable name, as Azure ML names an MLflow model folder: $AZUREML_MODEL_DIR/model/MLmodel
+        model = dest / "model"
+        path.rename(model)
+        return model
     if event.artifact_uri:
         raw = event.artifact_uri
         local = Path(raw[len("file://"):]) if raw.startswith("file://") else Path(raw)
