@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -44,6 +45,11 @@ _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _OK_FLAG = (b"x-ms-run-function-failed", b"False")
 _FAIL_FLAG = (b"x-ms-run-function-failed", b"True")
 _SERVER = (b"x-ms-server-version", SERVER_VERSION.encode())
+
+
+class ScoringTimeout(BaseException):
+    """Raised inside run() by SIGALRM when SCORING_TIMEOUT_MS passed (a BaseException, so that a
+    script's ``except Exception`` does not swallow it)."""
 
 
 def _json_default(o: Any) -> Any:
@@ -95,6 +101,9 @@ class ScoringApp:
         self.cors_any = "*" in cfg.cors_origins
         self.cors = {o.encode("latin-1") for o in cfg.cors_origins}
         self.pool: ThreadPoolExecutor | None = None
+        self.inline = False  # decided at startup: run() on the event loop, bounded by SIGALRM
+        self._in_run = False
+        self._timed_out = False
 
     # ---------------------------------------------------------------- lifecycle
     def load_and_init(self) -> None:
@@ -131,6 +140,22 @@ class ScoringApp:
                 break
         log.info("AZUREML_MODEL_DIR=%s contains:\n%s", model_dir, "\n".join(lines[:200]))
 
+    def _on_alarm(self, signum, frame) -> None:
+        if self._in_run:
+            self._timed_out = True
+            raise ScoringTimeout()
+
+    def _invoke_inline(self, kwargs: dict, headers: dict | None) -> tuple[Any, float]:
+        """run() on the event loop's thread (no thread hop: the fastest path), bounded by SIGALRM."""
+        self._timed_out = False
+        self._in_run = True
+        signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
+        try:
+            return self.script.invoke(kwargs, headers)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            self._in_run = False
+
     def all_ready(self) -> bool:
         return all(self.ready_flags)
 
@@ -138,7 +163,11 @@ class ScoringApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.pool = ThreadPoolExecutor(self.cfg.threads, thread_name_prefix="score")
+                if self.cfg.threads == 0 and threading.current_thread() is threading.main_thread():
+                    self.inline = True
+                    signal.signal(signal.SIGALRM, self._on_alarm)
+                else:
+                    self.pool = ThreadPoolExecutor(max(1, self.cfg.threads), thread_name_prefix="score")
                 threading.Thread(target=self.load_and_init, name="init", daemon=True).start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -344,10 +373,16 @@ class ScoringApp:
             run_headers = {_title(k.decode("latin-1")): v.decode("latin-1") for k, v in scope["headers"]}
 
         # --- run() in the worker's scoring thread(s), bounded by SCORING_TIMEOUT_MS
-        future = asyncio.get_running_loop().run_in_executor(self.pool, self.script.invoke, kwargs, run_headers)
         try:
-            output, elapsed_ms = await asyncio.wait_for(future, self.timeout_s)
-        except asyncio.TimeoutError:
+            if self.inline:
+                output, elapsed_ms = self._invoke_inline(kwargs, run_headers)
+                if self._timed_out:  # the script caught the timeout and returned anyway: still too late
+                    raise ScoringTimeout()
+            else:
+                future = asyncio.get_running_loop().run_in_executor(self.pool, self.script.invoke, kwargs,
+                                                                    run_headers)
+                output, elapsed_ms = await asyncio.wait_for(future, self.timeout_s)
+        except (asyncio.TimeoutError, ScoringTimeout):
             log.error("request %s: run() did not finish within SCORING_TIMEOUT_MS=%d", request_id,
                       self.cfg.timeout_ms)
             return 504, _error_body(f"Scoring timeout after {self.cfg.timeout_ms} ms (SCORING_TIMEOUT_MS)",

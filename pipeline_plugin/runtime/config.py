@@ -11,7 +11,10 @@ DEFAULT_PORT = 5001
 DEFAULT_APP_ROOT = "/var/azureml-app"
 DEFAULT_TIMEOUT_MS = 60_000
 DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024
-DEFAULT_THREADS = 4
+#: 0: run() is called on the worker's event loop (fastest; SIGALRM bounds it, as Azure does);
+#: N >= 1: run() goes to a pool of N threads (health stays responsive during long runs; N > 1 lets
+#: run() calls overlap, so only for thread-safe scripts)
+DEFAULT_THREADS = 0
 
 # environment variable names (docs/ARCHITECTURE.md, runtime section)
 ENTRY_SCRIPT = "AZUREML_ENTRY_SCRIPT"
@@ -145,7 +148,7 @@ def load(env: dict | None = None, *, entry_script: str | None = None, port: int 
         cors_origins=origins,
         keys=read_keys(env),
         max_body_bytes=_int(env, MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, 1),
-        threads=_int(env, SCORING_THREADS, DEFAULT_THREADS, 1, 256),
+        threads=_int(env, SCORING_THREADS, DEFAULT_THREADS, 0, 256),
         service_name=env.get(SERVICE_NAME) or "ML service",
         service_version=env.get(SERVICE_VERSION) or "1.0",
         service_path_prefix=f"/{prefix.strip('/')}" if prefix else "",

@@ -149,16 +149,30 @@ def test_exception_in_run_is_500_with_request_id_and_logged_traceback(runtime):
     assert "boom-42" in logs and "Traceback" in logs and "secret detail that must stay in the log" in logs
 
 
-def test_scoring_timeout_is_504_and_the_worker_recovers(runtime):
-    rt = runtime("slow_score.py", {"SCORING_TIMEOUT_MS": "300"})
+def test_scoring_timeout_on_the_event_loop_is_504_even_if_run_catches_exceptions(runtime):
+    rt = runtime("slow_score.py", {"SCORING_TIMEOUT_MS": "300"})  # default: run() on the event loop
     started = time.monotonic()
-    r = rt.client.post("/score", json={"sleep": 1.0})
-    assert r.status_code == 504
-    assert time.monotonic() - started < 0.9
+    r = rt.client.post("/score", json={"sleep": 5.0})
+    assert r.status_code == 504, r.text
+    assert time.monotonic() - started < 2  # interrupted, not waited out
     assert "300 ms" in r.json()["message"]
+    assert r.headers["x-ms-run-function-failed"] == "True"
+    assert rt.client.post("/score", json={"sleep": 0}).status_code == 200
+
+
+def test_scoring_timeout_in_a_scoring_thread_keeps_health_responsive(runtime):
+    rt = runtime("slow_score.py", {"SCORING_TIMEOUT_MS": "300", "PIPELINE_PLUGIN_SCORING_THREADS": "1"})
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=httpx.post(f"{rt.url}/score", json={"sleep": 1.0})))
+    started = time.monotonic()
+    t.start()
+    time.sleep(0.1)
+    assert rt.client.get("/").text == "Healthy"  # answered while run() sleeps
+    t.join()
+    assert result["r"].status_code == 504
+    assert time.monotonic() - started < 0.9
     time.sleep(0.8)  # the abandoned run() finishes in its thread
-    r = rt.client.post("/score", json={"sleep": 0})
-    assert r.status_code == 200
+    assert rt.client.post("/score", json={"sleep": 0}).status_code == 200
 
 
 def test_body_over_the_limit_is_413(runtime):
@@ -217,7 +231,7 @@ def test_init_failure_stops_the_process_with_the_traceback(runtime, tmp_path):
 
 
 def test_metrics_count_requests_by_status_latency_and_in_flight(runtime):
-    rt = runtime("slow_score.py")
+    rt = runtime("slow_score.py", {"PIPELINE_PLUGIN_SCORING_THREADS": "1"})  # /metrics answers during run()
     for _ in range(3):
         rt.client.post("/score", json={"sleep": 0})
     rt.client.post("/score", content=b"{", headers=JSON)
@@ -235,9 +249,9 @@ def test_metrics_count_requests_by_status_latency_and_in_flight(runtime):
     assert "pipeline_plugin_score_duration_seconds_count 5" in text
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_sigterm_lets_in_flight_requests_finish(runtime, workers):
-    rt = runtime("slow_score.py", workers=workers)
+@pytest.mark.parametrize("workers, threads", [(1, "0"), (2, "0"), (1, "1")])
+def test_sigterm_lets_in_flight_requests_finish(runtime, workers, threads):
+    rt = runtime("slow_score.py", {"PIPELINE_PLUGIN_SCORING_THREADS": threads}, workers=workers)
     result = {}
 
     def slow():
