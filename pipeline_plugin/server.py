@@ -171,13 +171,15 @@ class Listener:
             var = conf.secret_env or sources.secret_env_var(name)
             self.secrets[name] = env.get(var) or None
         unauthenticated = [n for n in self.sources if not self.secrets.get(n)]
-        if unauthenticated and insecure_no_auth:
+        if insecure_no_auth and unauthenticated:
             log.warning(
                 "!!! INSECURE: --insecure-no-auth is set and these sources have no secret, so ANYONE who can "
                 "reach this port can inject events and start pipelines: %s. Set %s to secure them. !!!",
                 ", ".join(unauthenticated),
                 ", ".join(self._secret_var(n) for n in unauthenticated),
             )
+        elif insecure_no_auth:
+            log.warning("!!! INSECURE flag --insecure-no-auth is set (every source has a secret, so it changes nothing) !!!")
         elif unauthenticated:
             log.info(
                 "sources without a secret refuse deliveries (401): %s (set %s)",
@@ -330,6 +332,8 @@ def create_app(listener: Listener) -> Starlette:
         except Exception as exc:  # noqa: BLE001 - health says what is wrong
             return JSONResponse({"status": "error", "detail": f"inbox: {exc}"}, status_code=503)
         worker_alive = listener._thread.is_alive() if listener._thread else None
+        if listener.start_worker and listener._thread is not None and not worker_alive:
+            return JSONResponse({"status": "error", "detail": "the worker thread stopped; restart serve"}, status_code=503)
         return JSONResponse(
             {
                 "status": "ok",

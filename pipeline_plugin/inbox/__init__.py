@@ -38,6 +38,8 @@ from ..errors import NotFoundError, ServiceError
 from ..events import ModelVersionEvent
 
 DB_NAME = "inbox.sqlite3"
+#: PRAGMA user_version of the tables below; a newer file is refused rather than misread
+SCHEMA_VERSION = 1
 #: after this many failed attempts an event (or a run) is dead-lettered
 MAX_ATTEMPTS = 5
 #: a worker's claim on an event lasts this long unless renewed (dispatches renew it)
@@ -366,7 +368,15 @@ class Inbox:
         self._local = threading.local()
         try:
             with _committer(self.path).cond:  # not while another thread of this process writes
-                self._db().executescript(SCHEMA)
+                db = self._db()
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise ServiceError(
+                        f"the inbox {str(self.path)!r} was written by a newer pipeline-plugin (schema {version}, "
+                        f"this one knows {SCHEMA_VERSION}); upgrade pipeline-plugin or use another --state-dir"
+                    )
+                db.executescript(SCHEMA)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise ServiceError(f"cannot create the inbox {str(self.path)!r}: {exc}") from None
 

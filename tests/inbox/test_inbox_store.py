@@ -208,3 +208,15 @@ def test_concurrent_writers_share_commits_and_one_failure_stays_its_own(tmp_path
     stored = {s.id for s in Inbox(tmp_path).list()}
     assert len(stored) == 200 and {i for ids in results.values() for i in ids} == stored
     assert inbox._db().execute("SELECT COUNT(*) FROM events WHERE id='broken'").fetchone()[0] == 0
+
+
+def test_an_inbox_from_a_newer_version_is_refused(tmp_path):
+    from pipeline_plugin.errors import ServiceError
+
+    Inbox(tmp_path).put("mlflow", [ev("1")])
+    db = sqlite3.connect(tmp_path / "inbox.sqlite3")
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(ServiceError) as err:
+        Inbox(tmp_path)
+    assert "newer pipeline-plugin" in err.value.message
