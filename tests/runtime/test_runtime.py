@@ -322,6 +322,14 @@ def test_azure_import_path_works_without_azure_installed(runtime):
     assert rt.client.get("/score?q=z").json() == {"method": "GET", "q": "z"}
 
 
+def test_older_azureml_contrib_services_import_path_works(runtime, tmp_path):
+    script = (SCRIPTS / "azure_raw_score.py").read_text()
+    script = script.replace("azureml_inference_server_http.api", "azureml.contrib.services")
+    (tmp_path / "score.py").write_text(script)
+    rt = runtime("", {"AZUREML_ENTRY_SCRIPT": str(tmp_path / "score.py")})
+    assert rt.client.post("/score", content=b"xyz").content == b"XYZ"
+
+
 def test_source_directory_and_flags(runtime, tmp_path):
     src = tmp_path / "app" / "src"
     src.mkdir(parents=True)
