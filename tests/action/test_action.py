@@ -70,9 +70,11 @@ def parse_outputs(text: str) -> dict[str, str]:
     return out
 
 
-def evaluate(text: str, inputs: dict[str, str], steps: dict[str, dict[str, str]]) -> str:
+def evaluate(text: str, inputs: dict[str, str], steps: dict[str, dict[str, str]], github: dict[str, str] | None = None) -> str:
     def one(m: re.Match[str]) -> str:
         expr = m.group(1)
+        if expr == "github.token":
+            return (github or {}).get("token", "")
         if re.fullmatch(r"inputs\.[A-Za-z0-9_-]+", expr):
             return inputs[expr.split(".", 1)[1]]
         s = re.fullmatch(r"steps\.([A-Za-z0-9_-]+)\.outputs\.([A-Za-z0-9_-]+)", expr)
@@ -96,7 +98,8 @@ def runner_temp(tmp_path_factory):
 
 def run_action(with_: dict[str, str], tmp_path: Path, runner_temp: Path, extra_env: dict[str, str] | None = None,
                steps: slice = slice(None), path: list[str] | None = None) -> Run:
-    inputs = {name: str(spec.get("default", "")) for name, spec in ACTION["inputs"].items()}
+    github = {"token": (extra_env or {}).get("GITHUB_TOKEN", "")}
+    inputs = {name: evaluate(str(spec.get("default", "")), {}, {}, github) for name, spec in ACTION["inputs"].items()}
     for name, value in with_.items():
         assert name in ACTION["inputs"], f"action.yml has no input {name!r}"
         inputs[name] = value
@@ -131,6 +134,7 @@ def run_action(with_: dict[str, str], tmp_path: Path, runner_temp: Path, extra_e
             "GITHUB_RUN_ID": "4242",
             "PIP_NO_INDEX": "1",
             "PIP_NO_BUILD_ISOLATION": "0",  # pip's spelling of --no-build-isolation
+            "PIPELINE_PLUGIN_STATE_DIR": str(tmp_path / "state"),
             **(extra_env or {}),
         }
         for key, value in (step.get("env") or {}).items():
@@ -250,4 +254,28 @@ def test_dispatch_stage_reports_the_run_url(repo, runner_temp, installed):
         [call] = server.calls("postApiV4ProjectsIdPipeline")
         assert {"key": "MODEL_VERSION", "value": "12"} in call.body["variables"]
         assert "glpat-1" not in run.stdout + run.stderr + run.summary
+    server.assert_clean()
+
+
+def test_deploy_stage_records_a_github_deployment_even_when_it_fails(repo, runner_temp, installed):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from contract_server import Contract, ContractServer, Reply
+
+    with ContractServer([Contract("github.json")], auth=lambda r: r.header("Authorization") == "Bearer ghs_x") as server:
+        server.on("repos/create-deployment", lambda req: Reply(201, {"id": 31, "environment": req.body["environment"]}))
+        server.on("repos/create-deployment-status", lambda req: Reply(201, {"id": 1, "state": req.body["state"]}))
+        run = run_stage({"stage": "deploy", "image": "127.0.0.1:9/missing/iris:12", "service": "iris-gtest",
+                         "environment": "staging", "target": "docker", "port": "39998",
+                         "model-name": "iris", "model-version": "12"},
+                        repo, runner_temp, installed,
+                        extra_env={"GITHUB_TOKEN": "ghs_x", "GITHUB_API_URL": server.url, "GITHUB_SHA": "c" * 40})
+        assert run.returncode == 4
+        assert any(l.startswith("::error::image '127.0.0.1:9/missing/iris:12'") for l in run.stdout.splitlines())
+        [deployment] = server.calls("repos/create-deployment")
+        assert deployment.body["environment"] == "staging" and deployment.body["ref"] == "c" * 40
+        assert deployment.body["payload"] == {"model": "iris", "version": "12", "service": "iris-gtest"}
+        states = [c.body["state"] for c in server.calls("repos/create-deployment-status")]
+        assert states == ["in_progress", "failure"]
+        assert server.calls("repos/create-deployment-status")[1].body["log_url"] == "https://github.com/acme/models/actions/runs/4242"
+        assert "ghs_x" not in run.stdout + run.stderr
     server.assert_clean()
