@@ -66,7 +66,6 @@ class Worker:
         rules: Sequence[Any],
         rules_dir: str | Path | None = None,
         get_provider: Callable[[str], Any] | None = None,
-        on_run: Callable[[str], None] | None = None,
     ) -> None:
         self.inbox = inbox
         self.rules = list(rules)
@@ -75,7 +74,6 @@ class Worker:
         self.owner = inbox.new_owner()
         self.wake = threading.Event()
         self._get_provider = get_provider
-        self._on_run = on_run  # metrics hook: called with each run's final status
         self.batch = 16  # events leased per claim (one transaction)
 
     # ---- loops --------------------------------------------------------------------------------
@@ -232,5 +230,3 @@ class Worker:
 
     def _result(self, run_id: str, status: str, **kw: Any) -> None:
         self.inbox.record_dispatch(run_id, status, **kw)
-        if self._on_run:
-            self._on_run(status)
