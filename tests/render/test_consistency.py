@@ -1,0 +1,102 @@
+"""The rendered pipelines and action.yml call this tool's commands and action with names that exist:
+a renamed flag or action input fails here, not in a user's CI run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline_plugin.cli import build_parser
+from pipeline_plugin.events import ModelVersionEvent
+from pipeline_plugin.render import render_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
+
+
+def command_flags() -> dict[str, set[str]]:
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    return {name: set(p._option_string_actions) for name, p in sub.choices.items()}
+
+
+def event() -> ModelVersionEvent:
+    return ModelVersionEvent.from_dict({"source": "mlflow", "kind": "model_version.created", "model": "iris", "version": "2"})
+
+
+def _calls(script: str) -> list[tuple[str, list[str]]]:
+    """(command, flags) for each `pipeline-plugin CMD ...` or `args=(CMD ...)` / `set -- CMD ...` build."""
+    calls = []
+    text = script.replace("\\\n", " ")
+    for m in re.finditer(r"(?:pipeline-plugin |args=\(|set -- )([a-z][a-z-]+)\b(.*?)(?:\n(?!\s*(?:add|if|args\+=|set -- \"\$@\"|--))|$)",
+                         text, re.S):
+        command, rest = m.group(1), m.group(2)
+        calls.append((command, re.findall(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)", rest)))
+    return calls
+
+
+@pytest.mark.parametrize("provider", ["azure-pipelines", "gitlab"])
+def test_template_scripts_use_existing_commands_and_flags(provider):
+    flags = command_flags()
+    doc = yaml.safe_load(render_pipeline(provider, event(), "r", {"expect": "expect.json", "config": "c.json"}).text)
+    scripts = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("bash", "script") :
+                    scripts.extend(value if isinstance(value, list) else [value])
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(doc)
+    seen = set()
+    for script in scripts:
+        for command, used in _calls(script):
+            if command in ("install",):
+                continue
+            assert command in flags, f"{provider}: unknown command {command!r} in {script!r}"
+            unknown = set(used) - flags[command]
+            assert not unknown, f"{provider}: {command} has no {sorted(unknown)}"
+            seen.add(command)
+    assert {"package", "deploy", "smoke-test", "promote", "rollback"} <= seen
+
+
+def test_action_stages_use_existing_commands_and_flags():
+    flags = command_flags()
+    script = ACTION["runs"]["steps"][-1]["run"]
+    for m in re.finditer(r"^\s+([a-z-]+)\)\n(.*?);;", script, re.S | re.M):
+        stage, body = m.group(1), m.group(2)
+        assert stage in flags, f"action stage {stage} is not a command"
+        used = set(re.findall(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)", body))
+        assert used <= flags[stage], f"{stage}: {sorted(used - flags[stage])}"
+    ci = set(re.findall(r"(--[a-z-]+)", script[script.index("pipeline-plugin ci-deployment"):]))
+    assert {"--environment", "--state", "--model", "--version"} <= ci <= flags["ci-deployment"] | {"--"}
+
+
+def test_workflow_steps_only_pass_inputs_the_action_declares():
+    doc = yaml.safe_load(render_pipeline("github", event(), "r", {"action": "acme/pipeline-plugin@v1", "expect": "e.json",
+                                                                   "source_dir": "src", "requirements": "req.txt"}).text)
+    declared = set(ACTION["inputs"])
+    for job in doc["jobs"].values():
+        for step in job["steps"]:
+            if step.get("uses") == "acme/pipeline-plugin@v1":
+                assert set(step["with"]) <= declared, set(step["with"]) - declared
+                assert step["with"]["stage"] in {"package", "deploy", "smoke-test", "promote", "rollback"}
+
+
+def test_workflow_job_outputs_name_outputs_the_action_has():
+    doc = yaml.safe_load(render_pipeline("github", event(), "r", {}).text)
+    action_outputs = set(ACTION["outputs"])
+    for job in doc["jobs"].values():
+        for value in (job.get("outputs") or {}).values():
+            m = re.fullmatch(r"\$\{\{ steps\.([a-z-]+)\.outputs\.([a-z-]+) \}\}", value)
+            assert m, value
+            step = next(s for s in job["steps"] if s.get("id") == m.group(1))
+            if "uses" in step:
+                assert m.group(2) in action_outputs, m.group(2)
