@@ -20,6 +20,7 @@ Every stage is recorded in the deployment history (``pipeline-plugin status``). 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import time
@@ -31,6 +32,8 @@ from ..errors import ConfigError, PipelinePluginError, StageFailed
 from ..events import ModelVersionEvent
 from ..history import History, Record
 from . import DispatchResult, PipelineRun
+
+log = logging.getLogger("pipeline_plugin.providers.local")
 
 #: events the local chain deploys; anything else (deleted, rejected ...) is recorded, not deployed
 DEPLOYABLE_KINDS = ("model_version.created", "model_version.approved", "alias.set", "tag.set")
@@ -131,10 +134,12 @@ class LocalProvider:
         event = run.event
         history = History(run.state_dir)
         service = service_name(pipeline, event)
-        log = progress or (lambda _m: None)
-
         def say(message: str) -> None:
-            log(f"[{run.run_id[:12]} {service}] {message}")
+            line = f"[{run.run_id[:12]} {service}] {message}"
+            if progress is not None:
+                progress(line)
+            else:  # in `serve`, the worker's log shows each step
+                log.info("%s", line)
 
         done = [r for r in history.records(service=service, run_id=run.run_id, action="promote") if r.status == "succeeded"]
         if done:
@@ -195,28 +200,33 @@ class LocalProvider:
             base_image=pipeline.get("base_image") or settings.default_base_image(),
             source=event.source,
             registry=event.registry_key(),
+            # the process target runs the image's build context as a folder, no Docker needed
+            generate_dockerfile=work / "package" if target_name == "process" else None,
         )
+        if spec.generate_dockerfile is not None and spec.generate_dockerfile.exists():
+            shutil.rmtree(spec.generate_dockerfile)
         say(f"packaging {event.model} v{event.version} as {spec.image}")
         try:
             built = stage("package", lambda: package(spec, say))
         except PipelinePluginError as exc:
             history.record(Record(action="package", status="failed", env="staging", reason=exc.message, **base))
             raise
+        image_ref = str(built.dockerfile_dir) if built.image_id is None and built.dockerfile_dir else (built.image_id or built.image)
         history.record(Record(action="package", status="succeeded", env="staging", image=built.image,
-                              image_id=built.image_id, reason=f"built {built.image}",
+                              image_id=built.image_id, reason=f"built {built.image_id and built.image or image_ref}",
                               details={**origin, "model_digest": built.model_digest}, **base))
 
         # 2. deploy staging
         tgt = get_target(target_name)
         keys = tuple(config.keys) if config else ()
         staging_spec = DeploymentSpec(
-            service=service, env="staging", image=built.image_id or built.image,
+            service=service, env="staging", image=image_ref,
             port=pipeline.get("staging_port") or (config.port if config else None),
             cpu_cores=config.cpu_cores if config else None, memory_gb=config.memory_gb if config else None,
             environment=dict(config.environment_variables) if config else {}, keys=keys,
             labels={"io.pipeline-plugin.run-id": run.run_id},
         )
-        say(f"deploying {built.image_id} to staging on {target_name}")
+        say(f"deploying {image_ref} to staging on {target_name}")
         try:
             staging = stage("deploy_staging", lambda: tgt.update(staging_spec, say))
         except PipelinePluginError as exc:
