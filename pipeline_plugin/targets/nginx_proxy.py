@@ -51,8 +51,9 @@ http {{
     scgi_temp_path {prefix}/tmp/scgi;
     client_max_body_size 100m;
     upstream deployment {{
+        # no upstream keepalive: on loopback a connection per request costs ~nothing, and a pooled
+        # connection the runtime closes when idle could fail a POST that nginx must not retry
         server {upstream} max_fails=0;
-        keepalive 16;
     }}
     server {{
         listen 127.0.0.1:{port};
@@ -63,7 +64,6 @@ http {{
         location / {{
             proxy_pass http://deployment;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
