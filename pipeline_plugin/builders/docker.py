@@ -585,6 +585,8 @@ def _stream_build(client, ctx: Path, image: str, progress: Callable[[str], None]
                     progress(line if len(line) < 160 else line[:157] + "...")
                 elif "Using cache" in line:
                     progress("  (cached)")
+                elif line.startswith(("Installing collected packages", "Successfully installed")):
+                    progress("  " + (line if len(line) < 160 else line[:157] + "..."))
                 elif line.startswith("Successfully built"):
                     image_id = image_id or line.split()[-1]
     except docker.errors.APIError as exc:

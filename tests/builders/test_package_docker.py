@@ -318,3 +318,86 @@ def test_no_code_mlflow_sklearn_model(docker_client, built, tmp_path, base_image
         assert check.exit_code != 0
     finally:
         stop(running)
+
+
+@pytest.mark.registry
+def test_push_reports_the_registry_digest(docker_client, example, built, tmp_path, base_image):
+    from tests.services import docker_registry
+
+    first, _ = example
+    with docker_registry(tmp_path) as registry:
+        name = f"pp-test-churn-{SUFFIX}"
+        image = f"{registry.host}/{name}:1"
+        lines: list[str] = []
+        result = package(example_spec(base_image=base_image, image=image, push=True), lines.append)
+        built.append(image)
+        assert result.model_digest == first.model_digest
+        assert result.digest and result.digest.startswith(f"{registry.host}/{name}@sha256:")
+        manifest = httpx.head(
+            f"{registry.url}/v2/{name}/manifests/1",
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+            timeout=10,
+        )
+        assert manifest.status_code == 200
+        assert manifest.headers["Docker-Content-Digest"] == result.digest.split("@", 1)[1]
+        assert any(line.startswith("pushing ") for line in lines)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, value) -> bytes:
+    """One protobuf field: int -> varint, bytes/str -> length-delimited."""
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value)
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def onnx_matmul_model(weights: list[float]) -> bytes:
+    """An ONNX model Y = X @ W (X: float [N, len(W)], W: [len(W), 1]), encoded by hand so the
+    test needs no onnx package: ModelProto{ir_version, opset_import, graph}."""
+    import struct
+
+    def value_info(name: str, dims: list) -> bytes:
+        shape = b"".join(_field(1, _field(2, d) if isinstance(d, str) else _field(1, d)) for d in dims)
+        tensor_type = _field(1, 1) + _field(2, shape)  # elem_type FLOAT, shape
+        return _field(1, name) + _field(2, _field(1, tensor_type))
+
+    initializer = (
+        _field(1, len(weights)) + _field(1, 1) + _field(2, 1) + _field(8, "W")
+        + _field(9, struct.pack(f"<{len(weights)}f", *weights))
+    )
+    node = _field(1, "X") + _field(1, "W") + _field(2, "Y") + _field(3, "matmul") + _field(4, "MatMul")
+    graph = (
+        _field(1, node) + _field(2, "linear") + _field(5, initializer)
+        + _field(11, value_info("X", ["N", len(weights)])) + _field(12, value_info("Y", ["N", 1]))
+    )
+    return _field(1, 8) + _field(8, _field(1, "") + _field(2, 13)) + _field(2, "pipeline-plugin-tests") + _field(7, graph)
+
+
+def test_no_code_onnx_model(docker_client, built, tmp_path, base_image):
+    weights = [0.5, -1.0, 2.0, 0.25]
+    model = tmp_path / "linear.onnx"
+    model.write_bytes(onnx_matmul_model(weights))
+    result = package(PackageSpec(models=[ModelRef("linear", "1", model)], image=f"pp-test-onnx-{SUFFIX}:1", base_image=base_image))
+    built.append(result.image)
+    assert result.labels["io.pipeline-plugin.entry-script"] == "generated:onnx"
+    running = start(docker_client, result.image)
+    try:
+        rows = [[1, 2, 3, 4], [0, 0, 1, 0]]
+        response = httpx.post(running.url + "/score", json={"data": rows}, timeout=30)
+        assert response.status_code == 200, response.text
+        expected = [sum(w * x for w, x in zip(weights, row)) for row in rows]
+        assert [len(y) for y in response.json()["Y"]] == [1, 1]
+        assert [y[0] for y in response.json()["Y"]] == pytest.approx(expected)
+        named = httpx.post(running.url + "/score", json={"inputs": {"X": rows[:1]}}, timeout=30)
+        assert named.json()["Y"][0][0] == pytest.approx(expected[0])
+    finally:
+        stop(running)
