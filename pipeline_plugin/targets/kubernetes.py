@@ -205,12 +205,16 @@ class KubernetesTarget:
     def _ns(self) -> str:
         if self.namespace:
             return self.namespace
+        in_cluster = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG") and os.path.exists(in_cluster):
+            with open(in_cluster) as fh:
+                return fh.read().strip() or "default"
         try:
             from kubernetes import config
 
             _contexts, active = config.list_kube_config_contexts()
             return (active or {}).get("context", {}).get("namespace") or "default"
-        except Exception:  # noqa: BLE001 - in-cluster or no contexts
+        except Exception:  # noqa: BLE001 - no contexts
             return "default"
 
     def _resource(self, api_version: str, kind: str) -> Any:
@@ -242,7 +246,8 @@ class KubernetesTarget:
         name = object_name(spec.service, spec.env)
         self._wait_rollout(name, namespace, progress)
         found = self.get(spec.service, spec.env)
-        assert found is not None
+        if found is None:
+            raise ServiceError(f"Deployment {namespace}/{name} disappeared right after its rollout")
         return found
 
     def _wait_rollout(self, name: str, namespace: str, progress: ProgressFn) -> None:

@@ -78,3 +78,11 @@ def test_bad_input_exits_2_with_the_fix(service, tmp_path, state_dir):
     assert out.returncode == 2 and "Did you mean 'cpu_cores'?" in out.stderr
     out = cli("--image", "x:1", "--name", "Not Valid", "--env", "staging", "--json", "--state-dir", str(state_dir))
     assert out.returncode == 2 and json.loads(out.stdout)["error"] == "ConfigError"
+
+
+def test_default_target_is_docker_when_an_engine_answers_else_process(docker_client, monkeypatch):
+    from pipeline_plugin.stages.deploy import default_target_name
+
+    assert default_target_name() == "docker"
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    assert default_target_name() == "process"
