@@ -175,6 +175,7 @@ class KubernetesTarget:
         self.namespace = namespace or os.environ.get("PIPELINE_PLUGIN_NAMESPACE") or None
         self.rollout_timeout = rollout_timeout
         self._api: Any = None
+        self._dynamic: Any = None
 
     def manifests(self, spec: DeploymentSpec, with_secret: bool = False) -> list[dict[str, Any]]:
         return manifests(spec, self.namespace, with_secret)
@@ -193,7 +194,8 @@ class KubernetesTarget:
             if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
                 config.load_incluster_config()
             else:
-                config.load_kube_config()
+                # name the file: the client reads $KUBECONFIG only once, when it is imported
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
         except Exception as exc:  # noqa: BLE001 - config.ConfigException and file errors
             raise ServiceError(
                 f"no Kubernetes cluster is configured ({exc}); set KUBECONFIG to a kubeconfig file, "
@@ -212,15 +214,20 @@ class KubernetesTarget:
         try:
             from kubernetes import config
 
-            _contexts, active = config.list_kube_config_contexts()
+            _contexts, active = config.list_kube_config_contexts(config_file=os.environ.get("KUBECONFIG") or None)
             return (active or {}).get("context", {}).get("namespace") or "default"
         except Exception:  # noqa: BLE001 - no contexts
             return "default"
 
     def _resource(self, api_version: str, kind: str) -> Any:
-        from kubernetes.dynamic import DynamicClient
+        if self._dynamic is None:
+            from kubernetes.dynamic import DynamicClient
 
-        return DynamicClient(self.api_client()).resources.get(api_version=api_version, kind=kind)
+            try:
+                self._dynamic = DynamicClient(self.api_client())
+            except Exception as exc:  # noqa: BLE001 - discovery failed: the cluster does not answer
+                raise ServiceError(f"the Kubernetes API does not answer ({exc}); check KUBECONFIG and the cluster") from None
+        return self._dynamic.resources.get(api_version=api_version, kind=kind)
 
     # -- verbs -------------------------------------------------------------------------------
     def create(self, spec: DeploymentSpec, progress: ProgressFn | None = None) -> Deployment:

@@ -83,3 +83,48 @@ def test_cli_dry_run_prints_valid_manifests(tmp_path, as_json):
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     assert by_kind(docs)["HorizontalPodAutoscaler"]["spec"]["maxReplicas"] == 4
+
+
+@pytest.fixture
+def kube_api(tmp_path, monkeypatch):
+    """An in-memory Kubernetes API (tests/targets/kube_api.py) that KUBECONFIG points at."""
+    from .kube_api import KubeAPI
+
+    with KubeAPI() as api:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(api.kubeconfig("ml"))
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        monkeypatch.setenv("TMPDIR", str(tmp_path))  # the client's discovery cache file
+        yield api
+
+
+def test_apply_waits_for_the_rollout_then_get_list_delete(kube_api):
+    target = KubernetesTarget(rollout_timeout=30)
+    progress: list[str] = []
+    d = target.create(DeploymentSpec(service="fraud", env="staging", image=IMAGE, port=8890, keys=("k1",), cpu_cores=0.5),
+                      progress.append)
+    assert kube_api.violations == []
+    assert d.scoring_uri == "http://fraud-staging.ml.svc.cluster.local:8890/score"
+    assert (d.status, d.image, d.image_id) == ("running", IMAGE, "sha256:" + "a" * 64)
+    applied = [json.loads(a["body"])["kind"] for a in kube_api.applies]
+    assert applied == ["Secret", "Deployment", "Service", "HorizontalPodAutoscaler"]
+    assert all(a["query"]["fieldManager"] == ["pipeline-plugin"] for a in kube_api.applies)
+    assert kube_api.objects[("secrets", "ml", "fraud-staging-scoring-keys")]["stringData"] == {"keys": "k1"}
+    assert any("1/1 updated" in line or "updated," in line for line in progress)  # it waited for the rollout
+    assert [x.env for x in KubernetesTarget().list("fraud")] == ["staging"]
+
+    target.delete("fraud", "staging")
+    target.delete("fraud", "staging")
+    assert target.get("fraud", "staging") is None and kube_api.objects == {}
+
+
+def test_cli_deploys_to_kubernetes_with_json(kube_api, tmp_path):
+    cmd = [sys.executable, "-m", "pipeline_plugin.cli", "deploy", "--image", IMAGE, "--name", "fraud", "--env", "production",
+           "--target", "kubernetes", "--json", "--state-dir", str(tmp_path / "state")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["scoring_uri"] == "http://fraud-production.ml.svc.cluster.local:80/score"
+    assert (data["env"], data["image"], data["target"]) == ("production", IMAGE, "kubernetes")
+    assert kube_api.violations == []
