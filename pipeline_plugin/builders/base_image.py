@@ -165,9 +165,9 @@ def build_base_image(
     """Bootstrap Debian bookworm and import it as ``tag``. Returns {"image", "image_id", "size", "seconds"}."""
     import docker
 
-    debootstrap = check_prerequisites()
     if ":" not in tag.rsplit("/", 1)[-1]:
         raise ConfigError(f"--tag '{tag}' has no tag part; use REPOSITORY:TAG, e.g. pipeline-plugin/base:bookworm")
+    debootstrap = check_prerequisites()
     repository, _, image_tag = tag.rpartition(":")
     try:
         client = client or docker.from_env(timeout=900)

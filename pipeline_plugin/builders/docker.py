@@ -624,7 +624,6 @@ def push(client, image: str, progress: Callable[[str], None]) -> str:
 
 def build(spec: PackageSpec, progress: Callable[[str], None] = lambda _m: None) -> PackageResult:
     """Build (or write the context for) the image ``spec`` describes."""
-    spec.models = [ModelRef(m.name, m.version, Path(m.path)) for m in spec.models]
     validate(spec)
     generate = Path(spec.generate_dockerfile) if spec.generate_dockerfile is not None else None
     if generate is not None and spec.push:
