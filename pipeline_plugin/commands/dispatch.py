@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from .. import ci_output, output
+from ..errors import ConfigError
 from ..events import ModelVersionEvent
 from ..providers import BACKENDS, PipelineRun, get_provider
 from ..render import event_id
@@ -34,7 +35,16 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     rule = find_rule(args.triggers, args.rule)
     event = ModelVersionEvent.from_file(args.event)
-    pipeline = {**(rule.pipeline or {}), "provider": args.provider}
+    if not rule.pipeline:
+        raise ConfigError(f"rule {rule.name!r} ({rule.location}) has no pipeline: section; nothing to dispatch",
+                          field="--rule")
+    if rule.pipeline.get("provider") != args.provider:
+        raise ConfigError(
+            f"rule {rule.name!r} dispatches to {rule.pipeline.get('provider')!r}, not {args.provider!r}; pass "
+            f"--provider {rule.pipeline.get('provider')}",
+            field="--provider",
+        )
+    pipeline = dict(rule.pipeline)
     pipeline_run = PipelineRun(
         run_id=event_id(event, rule.name),
         rule_name=rule.name,

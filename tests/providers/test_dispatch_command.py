@@ -56,3 +56,14 @@ def test_dispatch_command_exit_code_on_refusal(serve, monkeypatch, tmp_path, cap
     err = capsys.readouterr().err
     assert "Set GITLAB_TOKEN" in err and "revoked" not in err
     assert len(server.calls(CREATE)) == 1
+
+
+def test_dispatch_command_refuses_a_provider_the_rule_does_not_use(tmp_path, capsys):
+    triggers = tmp_path / "triggers"
+    triggers.mkdir()
+    (triggers / "rule.yml").write_text(RULE)
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"source": "mlflow", "kind": "model_version.created", "model": "iris", "version": "3"}))
+    assert main(["dispatch", "--provider", "github", "--triggers", str(triggers), "--rule", "deploy-iris-gitlab",
+                 "--event", str(event)]) == 2
+    assert "pass --provider gitlab" in capsys.readouterr().err

@@ -188,3 +188,32 @@ def test_retry_after_beyond_the_limit_fails_without_waiting(serve, monkeypatch):
     with pytest.raises(ServiceError, match="asks to wait 3600s"):
         get_provider("github").dispatch(make_run(PIPELINE))
     assert len(server.calls(DISPATCH)) == 1
+
+
+def test_incomplete_github_app_credentials_are_named(monkeypatch):
+    monkeypatch.setenv("GITHUB_APP_ID", "12345")
+    monkeypatch.setenv("GITHUB_APP_INSTALLATION_ID", "abc")
+    with pytest.raises(ConfigError, match="GITHUB_APP_PRIVATE_KEY .* GITHUB_APP_INSTALLATION_ID"):
+        get_provider("github").dispatch(make_run(PIPELINE))
+
+
+def test_github_app_installation_token(serve, monkeypatch):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    server = github(serve, monkeypatch)
+    monkeypatch.delenv("GITHUB_TOKEN")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    # the installation-token route is not in the trimmed description: served explicitly
+    server.extra("POST", r"^/app/installations/99/access_tokens$", lambda req: Reply(201, {
+        "token": TOKEN, "expires_at": "2099-01-01T00:00:00Z", "permissions": {"actions": "write"}})
+        if req.header("Authorization").startswith("Bearer ey") else Reply(401, {"message": "bad JWT"}))
+    monkeypatch.setenv("GITHUB_APP_ID", "12345")
+    monkeypatch.setenv("GITHUB_APP_PRIVATE_KEY", pem)
+    monkeypatch.setenv("GITHUB_APP_INSTALLATION_ID", "99")
+    result = get_provider("github").dispatch(make_run(PIPELINE))
+    assert result.external_id == "9001"
+    assert len(server.calls("extra POST /app/installations/99/access_tokens")) == 1
+    assert server.calls(DISPATCH)[0].header("Authorization") == f"token {TOKEN}"
