@@ -12,7 +12,6 @@ The same checks guard ``dispatch``: :func:`pipeline_inputs` is what the provider
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -76,8 +75,11 @@ def check_value(field: str, value: str, kind: str | None = None) -> str:
 
 
 def event_id(event: ModelVersionEvent, rule_name: str) -> str:
-    """The id a pipeline run carries back to the event (same hash the worker uses for run_id)."""
-    return hashlib.sha256(f"{event.dedupe_key()}|{rule_name}".encode()).hexdigest()[:32]
+    """The run id a pipeline carries back to the event: the same id ``serve``'s worker gives the run
+    of this event and rule (``inbox.run_id_for``), so a run started by hand traces back alike."""
+    from .inbox import event_id_for, run_id_for
+
+    return run_id_for(event_id_for(event), rule_name)
 
 
 def forwarded_tags(event: ModelVersionEvent, pipeline: Mapping[str, Any]) -> dict[str, str]:

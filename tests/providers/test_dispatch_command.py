@@ -67,3 +67,13 @@ def test_dispatch_command_refuses_a_provider_the_rule_does_not_use(tmp_path, cap
     assert main(["dispatch", "--provider", "github", "--triggers", str(triggers), "--rule", "deploy-iris-gitlab",
                  "--event", str(event)]) == 2
     assert "pass --provider gitlab" in capsys.readouterr().err
+
+
+def test_a_run_started_by_hand_carries_the_same_id_the_worker_would_give_it():
+    from pipeline_plugin.events import ModelVersionEvent
+    from pipeline_plugin.inbox import event_id_for, run_id_for
+    from pipeline_plugin.render import event_id
+
+    event = ModelVersionEvent.from_dict({"source": "mlflow", "kind": "model_version.created", "model": "iris", "version": "3"})
+    assert event_id(event, "deploy-iris-gitlab") == run_id_for(event_id_for(event), "deploy-iris-gitlab")
+    assert event_id(event, "deploy-iris-gitlab") != event_id(event, "other-rule")
