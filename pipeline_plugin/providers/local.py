@@ -158,7 +158,7 @@ class LocalProvider:
     # ---- the chain ------------------------------------------------------------------------------
     def _run(self, run: PipelineRun, pipeline: dict[str, Any], event: ModelVersionEvent, history: History,
              service: str, say: Callable[[str], None], timings: dict[str, float]) -> dict[str, Any]:
-        from ..stages.promote import docker_answers, promote
+        from ..stages.promote import ENV_VAR, docker_answers, promote
         from ..stages.smoke_test import load_json_file, smoke_test
         from ..targets import DeploymentSpec, get_target
 
@@ -223,7 +223,7 @@ class LocalProvider:
             service=service, env="staging", image=image_ref,
             port=pipeline.get("staging_port") or (config.port if config else None),
             cpu_cores=config.cpu_cores if config else None, memory_gb=config.memory_gb if config else None,
-            environment=dict(config.environment_variables) if config else {}, keys=keys,
+            environment={**(dict(config.environment_variables) if config else {}), ENV_VAR: "staging"}, keys=keys,
             labels={"io.pipeline-plugin.run-id": run.run_id},
         )
         say(f"deploying {image_ref} to staging on {target_name}")
@@ -274,7 +274,7 @@ class LocalProvider:
             service, from_env="staging", to_env="production", target=target_name,
             port=pipeline.get("production_port"), strategy=pipeline.get("strategy") or "blue-green", keys=keys,
             history=history, run_id=run.run_id, cause=cause, require_approval=bool(pipeline.get("approval")),
-            progress=say,
+            environment=dict(config.environment_variables) if config else None, progress=say,
         ))
         out = {"service": service, "staging_uri": staging.scoring_uri, "scoring_uri": result.scoring_uri,
                "image_id": staging.image_id, "promote": result.to_dict()}

@@ -21,6 +21,8 @@ from ..targets import Deployment, DeploymentSpec, get_target
 from .smoke_test import DEFAULT_REQUESTS, DEFAULT_TOLERANCE, SmokeReport, smoke_test
 
 STRATEGIES = ("blue-green", "canary")
+#: every deployment the stages make tells the model which environment it serves
+ENV_VAR = "PIPELINE_PLUGIN_ENV"
 #: targets that can split traffic by weight (none yet)
 CANARY_TARGETS: frozenset[str] = frozenset()
 
@@ -151,8 +153,10 @@ def model_origin(service: str, dep: Deployment, history: History, target_name: s
     return origin
 
 
-def spec_for(dep: Deployment, env: str, image: str, port: int | None, keys: tuple[str, ...], labels: dict[str, str]) -> DeploymentSpec:
-    """The spec that runs ``image`` in ``env`` with the resources and settings ``dep`` ran with."""
+def spec_for(dep: Deployment, env: str, image: str, port: int | None, keys: tuple[str, ...], labels: dict[str, str],
+             environment: dict[str, str] | None = None) -> DeploymentSpec:
+    """The spec that runs ``image`` in ``env`` with the resources and settings ``dep`` ran with
+    (plus ``environment``)."""
     details = dep.details or {}
     return DeploymentSpec(
         service=dep.service,
@@ -161,7 +165,7 @@ def spec_for(dep: Deployment, env: str, image: str, port: int | None, keys: tupl
         port=port,
         cpu_cores=details.get("cpu_cores"),
         memory_gb=details.get("memory_gb"),
-        environment=dict(details.get("environment") or {}),
+        environment={**dict(details.get("environment") or {}), **(environment or {}), ENV_VAR: env},
         keys=keys,
         labels=labels,
     )
@@ -206,6 +210,7 @@ def promote(
     run_url: str | None = None,
     smoke_overrides: dict[str, Any] | None = None,
     write_back: bool = True,
+    environment: dict[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> StageResult:
     """Promote ``service`` from ``from_env`` to ``to_env``. Returns a :class:`StageResult`
@@ -300,7 +305,8 @@ def promote(
         switched = previous
     else:
         labels = {"io.pipeline-plugin.run-id": run_id}
-        spec = spec_for(source_dep, to_env, source_dep.image_id or source_dep.image, port or _port_of(previous), keys, labels)
+        spec = spec_for(source_dep, to_env, source_dep.image_id or source_dep.image, port or _port_of(previous), keys, labels,
+                        environment)
         say(f"switching {service} {to_env} to {source_dep.image_id} ({origin['model']} v{origin['version']}) on {target_name}")
         try:
             switched = tgt.update(spec, say) if previous is not None else tgt.create(spec, say)
@@ -360,7 +366,7 @@ def promote(
         return result
     else:
         spec = spec_for(previous, to_env, previous.image_id or previous.image, port or _port_of(previous), keys,
-                        {"io.pipeline-plugin.run-id": run_id})
+                        {"io.pipeline-plugin.run-id": run_id}, environment)
         restored = tgt.update(spec, say)
         result.reason = (
             f"{to_env} check failed after the switch: {why}; rolled back to the previous image {previous.image_id}"
