@@ -186,6 +186,8 @@ class DockerTarget:
                     progress(f"{spec.service}/{spec.env} already runs {image.id[:19]} at 127.0.0.1:{port}")
                     return self._refresh(state, record)
 
+            if spec.replicas > 1:
+                progress(f"note: the docker target runs one container per environment; replicas={spec.replicas} applies on kubernetes")
             generation = int((record or {}).get("generation") or 0) + 1
             container, host_port = self._start(spec, image, port, wanted, generation, progress)
             what = f"container {container.name}"
@@ -195,6 +197,8 @@ class DockerTarget:
                 address.switch(port, f"127.0.0.1:{host_port}", str(generation), progress)
             except BaseException:
                 logs = self._logs(container)
+                if record is not None and old is not None and address.running():
+                    self._switch_back(address, record, progress)
                 self._remove(container)
                 if logs:
                     progress(f"last lines of {what}:\n{logs}")
@@ -217,6 +221,15 @@ class DockerTarget:
                     progress(f"stopping the previous container {other.name}")
                     self._remove(other)
             return self._refresh(state, new_record)
+
+    @staticmethod
+    def _switch_back(address: StableAddress, record: dict[str, Any], progress: ProgressFn) -> None:
+        """After a failed switch, point nginx at the previous container again (a no-op when it
+        never left it), so that removing the new container cannot take the address down."""
+        try:
+            address.switch(record["port"], f"127.0.0.1:{record['host_port']}", str(record["generation"]), progress)
+        except Exception as exc:  # noqa: BLE001 - report, and let the original error surface
+            progress(f"warning: could not point 127.0.0.1:{record['port']} back at {record['container']}: {exc}")
 
     def _start(self, spec: DeploymentSpec, image: Any, port: int, wanted: str, generation: int, progress: ProgressFn):
         import docker

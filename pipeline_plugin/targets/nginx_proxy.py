@@ -184,6 +184,8 @@ class StableAddress:
         )
         pid = self.pid()
         old_conf = self.conf.read_text() if self.conf.exists() else None
+        if pid is not None and old_conf == text and self.served_generation(port) == generation:
+            return  # already serving exactly this
         listening_same_port = old_conf is not None and f"listen 127.0.0.1:{int(port)};" in old_conf
         if (pid is None or not listening_same_port) and not port_is_free(port):
             raise ConfigError(

@@ -296,6 +296,8 @@ class ProcessTarget:
                     f"warning: {', '.join(missing)} from {package.path / 'requirements.txt'} are not installed for "
                     f"{sys.executable}; install them with `{sys.executable} -m pip install -r {package.path / 'requirements.txt'}`"
                 )
+            if spec.replicas > 1:
+                progress(f"note: the process target runs one process per environment; replicas={spec.replicas} applies on kubernetes")
             if spec.cpu_cores or spec.memory_gb:
                 progress("note: the process target records cpu_cores/memory_gb but does not enforce them")
             self._remember(digest, package.path)
@@ -307,6 +309,11 @@ class ProcessTarget:
                 progress(f"{what} is ready")
                 address.switch(port, f"127.0.0.1:{instance['port']}", str(generation), progress)
             except BaseException:
+                if record is not None and self._running(record["instance"]) and address.running():
+                    try:  # a no-op unless nginx already left the previous process
+                        address.switch(record["port"], f"127.0.0.1:{record['instance']['port']}", str(record["generation"]), progress)
+                    except Exception as exc:  # noqa: BLE001 - report, and let the original error surface
+                        progress(f"warning: could not point 127.0.0.1:{record['port']} back at the previous process: {exc}")
                 self._stop(instance)
                 tail = self._log_tail(instance)
                 if tail:
