@@ -290,7 +290,9 @@ def inspect_base(client, base_image: str, progress: Callable[[str], None]) -> Ba
         cache[image.id] = facts
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            cache_file.write_text(json.dumps(cache, indent=1))
+            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cache, indent=1))
+            os.replace(tmp, cache_file)
         except OSError:
             pass
     libc_name, libc_version = (facts.get("libc") or ["", ""])[:2]
@@ -428,6 +430,8 @@ def image_labels(spec: PackageSpec, digest: str, entry: str) -> dict[str, str]:
     names = ",".join(m.name for m in spec.models)
     versions = ",".join(m.version for m in spec.models)
     models = ", ".join(f"{m.name}:{m.version}" for m in spec.models)
+    # no org.opencontainers.image.created: the same inputs must give the same image (cache hits,
+    # --generate-dockerfile equivalence); Docker records the creation time itself
     labels = {
         "org.opencontainers.image.title": names,
         "org.opencontainers.image.version": versions,
@@ -525,7 +529,13 @@ def write_context(spec: PackageSpec, ctx: Path, base: BaseInfo, progress: Callab
     with tempfile.TemporaryDirectory(prefix="pipeline-plugin-req-") as tmp:
         download_file = Path(tmp) / "requirements.txt"
         download_file.write_text("\n".join(index_options + requirements) + "\n")
-        wheels = wheelhouse.prepare(download_file, ctx / "wheels", base.target, progress)
+        what = (
+            f"--requirements {spec.requirements}" if spec.requirements is not None
+            else f"--conda {spec.conda}" if spec.conda is not None
+            else "the generated scorer's requirements" if spec.entry_script is None
+            else "the runtime's requirements"
+        ) + f" (with the runtime's: {', '.join(runtime_requirements())})"
+        wheels = wheelhouse.prepare(download_file, ctx / "wheels", base.target, progress, what=what)
     progress(f"wheelhouse ready: {len(wheels)} wheel(s)")
     # 4. the runtime, 5. the models
     _copy_runtime(ctx / "runtime")

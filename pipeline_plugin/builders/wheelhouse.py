@@ -83,6 +83,7 @@ def prepare(
     target: TargetPython = TargetPython(),
     progress: Callable[[str], None] = lambda _m: None,
     cache: Path | None = None,
+    what: str | None = None,
 ) -> list[str]:
     """Fill ``dest`` with the wheels ``requirements_file`` resolves to for ``target``; returns their names.
 
@@ -108,7 +109,7 @@ def prepare(
             _link_or_copy(cache / name, dest / name)
         progress(f"wheels from the host cache {cache} (same requirements as an earlier build)")
     else:
-        names = _resolve(requirements_file, dest, target, progress, cache)
+        names = _resolve(requirements_file, dest, target, progress, cache, what or requirements_file.name)
         try:
             resolved.parent.mkdir(exist_ok=True)
             tmp = resolved.with_suffix(f".{os.getpid()}.tmp")
@@ -130,7 +131,9 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _resolve(requirements_file: Path, dest: Path, target: TargetPython, progress: Callable[[str], None], cache: Path) -> list[str]:
+def _resolve(
+    requirements_file: Path, dest: Path, target: TargetPython, progress: Callable[[str], None], cache: Path, what: str
+) -> list[str]:
     req = ["-r", str(requirements_file)]
     offline = ["--no-index", "--find-links", str(cache), "--dest", str(dest)]
     first = _pip_download(offline + req, target)
@@ -140,13 +143,13 @@ def _resolve(requirements_file: Path, dest: Path, target: TargetPython, progress
         if fetched.returncode != 0:
             raise ServiceError(
                 f"pip download could not get wheels for CPython {target.version} "
-                f"({target.machine}, glibc {target.glibc}) for {requirements_file.name}:\n{_problem(fetched.stderr)}\n"
+                f"({target.machine}, glibc {target.glibc}) for {what}:\n{_problem(fetched.stderr)}\n"
                 "Only binary wheels can be installed into the image offline: pin a version that publishes "
                 "a manylinux wheel for this Python, or check that the package index is reachable."
             )
         again = _pip_download(offline + req, target)
         if again.returncode != 0:  # pragma: no cover - pip resolved online but not from what it saved
-            raise ServiceError(f"the wheel cache {cache} does not resolve {requirements_file.name}:\n{_problem(again.stderr)}")
+            raise ServiceError(f"the wheel cache {cache} does not resolve {what}:\n{_problem(again.stderr)}")
     else:
         progress(f"wheels resolved from the host cache {cache} (no network)")
     return sorted(p.name for p in dest.iterdir() if p.suffix == ".whl")
