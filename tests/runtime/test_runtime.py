@@ -97,6 +97,13 @@ def test_input_contradicting_the_schema_is_400_naming_the_parameter(runtime, cha
     assert r.headers["x-ms-run-function-failed"] == "False"
 
 
+def test_exception_inside_a_schema_decorated_run_is_still_500(runtime):
+    rt = runtime("schema_score.py")
+    r = rt.client.post("/score", json={**SCHEMA_INPUT, "factor": -1})
+    assert r.status_code == 500
+    assert "ValueError" in r.json()["message"] and "schema" not in r.json()["message"]
+
+
 def test_schema_script_rejects_missing_parameters_wrong_shapes_and_content_types(runtime):
     rt = runtime("schema_score.py")
     r = rt.client.post("/score", json={"data": SCHEMA_INPUT["data"], "factor": 1})

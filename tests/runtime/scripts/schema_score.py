@@ -16,6 +16,8 @@ def init():
 @input_schema("factor", StandardPythonParameterType(2.0))
 @output_schema(StandardPythonParameterType({"row_sums": [6.0, 15.0], "a_total": 3, "labels": ["x", "y"]}))
 def run(data, frame, factor):
+    if factor < 0:
+        raise ValueError("negative factor")  # an error of run() itself, not of the input schema
     if not isinstance(data, np.ndarray) or not isinstance(frame, pd.DataFrame):
         raise TypeError(f"inference-schema did not convert the input: {type(data)}, {type(frame)}")
     return {
