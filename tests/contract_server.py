@@ -280,6 +280,7 @@ class ContractServer:
 
         class _H(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # answers in one write, no 40 ms delayed-ACK stalls
 
             def log_message(self, *args: Any) -> None:  # quiet
                 pass

@@ -39,7 +39,7 @@ FIXES = {
     403: "The token lacks permission: it needs `actions: write` (workflow_dispatch) or `contents: write` "
     "(repository_dispatch) on the repository.",
     404: "Check the rule's pipeline.repository and pipeline.workflow (the workflow file must exist on the "
-    "default branch) and that the token can see the repository.",
+    "default branch, and on pipeline.ref) and that the token can see the repository.",
     422: "GitHub rejected the request: check pipeline.ref names a branch or tag, and that the workflow declares "
     "workflow_dispatch with the inputs model, version, source, kind, event-id, tags and artifact-uri "
     "(`pipeline-plugin init --provider github` writes one).",
@@ -141,8 +141,8 @@ class GitHubProvider:
             workflow, all_inputs = self._workflow_inputs(run, inputs)
         ref = _setting(p, "ref", run.rule_name, r"[A-Za-z0-9._/-]+", "main")
         gh = client()
-        repo = self._call(lambda: gh.get_repo(repository), f"find repository {repository}")
-        html = repo.html_url or f"{web_url()}/{repository}"
+        # one request per dispatch where possible: a 404 on it names both repository and workflow
+        html = f"{web_url()}/{repository}"
         data = {"repository": repository, "mode": mode}
         if mode == "repository_dispatch":
             owner, name = repository.split("/", 1)
@@ -158,9 +158,10 @@ class GitHubProvider:
                 detail=f"repository_dispatch {event_type!r} sent to {repository} (event-id {inputs['event-id']})",
                 data={**data, "event_type": event_type},
             )
-        ref = ref or repo.default_branch
+        if ref is None:
+            ref = self._call(lambda: gh.get_repo(repository).default_branch, f"find repository {repository}")
         data.update(workflow=workflow, ref=ref)
-        wf = self._call(lambda: repo.get_workflow(workflow), f"find workflow {workflow} in {repository}")
+        wf = gh.withLazy(True).get_repo(repository).get_workflow(workflow)
         details = bool(p.get("return_run_details", True))
         result = self._call(
             lambda: wf.create_dispatch(ref, all_inputs, throw=True, return_run_details=details),
@@ -172,7 +173,7 @@ class GitHubProvider:
                 detail=f"workflow run {result.id} of {workflow} in {repository} at {ref}", data=data,
             )
         return DispatchResult(
-            provider=self.name, status="dispatched", url=wf.html_url or f"{html}/actions/workflows/{workflow}",
+            provider=self.name, status="dispatched", url=f"{html}/actions/workflows/{workflow}",
             external_id=None,
             detail=f"workflow {workflow} dispatched in {repository} at {ref} (event-id {inputs['event-id']})",
             data=data,
