@@ -28,6 +28,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--rule", required=True, metavar="NAME", help="the rule whose pipeline settings apply")
     parser.add_argument("--event", required=True, metavar="FILE", help="a normalized event JSON file")
     parser.add_argument("-o", "--output-dir", metavar="DIR", help="write the file under DIR (a repository root)")
+    parser.add_argument(
+        "--templates",
+        metavar="DIR",
+        help="your own templates: DIR/github/deploy-model.yml.j2, DIR/azure-pipelines/deploy-model.yml.j2, "
+        "DIR/gitlab/deploy-model.gitlab-ci.yml.j2 (sandboxed, strict; default: the built-in ones)",
+    )
     output.add_json_flag(parser)
     parser.set_defaults(func=run)
 
@@ -47,7 +53,10 @@ def find_rule(triggers: str, name: str) -> Any:
 def run(args: argparse.Namespace) -> int:
     rule = find_rule(args.triggers, args.rule)
     event = ModelVersionEvent.from_file(args.event)
-    rendered = render_pipeline(args.provider, event, rule.name, dict(rule.pipeline or {}))
+    rendered = render_pipeline(
+        args.provider, event, rule.name, dict(rule.pipeline or {}),
+        template_dir=Path(args.templates) if args.templates else None,
+    )
     data: dict[str, Any] = {**rendered.to_dict(), "rule": rule.name, "model": event.model, "version": event.version}
     if args.output_dir:
         target = Path(args.output_dir) / rendered.path

@@ -112,3 +112,21 @@ def test_init_writes_a_valid_pipeline_and_a_loadable_rule(tmp_path, capsys, prov
     capsys.readouterr()
     assert main(["init", "--provider", provider, "--dir", str(repo), "--model", "Churn"]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_own_templates_are_sandboxed_and_strict(setup, tmp_path, capsys):
+    triggers, event = setup
+    own = tmp_path / "tpl" / "gitlab"
+    own.mkdir(parents=True)
+    template = own / "deploy-model.gitlab-ci.yml.j2"
+    template.write_text("variables:\n  MODEL_NAME: <{ inputs.model | yaml }>\n")
+    args = ["render", "--provider", "gitlab", "--triggers", str(triggers), "--rule", "deploy-iris", "--event", str(event),
+            "--templates", str(tmp_path / "tpl")]
+    assert main(args) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == {"variables": {"MODEL_NAME": "iris"}}
+    template.write_text("x: <{ inputs.__class__.__mro__[1].__subclasses__() }>\n")
+    assert main(args) == 2
+    assert "failed to render" in capsys.readouterr().err
+    template.write_text("x: <{ inputs.modle }>\n")
+    assert main(args) == 2
+    assert "modle" in capsys.readouterr().err
