@@ -84,6 +84,8 @@ def serve(cfg: RuntimeConfig) -> int:
     log.info("serving %s on %s:%d with %d worker(s), scoring timeout %d ms%s%s", cfg.entry_script, cfg.host,
              cfg.port, cfg.workers, cfg.timeout_ms, ", key auth on" if cfg.keys else "",
              f", CORS for {', '.join(cfg.cors_origins)}" if cfg.cors_origins else "")
+    if not cfg.model_dir:
+        log.warning("AZUREML_MODEL_DIR is not set: a script that loads its model from there will fail in init()")
     if cfg.workers == 1:
         run_worker(cfg, sock, block, ready, 0)
         return 0

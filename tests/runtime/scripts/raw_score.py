@@ -1,5 +1,4 @@
 """A @rawhttp entry script: binary in, binary out, custom status and headers."""
-import json
 
 from pipeline_plugin.runtime import AMLRequest, AMLResponse, rawhttp
 
