@@ -183,7 +183,7 @@ def build_base_image(
         _unmount_below(target)
         _trim(target)
         progress(f"importing the root file system into Docker as {tag}")
-        result = client.api.import_image_from_stream(
+        client.api.import_image_from_stream(
             _tar_stream(target), repository=repository, tag=image_tag, changes=CHANGES
         )
         image = client.images.get(tag)
@@ -192,7 +192,6 @@ def build_base_image(
     finally:
         _unmount_below(target)
         shutil.rmtree(workdir, ignore_errors=True)
-    del result
     seconds = round(time.monotonic() - started, 1)
     size = image.attrs.get("Size", 0)
     progress(f"built {tag} ({image.id[:19]}, {size / 1e6:.0f} MB) in {seconds} s")

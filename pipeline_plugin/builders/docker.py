@@ -282,7 +282,7 @@ def inspect_base(client, base_image: str, progress: Callable[[str], None]) -> Ba
         try:
             out = client.containers.run(image.id, ["python3", "-c", _PROBE], remove=True, entrypoint=[], network_disabled=True)
             facts = json.loads(out.decode().strip().splitlines()[-1])
-        except (docker.errors.ContainerError, ValueError, IndexError) as exc:
+        except (docker.errors.ContainerError, docker.errors.APIError, ValueError, IndexError) as exc:
             raise ConfigError(
                 f"--base-image {base_image}: `python3` does not run in it ({exc}); the base image needs a python3 "
                 f"with venv and pip, e.g. {settings.DEFAULT_BASE_IMAGE} from `pipeline-plugin base-image`"
