@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label", action="append", default=[], metavar="NAME=VALUE", help="extra label on the deployment (repeatable)")
     p.add_argument("--namespace", help="Kubernetes namespace (default: the kubeconfig context's)")
     p.add_argument("--dry-run", action="store_true", help="print what would be deployed (Kubernetes: the manifests) and change nothing")
-    p.add_argument("--ready-timeout", type=float, default=180.0, help="seconds the new version has to get ready (default 180)")
+    p.add_argument("--ready-timeout", type=float, default=None,
+                   help="seconds the new version has to get ready (default 180; kubernetes: the whole rollout, default 600)")
     p.add_argument("--state-dir", type=Path, help="state dir (default $PIPELINE_PLUGIN_STATE_DIR)")
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -102,8 +103,12 @@ def run(args: argparse.Namespace) -> int:
     target = get_target(target_name)
     if target_name == "kubernetes" and args.namespace:
         target.namespace = args.namespace
-    if hasattr(target, "ready_timeout"):
-        target.ready_timeout = args.ready_timeout
+    if args.ready_timeout is not None:
+        if args.ready_timeout <= 0:
+            raise ConfigError(f"--ready-timeout is {args.ready_timeout}; give a number of seconds greater than 0")
+        for attribute in ("ready_timeout", "rollout_timeout"):  # docker/process; kubernetes
+            if hasattr(target, attribute):
+                setattr(target, attribute, args.ready_timeout)
     history = _history()
     progress = Progress()
     try:
