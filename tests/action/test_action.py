@@ -278,4 +278,8 @@ def test_deploy_stage_records_a_github_deployment_even_when_it_fails(repo, runne
         assert states == ["in_progress", "failure"]
         assert server.calls("repos/create-deployment-status")[1].body["log_url"] == "https://github.com/acme/models/actions/runs/4242"
         assert "ghs_x" not in run.stdout + run.stderr
+        # the glance report in the job summary says what failed
+        assert "### Deployed" in run.summary, run.stderr + run.stdout
+        assert "| outcome | `failed: image '127.0.0.1:9/missing/iris:12'" in run.summary
+        assert "| model | `iris` |" in run.summary and "| version | `12` |" in run.summary
     server.assert_clean()

@@ -75,8 +75,11 @@ def test_action_stages_use_existing_commands_and_flags():
         assert stage in flags, f"action stage {stage} is not a command"
         used = set(re.findall(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)", body))
         assert used <= flags[stage], f"{stage}: {sorted(used - flags[stage])}"
-    ci = set(re.findall(r"(--[a-z-]+)", script[script.index("pipeline-plugin ci-deployment"):]))
-    assert {"--environment", "--state", "--model", "--version"} <= ci <= flags["ci-deployment"] | {"--"}
+    for command in ("ci-deployment", "ci-summary"):
+        start = script.index(f"pipeline-plugin {command}")
+        call = script[start:script.index("||", start)]
+        used = set(re.findall(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)", call))
+        assert used and used <= flags[command], (command, sorted(used - flags[command]))
 
 
 def test_workflow_steps_only_pass_inputs_the_action_declares():
