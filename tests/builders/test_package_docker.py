@@ -401,3 +401,28 @@ def test_no_code_onnx_model(docker_client, built, tmp_path, base_image):
         assert named.json()["Y"][0][0] == pytest.approx(expected[0])
     finally:
         stop(running)
+
+
+def test_conda_file_pip_section_gives_the_same_dependency_layers(docker_client, example, built, tmp_path, base_image):
+    """A conda file whose pip section equals the example's requirements.txt installs the same venv
+    (the dependency layers come from the cache of the requirements.txt build)."""
+    first, _ = example
+    pins = (EXAMPLE / "requirements.txt").read_text().split()
+    env = tmp_path / "environment.yml"
+    env.write_text(
+        "name: churn\nchannels: [conda-forge]\ndependencies:\n  - python=3.11\n  - pip\n  - pip:\n"
+        + "".join(f"      - {p}\n" for p in pins)
+    )
+    spec = example_spec(base_image=base_image, image=f"pp-test-conda-{SUFFIX}:1", requirements=None, conda=env)
+    result = package(spec)
+    built.append(result.image)
+
+    def venv_layers(image: str) -> list[str]:
+        # base file system, useradd, the venv copied from the deps stage
+        return docker_client.images.get(image).attrs["RootFS"]["Layers"][:3]
+
+    assert venv_layers(result.image) == venv_layers(first.image)
+    check = docker_client.containers.run(
+        result.image, ["python", "-c", "import sklearn; print(sklearn.__version__)"], remove=True
+    )
+    assert check.decode().strip() == pins[0].split("==")[1]
