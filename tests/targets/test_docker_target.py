@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -103,8 +104,13 @@ def test_update_switches_with_zero_failed_requests(target, app_images, service, 
     target.created.append((service, "staging"))
     old = target.create(spec(service, app_images["1"], keys=("k",)))
     port = old.details["port"]
+    slow: list = []  # a request still running at the switch must finish on the old version
+    slow_thread = threading.Thread(target=lambda: slow.append(request(port, "POST", "/score", {"data": 0, "sleep": 3}, key="k")))
     with LoadLoop(port, key="k", workers=4, max_requests=3000) as load:
+        slow_thread.start()
         new = target.update(spec(service, app_images["2"], keys=("k",)))
+    slow_thread.join(timeout=30)
+    assert slow == [(200, {"version": "1", "result": 0})]
     assert load.failures == [], load.failures[:5]
     assert load.versions["1"] > 0 and load.versions["2"] > 0, load.versions
     assert new.version == "2" and new.details["port"] == port and new.scoring_uri == old.scoring_uri
