@@ -45,6 +45,7 @@ _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _OK_FLAG = (b"x-ms-run-function-failed", b"False")
 _FAIL_FLAG = (b"x-ms-run-function-failed", b"True")
 _SERVER = (b"x-ms-server-version", SERVER_VERSION.encode())
+_PLAIN = (dict, list, str, int, float, bool)  # run() results that are JSON as they are
 
 
 class ScoringTimeout(BaseException):
@@ -400,8 +401,8 @@ class ScoringApp:
 
         # --- the response
         timing = (b"x-ms-run-fn-exec-ms", f"{elapsed_ms:.3f}".encode())
-        if isinstance(output, aml.AMLResponse) or (
-                hasattr(output, "status_code") and hasattr(output, "get_data") and hasattr(output, "headers")):
+        if type(output) not in _PLAIN and (isinstance(output, aml.AMLResponse) or (
+                hasattr(output, "status_code") and hasattr(output, "get_data") and hasattr(output, "headers"))):
             return self._user_response(output, timing)
         if output is None:
             return 200, b"{}", [_JSON, _OK_FLAG, timing]
