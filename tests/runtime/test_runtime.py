@@ -420,3 +420,13 @@ def test_asyncio_loop_serves_too(runtime):
     with httpx.Client(base_url=rt.url) as c:  # one keep-alive connection, several requests
         for _ in range(5):
             assert c.post("/score", json={"sleep": 0}).status_code == 200
+
+
+def test_runs_without_inference_schema_installed(runtime, tmp_path):
+    """Lean images may lack inference-schema: undecorated scripts and their swagger still work."""
+    blocker = tmp_path / "blocker" / "inference_schema"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('inference_schema is not installed here')\n")
+    rt = runtime("slow_score.py", {"PYTHONPATH": str(tmp_path / "blocker")})
+    assert rt.client.post("/score", json={"sleep": 0}).json()["slept"] == 0
+    assert rt.client.get("/swagger.json").json()["definitions"]["ServiceInput"] == {"type": "object", "example": {}}
