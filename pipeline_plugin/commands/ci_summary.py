@@ -30,6 +30,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--result", required=True, metavar="FILE", help="the stage's --json output")
     parser.add_argument("--model", default="")
     parser.add_argument("--version", default="")
+    parser.add_argument(
+        "--set-outputs",
+        action="store_true",
+        help="also publish image, digest and scoring-uri from the result as CI outputs (GitHub step outputs, "
+        "Azure output variables, GitLab dotenv) when the stage did not",
+    )
+    parser.add_argument("--no-summary", action="store_true", help="do not write the summary")
     output.add_json_flag(parser)
     parser.set_defaults(func=run)
 
@@ -88,6 +95,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not isinstance(data, Mapping):
         return 0
-    markdown = summary_for(args.stage, data, args.model, args.version)
-    output.emit(args, {"summary": markdown}, f"{args.stage} summary added to the job summary")
+    published = publish_outputs(data) if args.set_outputs else {}
+    markdown = "" if args.no_summary else summary_for(args.stage, data, args.model, args.version)
+    output.emit(args, {"summary": markdown, "outputs": published},
+                f"{args.stage}: " + ("summary written" if markdown else "no summary")
+                + (f", outputs {', '.join(published)}" if published else ""))
     return 0
+
+
+def publish_outputs(data: Mapping[str, Any]) -> dict[str, str]:
+    """image, digest and scoring-uri from a stage result, unless the stage already published them."""
+    import os
+
+    from .ci_deployment import step_outputs
+
+    values = {"image": data.get("image"), "digest": data.get("digest"), "scoring-uri": data.get("scoring_uri")}
+    present = step_outputs(os.environ["GITHUB_OUTPUT"]) if os.environ.get("GITHUB_OUTPUT") else {}
+    outputs = {k: str(v) for k, v in values.items() if isinstance(v, str) and v and not present.get(k)}
+    if outputs:
+        ci_output.set_outputs(outputs)
+    return outputs

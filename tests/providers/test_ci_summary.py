@@ -41,3 +41,26 @@ def test_unreadable_result_only_warns(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     assert main(["ci-summary", "--stage", "deploy", "--result", str(tmp_path / "none.json")]) == 0
     assert "::warning::no summary for deploy" in capsys.readouterr().out
+
+
+def test_set_outputs_publishes_what_the_stage_did_not(tmp_path, monkeypatch):
+    from pipeline_plugin.stages.package import PackageResult  # the package command's real --json shape
+
+    fields = PackageResult.__dataclass_fields__
+    kwargs = {name: None for name in fields}
+    kwargs.update(image="localhost:5000/models/iris:7", image_id="sha256:1", digest="sha256:feed", labels={})
+    result = tmp_path / "package.json"
+    result.write_text(json.dumps(PackageResult(**kwargs).to_dict()))
+    monkeypatch.setenv("GITLAB_CI", "true")
+    monkeypatch.setenv("PIPELINE_PLUGIN_DOTENV", str(tmp_path / "pipeline-plugin.env"))
+    assert main(["ci-summary", "--stage", "package", "--result", str(result), "--set-outputs", "--no-summary"]) == 0
+    assert (tmp_path / "pipeline-plugin.env").read_text() == "IMAGE=localhost:5000/models/iris:7\nDIGEST=sha256:feed\n"
+
+    # under GitHub, an output the stage already wrote is left alone
+    monkeypatch.delenv("GITLAB_CI")
+    out = tmp_path / "github_output"
+    out.write_text("image<<EOF_1\nlocalhost:5000/models/iris:7\nEOF_1\n")
+    monkeypatch.setenv("GITHUB_OUTPUT", str(out))
+    assert main(["ci-summary", "--stage", "package", "--result", str(result), "--set-outputs", "--no-summary"]) == 0
+    text = out.read_text()
+    assert text.count("image<<") == 1 and "digest<<" in text and "sha256:feed" in text
