@@ -176,15 +176,13 @@ class DockerTarget:
                     old = self.client().containers.get(record["container_id"])
                 except docker.errors.NotFound:
                     old = None
-                if (
-                    old is not None
-                    and old.status == "running"
-                    and record.get("spec_hash") == wanted
-                    and address.running()
-                    and address.served_generation(port) == str(record.get("generation"))
-                ):
-                    progress(f"{spec.service}/{spec.env} already runs {image.id[:19]} at 127.0.0.1:{port}")
-                    return self._refresh(state, record)
+                if old is not None and old.status == "running" and record.get("spec_hash") == wanted:
+                    if not address.running():  # e.g. after a reboot: Docker restarted the container
+                        progress(f"restarting the stable address 127.0.0.1:{port} for {spec.service}/{spec.env}")
+                        address.switch(port, f"127.0.0.1:{record['host_port']}", str(record["generation"]), progress)
+                    if address.served_generation(port) == str(record.get("generation")):
+                        progress(f"{spec.service}/{spec.env} already runs {image.id[:19]} at 127.0.0.1:{port}")
+                        return self._refresh(state, record)
 
             if spec.replicas > 1:
                 progress(f"note: the docker target runs one container per environment; replicas={spec.replicas} applies on kubernetes")

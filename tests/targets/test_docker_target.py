@@ -13,6 +13,7 @@ import pytest
 from pipeline_plugin.errors import ConfigError, NotFoundError, StageFailed
 from pipeline_plugin.targets import DeploymentSpec, get_target
 from pipeline_plugin.targets.docker import LABEL, DockerTarget
+from pipeline_plugin.targets.nginx_proxy import StableAddress
 from tests.conftest import unused_port
 
 from .loadgen import LoadLoop
@@ -84,12 +85,18 @@ def test_deploy_serves_at_the_stable_address_with_limits_env_keys_and_labels(tar
     assert fresh.get(service, "production") is None
 
 
-def test_create_and_delete_are_idempotent(target, app_images, service, docker_client):
+def test_create_and_delete_are_idempotent(target, app_images, service, docker_client, state_dir):
     target.created.append((service, "staging"))
     first = target.create(spec(service, app_images["1"]))
     again = target.create(spec(service, app_images["1"]))
     assert again.details["container_id"] == first.details["container_id"]
     port = first.details["port"]
+    # the address's nginx gone (a reboot): get says so, create brings it back for the same container
+    StableAddress(state_dir / "targets" / "docker" / service / "staging", "test").stop()
+    assert target.get(service, "staging").status == "failed"
+    revived = target.create(spec(service, app_images["1"]))
+    assert revived.status == "running" and revived.details["container_id"] == first.details["container_id"]
+    assert request(port, "GET", "/")[0] == 200
     target.delete(service, "staging")
     target.delete(service, "staging")
     assert target.get(service, "staging") is None
