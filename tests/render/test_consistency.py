@@ -103,3 +103,35 @@ def test_workflow_job_outputs_name_outputs_the_action_has():
             step = next(s for s in job["steps"] if s.get("id") == m.group(1))
             if "uses" in step:
                 assert m.group(2) in action_outputs, m.group(2)
+
+
+def _scripts(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("bash", "script", "run", "before_script"):
+                yield from (value if isinstance(value, list) else [value])
+            else:
+                yield from _scripts(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _scripts(item)
+
+
+@pytest.mark.parametrize("provider", ["github", "azure-pipelines", "gitlab", "action.yml"])
+def test_every_script_is_valid_bash(provider, tmp_path):
+    import subprocess
+
+    if provider == "action.yml":
+        doc = ACTION
+    else:
+        doc = yaml.safe_load(render_pipeline(provider, event(), "r", {"approval": True}).text)
+    scripts = [s for s in _scripts(doc) if isinstance(s, str)]
+    assert scripts
+    for i, script in enumerate(scripts):
+        path = tmp_path / f"s{i}.sh"
+        path.write_text(script)
+        # GitLab runs job scripts with sh where the image has no bash: keep them POSIX
+        shells = ["bash", "dash"] if provider == "gitlab" else ["bash"]
+        for shell in shells:
+            proc = subprocess.run([shell, "-n", str(path)], capture_output=True, text=True)
+            assert proc.returncode == 0, f"{provider} script {i} ({shell}): {proc.stderr}\n{script}"
