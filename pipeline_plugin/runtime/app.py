@@ -169,7 +169,11 @@ class ScoringApp:
                     signal.signal(signal.SIGALRM, self._on_alarm)
                 else:
                     self.pool = ThreadPoolExecutor(max(1, self.cfg.threads), thread_name_prefix="score")
-                threading.Thread(target=self.load_and_init, name="init", daemon=True).start()
+                if self.cfg.threads == 1:
+                    # init() and run() on the same thread, for objects bound to their creating thread
+                    self.pool.submit(self.load_and_init)
+                else:
+                    threading.Thread(target=self.load_and_init, name="init", daemon=True).start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.pool is not None:

@@ -41,6 +41,12 @@ def test_get_score_passes_query_parameters_as_json(runtime):
     assert r.json()["slept"] == 0
 
 
+def test_one_scoring_thread_runs_init_and_run_on_the_same_thread(runtime):
+    rt = runtime("sqlite_score.py", {"PIPELINE_PLUGIN_SCORING_THREADS": "1"})
+    r = rt.client.post("/score", json={"k": 2})
+    assert (r.status_code, r.json()) == (200, {"sum": 12})
+
+
 def test_request_ids_are_echoed_or_generated(runtime):
     rt = runtime("slow_score.py")
     r = rt.client.post("/score", json={"sleep": 0})
