@@ -168,6 +168,12 @@ class AMLRequest:
         return self._body
 
     @property
+    def stream(self):
+        import io
+
+        return io.BytesIO(self._body)
+
+    @property
     def content_type(self) -> str | None:
         return self.headers.get("content-type")
 
