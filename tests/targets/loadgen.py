@@ -11,10 +11,11 @@ from collections import Counter
 
 class LoadLoop:
     """``workers`` threads POST /score (each on a fresh connection, holding the request
-    ``hold_s`` in the app) until stopped or ``max_requests`` were sent in total."""
+    ``hold_s`` in the app) until stopped or ``max_requests`` were sent in total; ``sessions`` more
+    threads do the same over keep-alive connections (a ``requests.Session`` each, as most clients)."""
 
     def __init__(self, port: int, key: str | None = None, workers: int = 4, hold_s: float = 0.05, max_requests: int = 5000,
-                 body: str | None = None):
+                 body: str | None = None, sessions: int = 0):
         self.port = port
         self.headers = {"Content-Type": "application/json"}
         if key:
@@ -28,25 +29,43 @@ class LoadLoop:
         self.failures: list[str] = []
         self.versions: Counter[str] = Counter()
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+        self.threads += [threading.Thread(target=self._run_session, daemon=True) for _ in range(sessions)]
+
+    def _take(self) -> bool:
+        with self.lock:
+            if self.sent >= self.max_requests:
+                return False
+            self.sent += 1
+            return True
+
+    def _count(self, status: int, data: bytes) -> None:
+        with self.lock:
+            if status == 200:
+                self.ok += 1
+                answer = json.loads(data)
+                self.versions[str(answer.get("version", "?")) if isinstance(answer, dict) else "?"] += 1
+            else:
+                self.failures.append(f"HTTP {status}: {data[:200]!r}")
+
+    def _run_session(self) -> None:
+        import requests
+
+        with requests.Session() as session:
+            while not self.stop_event.is_set() and self._take():
+                try:
+                    resp = session.post(f"http://127.0.0.1:{self.port}/score", data=self.body, headers=self.headers, timeout=30)
+                    self._count(resp.status_code, resp.content)
+                except Exception as exc:  # noqa: BLE001 - every failure counts
+                    with self.lock:
+                        self.failures.append(f"keep-alive: {exc!r}")
 
     def _run(self) -> None:
-        while not self.stop_event.is_set():
-            with self.lock:
-                if self.sent >= self.max_requests:
-                    return
-                self.sent += 1
+        while not self.stop_event.is_set() and self._take():
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
             try:
                 conn.request("POST", "/score", body=self.body, headers=self.headers)
                 resp = conn.getresponse()
-                data = resp.read()
-                with self.lock:
-                    if resp.status == 200:
-                        self.ok += 1
-                        answer = json.loads(data)
-                        self.versions[str(answer.get("version", "?")) if isinstance(answer, dict) else "?"] += 1
-                    else:
-                        self.failures.append(f"HTTP {resp.status}: {data[:200]!r}")
+                self._count(resp.status, resp.read())
             except Exception as exc:  # noqa: BLE001 - every failure counts
                 with self.lock:
                     self.failures.append(repr(exc))

@@ -113,7 +113,7 @@ def test_update_switches_with_zero_failed_requests(target, app_images, service, 
     port = old.details["port"]
     slow: list = []  # a request still running at the switch must finish on the old version
     slow_thread = threading.Thread(target=lambda: slow.append(request(port, "POST", "/score", {"data": 0, "sleep": 3}, key="k")))
-    with LoadLoop(port, key="k", workers=4, max_requests=3000) as load:
+    with LoadLoop(port, key="k", workers=3, sessions=2, max_requests=3000) as load:
         slow_thread.start()
         new = target.update(spec(service, app_images["2"], keys=("k",)))
     slow_thread.join(timeout=30)

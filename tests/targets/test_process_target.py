@@ -108,7 +108,7 @@ def test_deploy_update_with_zero_failed_requests_and_get_from_a_fresh_target(tar
     assert post(port, {"data": 1}, key="k") == (200, {"version": "1", "result": 1})
     assert target.create(DeploymentSpec(service=service, env="staging", image=str(v1), keys=("k",), environment={"APP_X": "y"})).details["pid"] == d1.details["pid"]
 
-    with LoadLoop(port, key="k", workers=4, max_requests=3000) as load:
+    with LoadLoop(port, key="k", workers=3, sessions=2, max_requests=3000) as load:
         d2 = target.update(DeploymentSpec(service=service, env="staging", image=str(v2), keys=("k",)))
     assert load.failures == [], load.failures[:5]
     assert load.versions["1"] > 0 and load.versions["2"] > 0

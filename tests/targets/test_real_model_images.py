@@ -55,7 +55,7 @@ def test_docker_target_serves_and_updates_a_real_model_with_zero_failed_requests
         d1 = target.create(DeploymentSpec(service=service, env="staging", image=churn_images["1"], cpu_cores=1, memory_gb=1, keys=("ck",)))
         assert (d1.model, d1.version) == ("churn", "1")
         assert score(d1.scoring_uri, sample, "ck")["predictions"] == expected["predictions"]
-        with LoadLoop(d1.details["port"], key="ck", workers=3, max_requests=2000, body=sample.decode()) as load:
+        with LoadLoop(d1.details["port"], key="ck", workers=2, sessions=2, max_requests=2000, body=sample.decode()) as load:
             d2 = target.update(DeploymentSpec(service=service, env="staging", image=churn_images["2"], cpu_cores=1, memory_gb=1, keys=("ck",)))
         assert load.failures == [], load.failures[:5]
         assert load.ok > 0 and d2.version == "2" and d2.scoring_uri == d1.scoring_uri
