@@ -98,6 +98,11 @@ class DockerTarget:
             pass
         except docker.errors.APIError as exc:
             raise ServiceError(f"Docker could not look up image {ref!r}: {exc.explanation or exc}") from None
+        if Path(ref).is_dir():
+            raise ConfigError(
+                f"image {ref!r} is a folder; the docker target runs images. Build it with `pipeline-plugin package` "
+                "(or `docker build` in that folder), or deploy the folder with --target process"
+            )
         if ref.startswith("sha256:"):
             raise NotFoundError(f"image {ref!r} is not on this Docker Engine; package it first or pass an image reference")
         progress(f"pulling {ref}")

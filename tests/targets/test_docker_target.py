@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -149,6 +150,8 @@ def test_a_version_that_never_gets_ready_or_crashes_leaves_the_old_one_serving(a
 def test_bad_input_is_named(target, app_images, service):
     with pytest.raises(NotFoundError, match="sha256:0000"):
         target.create(spec(service, "sha256:" + "0" * 64))
+    with pytest.raises(ConfigError, match="--target process"):
+        target.create(spec(service, str(Path(__file__).parent)))
     with pytest.raises(ConfigError, match="service 'Bad_Name'"):
         target.create(spec("Bad_Name", app_images["1"]))
     with socket.socket() as busy:
