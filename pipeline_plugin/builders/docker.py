@@ -449,6 +449,13 @@ def image_labels(spec: PackageSpec, digest: str, entry: str) -> dict[str, str]:
     return {k: _label_value(v) for k, v in labels.items()}
 
 
+def dockerfile_quote(value: str) -> str:
+    """A Dockerfile double-quoted word that stays literal: no line breaks, and neither quotes,
+    backslashes nor ``$`` (variable substitution) keep their meaning."""
+    value = _label_value(value)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
 def render_dockerfile(base_image: str, entry_script: str, model_dir: str, labels: dict[str, str]) -> str:
     import jinja2
 
@@ -459,13 +466,14 @@ def render_dockerfile(base_image: str, entry_script: str, model_dir: str, labels
         keep_trailing_newline=True,
         autoescape=False,
     )
+    env.filters["dockerfile_quote"] = dockerfile_quote
     return env.get_template("Dockerfile.j2").render(
         plugin_version=__version__,
         base_image=base_image,
         uid=UID,
         port=settings.RUNTIME_PORT,
-        entry_script=json.dumps(entry_script),
-        model_dir=json.dumps(model_dir),
+        entry_script=dockerfile_quote(entry_script),
+        model_dir=dockerfile_quote(model_dir),
         labels=labels,
     )
 

@@ -426,3 +426,14 @@ def test_conda_file_pip_section_gives_the_same_dependency_layers(docker_client, 
         result.image, ["python", "-c", "import sklearn; print(sklearn.__version__)"], remove=True
     )
     assert check.decode().strip() == pins[0].split("==")[1]
+
+
+def test_label_values_from_events_stay_literal(docker_client, built, base_image):
+    """Registry names come from webhook events: quotes, backslashes, `$` and non-ASCII must reach
+    the label unchanged (no Dockerfile variable substitution, no injected instructions)."""
+    registry = 'https://reg.example/$HOME/${PATH} "q" \\ ünï'
+    result = package(example_spec(base_image=base_image, image=f"pp-test-labels-{SUFFIX}:1", registry=registry))
+    built.append(result.image)
+    labels = docker_client.images.get(result.image).attrs["Config"]["Labels"]
+    assert labels["io.pipeline-plugin.model.registry"] == registry
+    assert result.labels["io.pipeline-plugin.model.registry"] == registry
