@@ -121,6 +121,11 @@ def validate(spec: PackageSpec) -> None:
     if spec.entry_script is not None and resolve_entry_script(spec) is None:
         where = f" (looked in --source-dir {spec.source_dir} and the current folder)" if spec.source_dir else ""
         raise ConfigError(f"--entry-script {spec.entry_script}: no such file{where}; pass the path of score.py")
+    if spec.entry_script is None and spec.source_dir is not None:
+        raise ConfigError(
+            f"--source-dir {spec.source_dir} was given without --entry-script; pass the script in that folder "
+            "(e.g. --entry-script score.py), or drop --source-dir for no-code packaging"
+        )
     if spec.entry_script is None and len(spec.models) != 1:
         raise ConfigError(
             "no --entry-script: no-code packaging serves exactly one model (an MLflow model folder or an "

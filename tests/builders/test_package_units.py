@@ -350,3 +350,8 @@ def test_wheelhouse_resolves_from_the_host_cache_and_remembers_the_resolution(tm
     assert wheelhouse.prepare(req, tmp_path / "ctx2", cache=cache, progress=said.append) == names
     assert any("same requirements as an earlier build" in line for line in said)
     assert oct((tmp_path / "ctx2" / names[0]).stat().st_mode & 0o777) == "0o644"
+
+
+def test_validate_source_dir_needs_an_entry_script(tmp_path):
+    with pytest.raises(ConfigError, match="--source-dir .* was given without --entry-script"):
+        builder.validate(_spec(tmp_path, entry_script=None, source_dir=tmp_path))
