@@ -80,6 +80,7 @@ def pip_line(conda_entry: str) -> str:
     if not match:
         return conda_entry
     name, spec = match.group("name"), match.group("spec").replace(" ", "")
+    spec = re.sub(r"^(=?[0-9][0-9A-Za-z.*]*)=[^=,<>!]+$", r"\1", spec)  # drop a build string: =1.26.4=py311h...
     if not spec:
         return name
     if re.match(r"^=?[0-9][0-9A-Za-z.*]*$", spec):  # "=1.26" or "1.26": conda's fuzzy match

@@ -355,3 +355,17 @@ def test_wheelhouse_resolves_from_the_host_cache_and_remembers_the_resolution(tm
 def test_validate_source_dir_needs_an_entry_script(tmp_path):
     with pytest.raises(ConfigError, match="--source-dir .* was given without --entry-script"):
         builder.validate(_spec(tmp_path, entry_script=None, source_dir=tmp_path))
+
+
+@pytest.mark.parametrize(
+    "conda_spec, pip",
+    [
+        ("numpy=1.26", "numpy==1.26.*"),
+        ("numpy=1.26.4", "numpy==1.26.4"),
+        ("numpy=1.26.4=py311h64a7726_0", "numpy==1.26.4"),
+        ("numpy>=1.20", "numpy>=1.20"),
+        ("conda-forge::numpy", "numpy"),
+    ],
+)
+def test_conda_spec_to_pip_suggestion(conda_spec, pip):
+    assert conda.pip_line(conda_spec) == pip
