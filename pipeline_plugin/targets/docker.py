@@ -50,6 +50,7 @@ def spec_hash(spec: DeploymentSpec, image_id: str, port: int) -> str:
         "environment": dict(sorted(spec.environment.items())),
         "keys": hashlib.sha256("\n".join(spec.keys).encode()).hexdigest(),
         "labels": dict(sorted(spec.labels.items())),
+        "replicas": spec.replicas,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -166,8 +167,6 @@ class DockerTarget:
 
     # -- internals ---------------------------------------------------------------------------
     def _apply(self, spec: DeploymentSpec, progress: ProgressFn) -> Deployment:
-        import docker
-
         state = self._state(spec.service, spec.env)
         with state.locked():
             image = self._image(spec.image, progress)
@@ -175,62 +174,74 @@ class DockerTarget:
             address = self._address(state)
             port = spec.port or (record or {}).get("port") or pick_port()
             wanted = spec_hash(spec, image.id, port)
-            old = None
-            if record is not None:
-                try:
-                    old = self.client().containers.get(record["container_id"])
-                except docker.errors.NotFound:
-                    old = None
-                if old is not None and old.status == "running" and record.get("spec_hash") == wanted:
-                    if not address.running():  # e.g. after a reboot: Docker restarted the container
-                        progress(f"restarting the stable address 127.0.0.1:{port} for {spec.service}/{spec.env}")
-                        address.switch(port, f"127.0.0.1:{record['host_port']}", str(record["generation"]), progress)
-                    if address.served_generation(port) == str(record.get("generation")):
-                        progress(f"{spec.service}/{spec.env} already runs {image.id[:19]} at 127.0.0.1:{port}")
-                        return self._refresh(state, record)
+            old_running = record is not None and all(self._is_running(c) for c in _ids(record))
+            if old_running and record is not None and record.get("spec_hash") == wanted:
+                if not address.running():  # e.g. after a reboot: Docker restarted the containers
+                    progress(f"restarting the stable address 127.0.0.1:{port} for {spec.service}/{spec.env}")
+                    address.switch(port, _upstreams(record), str(record["generation"]), progress)
+                if address.served_generation(port) == str(record.get("generation")):
+                    progress(f"{spec.service}/{spec.env} already runs {image.id[:19]} at 127.0.0.1:{port}")
+                    return self._refresh(state, record)
 
-            if spec.replicas > 1:
-                progress(f"note: the docker target runs one container per environment; replicas={spec.replicas} applies on kubernetes")
             generation = int((record or {}).get("generation") or 0) + 1
-            container, host_port = self._start(spec, image, port, wanted, generation, progress)
-            what = f"container {container.name}"
+            started: list[tuple[Any, int]] = []
             try:
-                wait_ready("127.0.0.1", host_port, self.ready_timeout, lambda: self._exited(container), progress, what)
-                progress(f"{what} is ready")
-                address.switch(port, f"127.0.0.1:{host_port}", str(generation), progress)
+                for _ in range(spec.replicas):
+                    started.append(self._start(spec, image, port, wanted, generation, progress))
+                for container, host_port in started:
+                    what = f"container {container.name}"
+                    try:
+                        wait_ready("127.0.0.1", host_port, self.ready_timeout, lambda c=container: self._exited(c), progress, what)
+                    except BaseException:
+                        logs = self._logs(container)
+                        if logs:
+                            progress(f"last lines of {what}:\n{logs}")
+                        raise
+                    progress(f"{what} is ready")
+                address.switch(port, [f"127.0.0.1:{hp}" for _c, hp in started], str(generation), progress)
             except BaseException:
-                logs = self._logs(container)
-                if record is not None and old is not None and address.running():
+                if record is not None and old_running and address.running():
                     self._switch_back(address, record, progress)
-                self._remove(container)
-                if logs:
-                    progress(f"last lines of {what}:\n{logs}")
+                for container, _hp in started:
+                    self._remove(container)
                 raise
-            deployment = self._deployment(spec, container, image, port)
+            first = started[0][0]
+            deployment = self._deployment(spec, [c for c, _hp in started], image, port)
             new_record = {
                 "port": port,
                 "generation": generation,
-                "container_id": container.id,
-                "container": container.name,
-                "host_port": host_port,
+                "container_id": first.id,  # the first replica (all: container_ids)
+                "container": first.name,
+                "host_port": started[0][1],
+                "container_ids": [c.id for c, _hp in started],
+                "host_ports": [hp for _c, hp in started],
                 "spec_hash": wanted,
                 "deployment": deployment.to_dict(),
             }
             state.write(new_record)
             if record is not None:
                 state.append_history(record["deployment"], "replaced", replaced_by=image.id)
+            keep = set(new_record["container_ids"])
             for other in self._containers(spec.service, spec.env):
-                if other.id != container.id:
+                if other.id not in keep:
                     progress(f"stopping the previous container {other.name}")
                     self._remove(other)
             return self._refresh(state, new_record)
 
+    def _is_running(self, container_id: str) -> bool:
+        import docker
+
+        try:
+            return self.client().containers.get(container_id).status == "running"
+        except docker.errors.NotFound:
+            return False
+
     @staticmethod
     def _switch_back(address: StableAddress, record: dict[str, Any], progress: ProgressFn) -> None:
-        """After a failed switch, point nginx at the previous container again (a no-op when it
-        never left it), so that removing the new container cannot take the address down."""
+        """After a failed switch, point nginx at the previous containers again (a no-op when it
+        never left them), so that removing the new ones cannot take the address down."""
         try:
-            address.switch(record["port"], f"127.0.0.1:{record['host_port']}", str(record["generation"]), progress)
+            address.switch(record["port"], _upstreams(record), str(record["generation"]), progress)
         except Exception as exc:  # noqa: BLE001 - report, and let the original error surface
             progress(f"warning: could not point 127.0.0.1:{record['port']} back at {record['container']}: {exc}")
 
@@ -334,7 +345,8 @@ class DockerTarget:
             if "already in progress" not in str(exc):
                 raise ServiceError(f"Docker could not remove container {container.name}: {exc}") from None
 
-    def _deployment(self, spec: DeploymentSpec, container: Any, image: Any, port: int) -> Deployment:
+    def _deployment(self, spec: DeploymentSpec, containers: list[Any], image: Any, port: int) -> Deployment:
+        container = containers[0]
         container.reload()
         labels = container.labels or {}
         host = container.attrs.get("HostConfig", {})
@@ -352,6 +364,8 @@ class DockerTarget:
                 "port": port,
                 "container": container.name,
                 "container_id": container.id,
+                "containers": [c.name for c in containers],
+                "replicas": len(containers),
                 "cpu_cores": (host.get("NanoCpus") or 0) / 1e9 or None,
                 "memory_gb": (host.get("Memory") or 0) / 1024**3 or None,
                 "environment": {str(k): str(v) for k, v in spec.environment.items()},
@@ -366,18 +380,27 @@ class DockerTarget:
 
         d = Deployment(**record["deployment"])
         reasons = []
-        try:
-            container = self.client().containers.get(record["container_id"])
-            if container.status != "running":
-                reasons.append(f"container {container.name} is {container.status}")
-        except docker.errors.NotFound:
-            reasons.append(f"container {record.get('container')} is gone")
+        for container_id in _ids(record):
+            try:
+                container = self.client().containers.get(container_id)
+                if container.status != "running":
+                    reasons.append(f"container {container.name} is {container.status}")
+            except docker.errors.NotFound:
+                reasons.append(f"container {container_id[:12]} is gone")
         if not self._address(state).running():
             reasons.append(f"nginx for 127.0.0.1:{record['port']} is not running")
         d.status = "running" if not reasons else "failed"
         if reasons:
             d.details = {**d.details, "problems": reasons}
         return d
+
+
+def _ids(record: dict[str, Any]) -> list[str]:
+    return list(record.get("container_ids") or [record["container_id"]])
+
+
+def _upstreams(record: dict[str, Any]) -> list[str]:
+    return [f"127.0.0.1:{hp}" for hp in (record.get("host_ports") or [record["host_port"]])]
 
 
 TARGET = DockerTarget()

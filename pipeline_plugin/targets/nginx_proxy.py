@@ -34,7 +34,7 @@ DRAIN_TIMEOUT_S = 120
 
 _CONF = """\
 # managed by pipeline-plugin: the stable address of {label}
-# generation {generation}; upstream {upstream}
+# generation {generation}; upstream {upstream_list}
 {user}daemon on;
 worker_processes 1;
 pid {prefix}/nginx.pid;
@@ -53,7 +53,7 @@ http {{
     upstream deployment {{
         # no upstream keepalive: on loopback a connection per request costs ~nothing, and a pooled
         # connection the runtime closes when idle could fail a POST that nginx must not retry
-        server {upstream} max_fails=0;
+{servers}
     }}
     server {{
         listen 127.0.0.1:{port};
@@ -162,20 +162,24 @@ class StableAddress:
     def switch(
         self,
         port: int,
-        upstream: str,
+        upstream: str | list[str],
         generation: str,
         progress: Callable[[str], None] = lambda _m: None,
         timeout: float = 30.0,
     ) -> None:
-        """Point the stable address at ``upstream`` (host:port) and return once no request can
-        still reach the previous upstream (new config answering, old workers gone)."""
+        """Point the stable address at ``upstream`` (host:port, or several: round robin) and return
+        once no request can still reach the previous upstream (new config answering, old workers gone)."""
+        servers = [upstream] if isinstance(upstream, str) else list(upstream)
+        if not servers:
+            raise ValueError("switch needs at least one upstream")
         nginx = nginx_binary()
         for sub in ("tmp", "logs"):
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         text = _CONF.format(
             label=self.label,
             generation=generation,
-            upstream=upstream,
+            upstream_list=" ".join(servers),
+            servers="\n".join(f"        server {server} max_fails=0;" for server in servers),
             user=_worker_user(),
             prefix=self.directory,
             drain=DRAIN_TIMEOUT_S,
@@ -214,7 +218,7 @@ class StableAddress:
                 raise ServiceError(f"nginx did not start for {self.label}: {started.stderr.strip() or self._log_tail()}")
             old_workers: set[int] = set()
         else:
-            progress(f"switching 127.0.0.1:{port} to {upstream} (nginx reload)")
+            progress(f"switching 127.0.0.1:{port} to {', '.join(servers)} (nginx reload)")
             old_workers = set(self._workers(pid))
             os.kill(pid, signal.SIGHUP)
         deadline = time.monotonic() + timeout

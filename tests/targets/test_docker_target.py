@@ -167,3 +167,18 @@ def test_get_target_names_the_backends():
     assert get_target("docker").name == "docker"
     with pytest.raises(ConfigError, match="Did you mean 'docker'"):
         get_target("dokcer")
+
+
+def test_replicas_run_behind_one_stable_address(target, app_images, service, docker_client):
+    target.created.append((service, "staging"))
+    first = target.create(spec(service, app_images["1"], replicas=2))
+    port = first.details["port"]
+    assert first.details["replicas"] == 2
+    served_by = {request(port, "GET", "/env")[1]["hostname"] for _ in range(8)}
+    assert len(served_by) == 2  # nginx balances over both containers
+    with LoadLoop(port, workers=2, sessions=1, max_requests=1500) as load:
+        second = target.update(spec(service, app_images["2"], replicas=2))
+    assert load.failures == [], load.failures[:5]
+    running = docker_client.containers.list(all=True, filters={"label": f"{LABEL}service={service}"})
+    assert sorted(c.name for c in running) == sorted(second.details["containers"])
+    assert {c.labels[LABEL + "version"] for c in running} == {"2"}

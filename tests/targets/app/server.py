@@ -10,6 +10,7 @@ so a test can tell which version served a request; ``FAIL_READY=1`` never gets r
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -47,7 +48,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"swagger": "2.0", "info": {"title": "test", "version": VERSION}})
         elif self.path == "/env":
             env = {k: v for k, v in os.environ.items() if k.startswith(("APP_", "AZUREML_", "AML_"))}
-            self._send(200, env | {"uid": os.getuid()})
+            self._send(200, env | {"uid": os.getuid(), "hostname": socket.gethostname()})
         else:
             self._send(404, {"error": "not found"})
 
