@@ -297,7 +297,7 @@ class ProcessTarget:
                     f"{sys.executable}; install them with `{sys.executable} -m pip install -r {package.path / 'requirements.txt'}`"
                 )
             if spec.replicas > 1:
-                progress(f"note: the process target runs one process per environment; replicas={spec.replicas} applies on kubernetes")
+                progress(f"note: the process target runs one process per environment; replicas={spec.replicas} applies on docker and kubernetes")
             if spec.cpu_cores or spec.memory_gb:
                 progress("note: the process target records cpu_cores/memory_gb but does not enforce them")
             self._remember(digest, package.path)
