@@ -326,6 +326,15 @@ def test_cors_allows_configured_origins_only(runtime):
     assert r.headers["access-control-allow-headers"] == "content-type"
 
 
+def test_cors_preflight_needs_no_key_but_the_request_does(runtime):
+    rt = runtime("slow_score.py", {"AML_CORS_ORIGINS": "*", "PIPELINE_PLUGIN_SCORING_KEYS": "k1"})
+    r = rt.client.request("OPTIONS", "/score", headers={"Origin": "https://x.example",
+                                                          "Access-Control-Request-Method": "POST"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+    r = rt.client.post("/score", json={"sleep": 0}, headers={"Origin": "https://x.example"})
+    assert r.status_code == 401 and r.headers["access-control-allow-origin"] == "*"
+
+
 def test_azure_import_path_works_without_azure_installed(runtime):
     rt = runtime("azure_raw_score.py")
     r = rt.client.post("/score", content=b"abc")
