@@ -48,6 +48,7 @@ _REPOSITORY = re.compile(
     r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
 )
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_BASE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
 
 
 # ---------------------------------------------------------------------------- input checks
@@ -111,6 +112,11 @@ def validate(spec: PackageSpec) -> None:
                 "give the path of the registered model's file or folder"
             )
     split_image(spec.image)
+    if not _BASE_REF.match(spec.base_image or ""):
+        raise ConfigError(
+            f"--base-image '{spec.base_image}': not an image reference; use REPOSITORY[:TAG][@DIGEST], "
+            f"e.g. {settings.DEFAULT_BASE_IMAGE}"
+        )
     if spec.requirements and spec.conda:
         raise ConfigError("--requirements and --conda were both given; pass one of them (they are alternatives)")
     for flag, path in (("--requirements", spec.requirements), ("--conda", spec.conda)):

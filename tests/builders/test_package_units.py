@@ -369,3 +369,9 @@ def test_validate_source_dir_needs_an_entry_script(tmp_path):
 )
 def test_conda_spec_to_pip_suggestion(conda_spec, pip):
     assert conda.pip_line(conda_spec) == pip
+
+
+def test_validate_rejects_a_base_image_that_is_not_a_reference(tmp_path):
+    with pytest.raises(ConfigError, match=r"--base-image 'x\nRUN id': not an image reference"):
+        builder.validate(_spec(tmp_path, base_image="x\nRUN id"))
+    builder.validate(_spec(tmp_path, base_image="localhost:5000/base:bookworm@sha256:" + "a" * 64))
