@@ -22,7 +22,7 @@ def register(subparsers) -> None:
         default=settings.default_base_image(),
         help=f"image reference to create (default: ${settings.BASE_IMAGE_ENV} or {settings.DEFAULT_BASE_IMAGE})",
     )
-    parser.add_argument("--mirror", default=None, help="Debian mirror URL (default: http://deb.debian.org/debian)")
+    parser.add_argument("--mirror", default=None, metavar="URL", help="Debian mirror URL (default: http://deb.debian.org/debian)")
     output.add_json_flag(parser)
     parser.set_defaults(func=run)
 

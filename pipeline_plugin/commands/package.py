@@ -26,8 +26,8 @@ def register(subparsers) -> None:
         metavar="NAME:VERSION=PATH",
         help="a registered model version and its local file or folder; repeat for several models",
     )
-    parser.add_argument("--entry-script", type=Path, help="the scoring script with init() and run() (omit for no-code)")
-    parser.add_argument("--source-dir", type=Path, help="folder copied with the entry script (its code and files)")
+    parser.add_argument("--entry-script", type=Path, metavar="FILE", help="the scoring script with init() and run() (omit for no-code)")
+    parser.add_argument("--source-dir", type=Path, metavar="DIR", help="folder copied with the entry script (its code and files)")
     deps = parser.add_mutually_exclusive_group()
     deps.add_argument("--requirements", type=Path, metavar="FILE", help="pip requirements file for the scoring code")
     deps.add_argument("--conda", type=Path, metavar="FILE", help="conda environment file (its pip section is installed)")
