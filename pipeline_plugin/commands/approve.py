@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         keys=(key,) if key else (), history=history, run_id=args.run, cause=req.get("cause"),
         require_approval=True, approved_by=by, run_url=req.get("run_url"),
         smoke_overrides=req.get("smoke_overrides") or None, write_back=req.get("write_back", True),
+        environment=req.get("environment") or None,
         progress=Progress(enabled=not args.json),
     )
     if result.image_id != req.get("image_id"):

@@ -262,7 +262,7 @@ def promote(
         request = {
             "service": service, "from_env": from_env, "to_env": to_env, "target": target_name, "port": port,
             "strategy": strategy, "image_id": source_dep.image_id, "cause": cause, "run_url": run_url,
-            "smoke_overrides": smoke_overrides or {}, "write_back": write_back,
+            "smoke_overrides": smoke_overrides or {}, "write_back": write_back, "environment": environment or {},
         }
         approval = history.request_approval(run_id, service, request)
         if approval.status == "pending":
