@@ -63,10 +63,21 @@ def _call(what: str, fn: Any, *args: Any) -> None:
         raise ServiceError(f"MLflow write-back failed to {what}: {exc}") from exc
 
 
+def _unnamed(info: WritebackInfo) -> dict[str, Any] | None:
+    """A delivery from an MLflow server the listener was not told about (no ``tracking_uri`` in its
+    config, no ``MLFLOW_TRACKING_URI``): nothing to write to, said plainly."""
+    if dict(info.registry).get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    return {"skipped": "the delivery named no MLflow server: set sources.mlflow.tracking_uri in the listener's "
+                       "--config (or MLFLOW_TRACKING_URI) to write aliases and tags back"}
+
+
 class _MlflowWriter:
     name = "mlflow"
 
     def production(self, model: str, version: str, previous_version: str | None, info: WritebackInfo) -> dict[str, Any]:
+        if (skip := _unnamed(info)) is not None:
+            return skip
         client = _client(info)
         written: dict[str, Any] = {"tracking_uri": tracking_uri(info), "aliases": {}, "tags": {}}
         tags = _tags("production", info)
@@ -92,6 +103,8 @@ class _MlflowWriter:
     ) -> dict[str, Any]:
         """Production went back from ``from_version`` to ``restored_version``; ``before_restored``
         is what production served before the restored version (the new previous-production)."""
+        if (skip := _unnamed(info)) is not None:
+            return skip
         client = _client(info)
         written: dict[str, Any] = {"tracking_uri": tracking_uri(info), "aliases": {}, "tags": {}}
         _call(f"set alias {ALIAS_PRODUCTION}", client.set_registered_model_alias, model, ALIAS_PRODUCTION, restored_version)
@@ -122,6 +135,8 @@ class _MlflowWriter:
         return written
 
     def status(self, model: str, version: str, status: str, info: WritebackInfo) -> dict[str, Any]:
+        if (skip := _unnamed(info)) is not None:
+            return skip
         client = _client(info)
         tags = _tags(status, info)
         for k, v in tags.items():

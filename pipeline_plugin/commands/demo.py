@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--state-dir", type=Path, help="state dir (default $PIPELINE_PLUGIN_STATE_DIR); MLflow's data "
                    "goes under its demo/ folder")
     p.add_argument("--timeout", type=float, default=1200, help="seconds to wait for production (default 1200)")
+    p.add_argument("--no-mlflow", action="store_true",
+                   help="skip MLflow: send a signed sample MLflow delivery for the example model instead "
+                   "(what the demo does when MLflow is not installed)")
     p.add_argument("--keep-running", action="store_true",
                    help="keep MLflow and the listener running after the version reached production (Ctrl-C stops)")
     add_json_flag(p)
@@ -127,14 +130,18 @@ def run(args: argparse.Namespace) -> int:
     if not (triggers / "churn-to-production.yml").exists() or not (example / "train.py").exists():
         raise ConfigError(f"the demo needs {triggers}/churn-to-production.yml and {example}/train.py; "
                           "run it from the source checkout or a complete install")
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:
-        raise ConfigError("the demo needs MLflow: install it with `pip install 'pipeline-plugin[mlflow]'` "
-                          "(or run `make demo`)") from None
+    use_mlflow = not args.no_mlflow
+    if use_mlflow:
+        try:
+            import mlflow  # noqa: F401
+        except ImportError:
+            say("MLflow is not installed (pip install 'pipeline-plugin[mlflow]'): sending a signed sample delivery instead")
+            use_mlflow = False
 
     say("1/6 checking this machine")
     target = preflight(say)
+    if not use_mlflow:
+        return run_without_mlflow(args, state_dir, work, triggers, example, say)
     say(f"2/6 starting MLflow (data in {work / 'mlflow'})")
     with demo_services.mlflow_server(work / "mlflow") as mlflow_srv:
         say(f"    MLflow answers at {mlflow_srv.url}")
@@ -204,3 +211,71 @@ def run(args: argparse.Namespace) -> int:
                 except KeyboardInterrupt:
                     pass
             return 0
+
+
+def signed_delivery(url: str, secret: str, model: str, version: str, source: str) -> None:
+    """POST an MLflow ``model_version.created`` delivery, signed as MLflow signs it."""
+    import urllib.request
+    import uuid
+
+    from ..sources.auth import MLFLOW_DELIVERY_ID, MLFLOW_SIGNATURE, MLFLOW_TIMESTAMP, sign
+
+    body = json.dumps({"entity": "model_version", "action": "created",
+                       "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                       "data": {"name": model, "version": version, "source": source, "run_id": None, "tags": {},
+                                "description": "pipeline-plugin demo sample delivery"}}).encode()
+    delivery, stamp = str(uuid.uuid4()), str(int(time.time()))
+    req = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json", MLFLOW_DELIVERY_ID: delivery, MLFLOW_TIMESTAMP: stamp,
+        MLFLOW_SIGNATURE: sign(secret.encode(), delivery, stamp, body)})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        if resp.status >= 300:
+            raise ServiceError(f"the listener answered HTTP {resp.status} to the sample delivery")
+
+
+def run_without_mlflow(args: argparse.Namespace, state_dir: Path, work: Path, triggers: Path, example: Path,
+                       say: Callable[[str], None]) -> int:
+    """The same chain without an MLflow server: a signed MLflow delivery announces the example model
+    (its files in a local folder), `serve` matches and the local provider deploys it."""
+    import shutil
+
+    from .. import demo_services
+    from ..stages.promote import resolve_target
+    from ..targets import get_target
+
+    history = History(state_dir)
+    versions = [int(r.version) for r in history.records(service="churn") if r.version and r.version.isdigit()]
+    version = str(max(versions, default=0) + 1)
+    model = work / "sample-registry" / MODEL / version / "model"
+    if model.exists():
+        shutil.rmtree(model)
+    model.mkdir(parents=True)
+    shutil.copy2(example / "model.pkl", model / "model.pkl")
+    say(f"2/6 no MLflow: the example model's files for v{version} are in {model}")
+    config = work / "listener-no-mlflow.yml"
+    config.write_text("sources:\n  mlflow: {}\n")
+    secret = secrets.token_urlsafe(24)
+    say(f"3/6 starting the listener: pipeline-plugin serve --triggers {triggers}")
+    with demo_services.serve(state_dir, triggers, config, {"PIPELINE_PLUGIN_MLFLOW_SECRET": secret}, work) as srv:
+        say(f"    listening at {srv.url} (log: {srv.log_path})")
+        say("4/6 signing an MLflow model_version.created delivery with a fresh secret")
+        started = time.monotonic()
+        signed_delivery(f"{srv.url}/webhooks/mlflow", secret, MODEL, version, model.as_uri())
+        say(f"5/6 delivered {MODEL} v{version} to {srv.url}/webhooks/mlflow")
+        say(f"6/6 following {MODEL} v{version} through package, staging, smoke test and production")
+        outcome = follow(state_dir, "churn", version, args.timeout, say)
+    elapsed = round(time.monotonic() - started, 1)
+    target = resolve_target("churn", "production", History(state_dir), None)
+    prod = get_target(target).get("churn", "production")
+    result = {"model": MODEL, "version": version, "status": outcome["status"], "detail": outcome["detail"],
+              "run_id": outcome["run_id"], "seconds": elapsed, "target": target, "mlflow": None,
+              "production": prod.to_dict() if prod else None}
+    if outcome["status"] != "succeeded" or prod is None or prod.version != version:
+        emit(args, result, f"\n{MODEL} v{version} did not reach production: {outcome['detail']}")
+        return 1
+    curl = f"curl -s -X POST {prod.scoring_uri} -H 'Content-Type: application/json' -d @{example / 'sample.json'}"
+    result["curl"] = curl
+    emit(args, result, "\n".join(["", f"{MODEL} v{version} is in production ({elapsed}s from the delivery), image {prod.image_id}",
+                                   f"production scoring URI: {prod.scoring_uri}", "try it:", f"  {curl}",
+                                   "see what runs where and why:", "  pipeline-plugin status --name churn"]))
+    return 0

@@ -56,12 +56,23 @@ def _path(value: Any, rules_dir: Path | None) -> Path | None:
     return p
 
 
+def _local_path(artifact_uri: str | None) -> Path | None:
+    """The existing local file or folder an artifact URI names (a path or file:// URI), else None."""
+    if not artifact_uri:
+        return None
+    local = Path(artifact_uri[len("file://"):]) if artifact_uri.startswith("file://") else Path(artifact_uri)
+    return local if local.is_absolute() and local.exists() else None
+
+
 def fetch_model(event: ModelVersionEvent, dest: Path, progress: Callable[[str], None]) -> Path:
     """Download the version's files into ``dest``; return the model path (file or folder)."""
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    if event.source == "mlflow":
+    local = _local_path(event.artifact_uri)
+    # an MLflow version comes from its server; only a delivery from an unnamed server (no tracking_uri
+    # configured for the source) whose source is a local folder is copied from disk
+    if event.source == "mlflow" and (dict(event.registry).get("tracking_uri") or local is None):
         registry = dict(event.registry)
         uri = registry.get("tracking_uri")
         if not uri:
@@ -90,17 +101,14 @@ def fetch_model(event: ModelVersionEvent, dest: Path, progress: Callable[[str], 
         model = dest / "model"
         path.rename(model)
         return model
-    if event.artifact_uri:
-        raw = event.artifact_uri
-        local = Path(raw[len("file://"):]) if raw.startswith("file://") else Path(raw)
-        if local.is_absolute() and local.exists():
-            progress(f"copying {event.model} v{event.version} from {local}")
-            target = dest / local.name
-            if local.is_dir():
-                shutil.copytree(local, target)
-            else:
-                shutil.copy2(local, target)
-            return target
+    if local is not None:
+        progress(f"copying {event.model} v{event.version} from {local}")
+        target = dest / local.name
+        if local.is_dir():
+            shutil.copytree(local, target)
+        else:
+            shutil.copy2(local, target)
+        return target
     raise StageFailed(
         f"the local provider cannot fetch files of {event.source} model {event.model} v{event.version} "
         f"(artifact_uri {event.artifact_uri!r}); it fetches MLflow versions and local paths. Use a CI provider "

@@ -66,3 +66,34 @@ def test_mlflow_registration_reaches_production(tmp_path, docker_client, base_im
                 docker_client.images.remove(rec.image, force=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
+
+
+def test_demo_without_mlflow_sends_a_signed_sample_delivery(tmp_path, docker_client, base_image):
+    from pipeline_plugin.history import History
+    from pipeline_plugin.targets.docker import DockerTarget
+
+    state = tmp_path / "state"
+    state.mkdir()
+    env = {**os.environ, "PIPELINE_PLUGIN_STATE_DIR": str(state)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    target = DockerTarget(state_dir=state)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pipeline_plugin.cli", "demo", "--no-mlflow", "--json"],
+                              cwd=state, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-5000:]
+        assert "signing an MLflow model_version.created delivery" in proc.stderr
+        result = json.loads(proc.stdout)
+        assert result["status"] == "succeeded" and result["version"] == "1"
+        answer = requests.post(result["production"]["scoring_uri"], data=(EXAMPLE / "sample.json").read_text(),
+                               headers={"Content-Type": "application/json"}, timeout=30)
+        assert answer.json() == json.loads((EXAMPLE / "expected.json").read_text())
+        wb = History(state).records(service="churn", action="writeback")
+        assert wb and wb[0].status == "skipped" and "tracking_uri" in wb[0].reason
+    finally:
+        for env_name in ("staging", "production"):
+            target.delete("churn", env_name)
+        for rec in History(state).records(service="churn", action="package"):
+            try:
+                docker_client.images.remove(rec.image, force=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
