@@ -1,0 +1,49 @@
+"""The local provider without Docker: package as a folder, staging and production as local
+processes (process target), through the same chain a matched rule runs."""
+
+from __future__ import annotations
+
+import secrets
+
+import requests
+
+from pipeline_plugin.events import ModelVersionEvent
+from pipeline_plugin.history import History
+from pipeline_plugin.providers import PipelineRun, get_provider
+from pipeline_plugin.targets import get_target
+from tests.e2e.models import SAMPLE, expected, write_version
+
+
+def test_chain_on_the_process_target(tmp_path, monkeypatch):
+    state = tmp_path / "state"
+    monkeypatch.setenv("PIPELINE_PLUGIN_STATE_DIR", str(state))
+    service = f"proc-{secrets.token_hex(3)}"
+    files = write_version(tmp_path, 1)
+    pipeline = {"provider": "local", "service": service, "target": "process", "entry_script": files["entry_script"],
+                "sample": files["sample"], "expect": files["expect"], "approval": True}
+    event = ModelVersionEvent(source="cloudevents", kind="model_version.created", model="sums", version="1",
+                              delivery_id="d-proc-1", artifact_uri=str(files["model_file"]))
+    run = PipelineRun(run_id=f"run-{service}", rule_name="proc", pipeline=pipeline, event=event, state_dir=state,
+                      rules_dir=tmp_path)
+    tgt = get_target("process")
+    try:
+        result = get_provider("local").dispatch(run)
+        # the rule asks for approval: staging passed, production waits
+        assert result.status == "pending-approval", result.detail
+        assert f"pipeline-plugin approve run-{service}" in result.detail
+        assert tgt.get(service, "production") is None
+        staging = tgt.get(service, "staging")
+        assert requests.post(staging.scoring_uri, json={"data": SAMPLE}, timeout=30).json() == expected(1)
+        from pipeline_plugin.cli import main
+
+        assert main(["approve", f"run-{service}", "--by", "carol"]) == 0
+        prod = tgt.get(service, "production")
+        assert prod.image_id == staging.image_id
+        assert requests.post(prod.scoring_uri, json={"data": SAMPLE}, timeout=30).json() == expected(1)
+        kinds = [(r.action, r.env, r.status) for r in reversed(History(state).records(service=service))]
+        assert kinds[:4] == [("package", "staging", "succeeded"), ("deploy", "staging", "succeeded"),
+                             ("smoke-test", "staging", "passed"), ("approval", "production", "pending")]
+        assert ("promote", "production", "succeeded") in kinds
+    finally:
+        for env in ("staging", "production"):
+            tgt.delete(service, env)
