@@ -47,12 +47,6 @@ class StageResult:
     smoke: SmokeReport | None = None
     writeback: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def ok(self) -> bool:
-        return self.status in ("promoted", "unchanged", "pending-approval", "rolled-back") and not (
-            self.stage == "promote" and self.status == "rolled-back"
-        )
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "stage": self.stage,
