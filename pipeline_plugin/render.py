@@ -122,7 +122,7 @@ class _Setting:
 _PATH = r"^[A-Za-z0-9._/-][A-Za-z0-9._/ -]{0,254}$"
 SETTINGS: dict[str, _Setting] = {
     "service": _Setting("", _NAME),
-    "approval": _Setting(True, kind=bool),
+    "approval": _Setting(False, kind=bool),  # same default as the local provider: no gate unless asked
     "entry_script": _Setting("score.py", _PATH),
     "source_dir": _Setting("", _PATH),
     "requirements": _Setting("", _PATH),

@@ -14,7 +14,8 @@ need_pkgs=()
 command -v dockerd >/dev/null || need_pkgs+=(docker.io)
 command -v docker-registry >/dev/null || [ -x /usr/bin/docker-registry ] || need_pkgs+=(docker-registry)
 command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
-command -v nginx >/dev/null || need_pkgs+=(nginx-light)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_pkgs+=(nginx-light)
+command -v wrk >/dev/null || need_pkgs+=(wrk)  # load generator of bench/score
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   $SUDO apt-get update -q

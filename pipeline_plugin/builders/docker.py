@@ -39,7 +39,7 @@ APP_DIR = "/var/azureml-app"
 MODELS_DIR = APP_DIR + "/azureml-models"
 UID = 10001
 #: what the scoring runtime imports, when the installed metadata cannot say (kept equal to pyproject's `runtime` extra)
-RUNTIME_REQUIREMENTS = ["starlette>=0.37", "uvicorn[standard]>=0.29", "inference-schema>=1.7", "numpy"]
+RUNTIME_REQUIREMENTS = ["uvicorn[standard]>=0.29", "inference-schema>=1.7", "numpy"]
 SCORERS = Path(__file__).resolve().parent / "scorers"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
