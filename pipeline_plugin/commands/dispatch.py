@@ -10,7 +10,7 @@ from ..errors import ConfigError
 from ..events import ModelVersionEvent
 from ..providers import BACKENDS, PipelineRun, get_provider
 from ..render import event_id
-from .render import find_rule
+from .render import add_rule_event_arguments, find_rule
 
 
 def register(subparsers: Any) -> None:
@@ -24,10 +24,7 @@ def register(subparsers: Any) -> None:
             "401/403/404/422 fail at once with what to fix. Prints the run's URL."
         ),
     )
-    parser.add_argument("--provider", required=True, choices=sorted(BACKENDS), help="which CI system")
-    parser.add_argument("--triggers", required=True, metavar="DIR", help="the folder holding the rule files")
-    parser.add_argument("--rule", required=True, metavar="NAME", help="the rule whose pipeline to start")
-    parser.add_argument("--event", required=True, metavar="FILE", help="a normalized event JSON file")
+    add_rule_event_arguments(parser, BACKENDS, "the rule whose pipeline to start")
     output.add_json_flag(parser)
     parser.set_defaults(func=run)
 

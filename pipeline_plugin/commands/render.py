@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from .. import ci_output, output
 from ..errors import ConfigError, suggest
@@ -23,10 +23,7 @@ def register(subparsers: Any) -> None:
             "with -o writes it where it belongs in a repository (e.g. .github/workflows/deploy-model.yml)."
         ),
     )
-    parser.add_argument("--provider", required=True, choices=sorted(TEMPLATES), help="which CI system")
-    parser.add_argument("--triggers", required=True, metavar="DIR", help="the folder holding the rule files")
-    parser.add_argument("--rule", required=True, metavar="NAME", help="the rule whose pipeline settings apply")
-    parser.add_argument("--event", required=True, metavar="FILE", help="a normalized event JSON file")
+    add_rule_event_arguments(parser, TEMPLATES, "the rule whose pipeline settings apply")
     parser.add_argument("-o", "--output-dir", metavar="DIR", help="write the file under DIR (a repository root)")
     parser.add_argument(
         "--templates",
@@ -36,6 +33,14 @@ def register(subparsers: Any) -> None:
     )
     output.add_json_flag(parser)
     parser.set_defaults(func=run)
+
+
+def add_rule_event_arguments(parser: argparse.ArgumentParser, providers: Iterable[str], rule_help: str) -> None:
+    """--provider (one of ``providers``), --triggers, --rule and --event: a rule and an event to act on."""
+    parser.add_argument("--provider", required=True, choices=sorted(providers), help="which CI system")
+    parser.add_argument("--triggers", required=True, metavar="DIR", help="the folder holding the rule files")
+    parser.add_argument("--rule", required=True, metavar="NAME", help=rule_help)
+    parser.add_argument("--event", required=True, metavar="FILE", help="a normalized event JSON file")
 
 
 def find_rule(triggers: str, name: str) -> Any:
