@@ -94,6 +94,19 @@ def forwarded_tags(event: ModelVersionEvent, pipeline: Mapping[str, Any]) -> dic
     return tags
 
 
+#: the variable name of each of :func:`pipeline_inputs` where a CI system takes variables rather
+#: than named inputs (GitLab pipeline variables, Azure DevOps release variables)
+INPUT_VARIABLES = {
+    "model": "MODEL_NAME",
+    "version": "MODEL_VERSION",
+    "source": "MODEL_SOURCE",
+    "kind": "MODEL_EVENT_KIND",
+    "event-id": "EVENT_ID",
+    "tags": "MODEL_TAGS",
+    "artifact-uri": "ARTIFACT_URI",
+}
+
+
 def pipeline_inputs(event: ModelVersionEvent, pipeline: Mapping[str, Any], run_id: str) -> dict[str, str]:
     """The checked values a pipeline receives for one event: what ``render`` writes as defaults
     and what ``dispatch`` sends as inputs / variables / parameters (all strings)."""

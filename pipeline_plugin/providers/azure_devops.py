@@ -24,7 +24,7 @@ import threading
 from typing import Any, Mapping
 
 from ..errors import ConfigError
-from ..render import pipeline_inputs
+from ..render import INPUT_VARIABLES, pipeline_inputs
 from . import DispatchResult, PipelineRun
 from .retry import ApiFailure, call, parse_retry_after, timeout
 
@@ -38,16 +38,6 @@ TEMPLATE_PARAMETERS = {
     "tags": "tags",
     "artifact-uri": "artifactUri",
 }
-RELEASE_VARIABLES = {
-    "model": "MODEL_NAME",
-    "version": "MODEL_VERSION",
-    "source": "MODEL_SOURCE",
-    "kind": "MODEL_EVENT_KIND",
-    "event-id": "EVENT_ID",
-    "tags": "MODEL_TAGS",
-    "artifact-uri": "ARTIFACT_URI",
-}
-
 FIXES = {
     400: "Azure DevOps rejected the request: a YAML pipeline must declare the parameters model, version, source, "
     "kind, eventId, tags and artifactUri (`pipeline-plugin init --provider azure-devops` writes one); a release "
@@ -231,7 +221,7 @@ class AzureDevOpsProvider:
         release_url = next((a.location_url for a in areas if (a.id or "").lower() == RELEASE_AREA_ID), None) or base
         client = _configure(ReleaseClient(base_url=release_url, creds=creds), last)
         variables = {str(k): str(v) for k, v in extra.items()}
-        variables.update({RELEASE_VARIABLES[k]: v for k, v in inputs.items()})
+        variables.update({INPUT_VARIABLES[k]: v for k, v in inputs.items()})
         metadata = ReleaseStartMetadata(
             definition_id=definition_id,
             description=f"{inputs['model']} {inputs['version']} from {inputs['source']} (pipeline-plugin {inputs['event-id']})",

@@ -21,21 +21,11 @@ import threading
 from typing import Any, Mapping
 
 from ..errors import ConfigError
-from ..render import pipeline_inputs
+from ..render import INPUT_VARIABLES, pipeline_inputs
 from . import DispatchResult, PipelineRun
 from .retry import ApiFailure, call, parse_retry_after, timeout
 
 DEFAULT_URL = "https://gitlab.com"
-VARIABLES = {
-    "model": "MODEL_NAME",
-    "version": "MODEL_VERSION",
-    "source": "MODEL_SOURCE",
-    "kind": "MODEL_EVENT_KIND",
-    "event-id": "EVENT_ID",
-    "tags": "MODEL_TAGS",
-    "artifact-uri": "ARTIFACT_URI",
-}
-
 FIXES = {
     400: "GitLab rejected the pipeline: check pipeline.ref names a branch or tag and that .gitlab-ci.yml is valid "
     "for it (`pipeline-plugin init --provider gitlab` writes one).",
@@ -111,7 +101,7 @@ class GitLabProvider:
         if not isinstance(extra, Mapping):
             raise ConfigError(f"rule {run.rule_name!r}: pipeline.variables must be a mapping of name to value")
         inputs = pipeline_inputs(run.event, p, run.run_id)
-        variables = {**{str(k): str(v) for k, v in extra.items()}, **{VARIABLES[k]: v for k, v in inputs.items()}}
+        variables = {**{str(k): str(v) for k, v in extra.items()}, **{INPUT_VARIABLES[k]: v for k, v in inputs.items()}}
 
         trigger_env = p.get("trigger_token_env")
         trigger_token = None
