@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .writeback import NotImplementedWriter
 
 
-class _AzureMLWriter:
+class _AzureMLWriter(NotImplementedWriter):
     name = "azureml"
 
     def _unsupported(self, info: Any) -> dict[str, Any]:
@@ -18,15 +19,6 @@ class _AzureMLWriter:
             "pipeline_plugin.status/scoring_uri/run_url on the model version in workspace "
             f"{dict(info.registry).get('workspace', '?')}); the deployment itself is unaffected"
         }
-
-    def production(self, model: str, version: str, previous_version: str | None, info: Any) -> dict[str, Any]:
-        return self._unsupported(info)
-
-    def rollback(self, model: str, restored_version: str, from_version: str | None, before_restored: str | None, info: Any) -> dict[str, Any]:
-        return self._unsupported(info)
-
-    def status(self, model: str, version: str, status: str, info: Any) -> dict[str, Any]:
-        return self._unsupported(info)
 
 
 WRITER = _AzureMLWriter()

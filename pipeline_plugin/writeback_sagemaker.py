@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .writeback import NotImplementedWriter
 
-class _SageMakerWriter:
+
+class _SageMakerWriter(NotImplementedWriter):
     name = "sagemaker"
 
     def _unsupported(self, info: Any) -> dict[str, Any]:
@@ -16,15 +18,6 @@ class _SageMakerWriter:
             "skipped": "write-back to SageMaker is not implemented yet (would tag the model package in "
             f"group {group} with pipeline_plugin.status/scoring_uri); the deployment itself is unaffected"
         }
-
-    def production(self, model: str, version: str, previous_version: str | None, info: Any) -> dict[str, Any]:
-        return self._unsupported(info)
-
-    def rollback(self, model: str, restored_version: str, from_version: str | None, before_restored: str | None, info: Any) -> dict[str, Any]:
-        return self._unsupported(info)
-
-    def status(self, model: str, version: str, status: str, info: Any) -> dict[str, Any]:
-        return self._unsupported(info)
 
 
 WRITER = _SageMakerWriter()
