@@ -24,9 +24,9 @@ from typing import Any
 
 from .. import settings
 from ..errors import ConfigError, NotFoundError, ServiceError
-from . import Deployment, DeploymentSpec, ProgressFn, check_name, check_spec, stable_uris, state_root
-from .nginx_proxy import StableAddress, pick_port
-from .state import ServiceState, all_states, now, wait_ready
+from . import Deployment, DeploymentSpec, ProgressFn, stable_uris
+from .nginx_proxy import pick_port
+from .state import LocalTarget, ServiceState, now, wait_ready
 
 LABEL = "io.pipeline-plugin.deployment."
 MODEL_LABEL = "io.pipeline-plugin.model."
@@ -34,10 +34,6 @@ MODEL_LABEL = "io.pipeline-plugin.model."
 READY_TIMEOUT_S = 180.0
 #: seconds `docker stop` waits after SIGTERM before SIGKILL
 STOP_TIMEOUT_S = 10
-
-
-def _quiet(_msg: str) -> None:
-    pass
 
 
 def spec_hash(spec: DeploymentSpec, image_id: str, port: int) -> str:
@@ -55,19 +51,14 @@ def spec_hash(spec: DeploymentSpec, image_id: str, port: int) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-class DockerTarget:
+class DockerTarget(LocalTarget):
     name = "docker"
 
     def __init__(self, state_dir: Path | None = None, client: Any = None, ready_timeout: float = READY_TIMEOUT_S) -> None:
-        self._state_dir = state_dir
+        super().__init__(state_dir, ready_timeout)
         self._client = client
-        self.ready_timeout = ready_timeout
 
     # -- helpers -----------------------------------------------------------------------------
-    @property
-    def root(self) -> Path:
-        return state_root(self.name, self._state_dir)
-
     def client(self) -> Any:
         if self._client is None:
             import docker
@@ -82,12 +73,6 @@ class DockerTarget:
                 ) from None
             self._client = client
         return self._client
-
-    def _state(self, service: str, env: str) -> ServiceState:
-        return ServiceState(self.root, check_name("service", service), check_name("env", env))
-
-    def _address(self, state: ServiceState) -> StableAddress:
-        return StableAddress(state.directory, f"{state.service}/{state.env}")
 
     def _image(self, ref: str, progress: ProgressFn) -> Any:
         import docker
@@ -121,51 +106,11 @@ class DockerTarget:
             filters.append(f"{LABEL}env={env}")
         return self.client().containers.list(all=all, filters={"label": filters})
 
-    # -- verbs -------------------------------------------------------------------------------
-    def create(self, spec: DeploymentSpec, progress: ProgressFn | None = None) -> Deployment:
-        """Deploy ``spec``; if the same thing already runs, return it unchanged."""
-        return self._apply(check_spec(spec), progress or _quiet)
-
-    def update(self, spec: DeploymentSpec, progress: ProgressFn | None = None) -> Deployment:
-        """Replace what runs with zero failed requests (a no-op when it already runs ``spec``)."""
-        return self._apply(check_spec(spec), progress or _quiet)
-
-    def get(self, service: str, env: str) -> Deployment | None:
-        state = self._state(service, env)
-        record = state.read()
-        if record is None:
-            return None
-        return self._refresh(state, record)
-
-    def list(self, service: str | None = None) -> list[Deployment]:
-        if service is not None:
-            check_name("service", service)
-        out = []
-        for state in all_states(self.root, service):
-            record = state.read()
-            if record is not None:
-                out.append(self._refresh(state, record))
-        return out
-
-    def delete(self, service: str, env: str) -> None:
-        """Stop the stable address and remove every container of (service, env); idempotent."""
-        state = self._state(service, env)
-        with state.locked():
-            self._address(state).stop()
-            record = state.read()
-            for container in self._containers(service, env):
-                self._remove(container)
-            if record is not None:
-                state.append_history(record["deployment"], "deleted")
-            state.clear()
-            for name in ("nginx.conf", "nginx.pid"):
-                (state.directory / name).unlink(missing_ok=True)
-
-    def history(self, service: str, env: str) -> list[dict[str, Any]]:
-        """Deployments that served (service, env) before, oldest first (replaced or deleted)."""
-        return self._state(service, env).history()
-
     # -- internals ---------------------------------------------------------------------------
+    def _stop_all(self, state: ServiceState) -> None:
+        for container in self._containers(state.service, state.env):
+            self._remove(container)
+
     def _apply(self, spec: DeploymentSpec, progress: ProgressFn) -> Deployment:
         state = self._state(spec.service, spec.env)
         with state.locked():
@@ -201,7 +146,7 @@ class DockerTarget:
                 address.switch(port, [f"127.0.0.1:{hp}" for _c, hp in started], str(generation), progress)
             except BaseException:
                 if record is not None and old_running and address.running():
-                    self._switch_back(address, record, progress)
+                    address.switch_back(record["port"], _upstreams(record), str(record["generation"]), progress, record["container"])
                 for container, _hp in started:
                     self._remove(container)
                 raise
@@ -235,15 +180,6 @@ class DockerTarget:
             return self.client().containers.get(container_id).status == "running"
         except docker.errors.NotFound:
             return False
-
-    @staticmethod
-    def _switch_back(address: StableAddress, record: dict[str, Any], progress: ProgressFn) -> None:
-        """After a failed switch, point nginx at the previous containers again (a no-op when it
-        never left them), so that removing the new ones cannot take the address down."""
-        try:
-            address.switch(record["port"], _upstreams(record), str(record["generation"]), progress)
-        except Exception as exc:  # noqa: BLE001 - report, and let the original error surface
-            progress(f"warning: could not point 127.0.0.1:{record['port']} back at {record['container']}: {exc}")
 
     def _start(self, spec: DeploymentSpec, image: Any, port: int, wanted: str, generation: int, progress: ProgressFn):
         import docker
@@ -374,11 +310,10 @@ class DockerTarget:
             **stable_uris("127.0.0.1", port),
         )
 
-    def _refresh(self, state: ServiceState, record: dict[str, Any]) -> Deployment:
-        """The recorded deployment with its status checked against Docker and nginx now."""
+    def _problems(self, record: dict[str, Any]) -> list[str]:
+        """Why the recorded containers do not run now (empty when they do)."""
         import docker
 
-        d = Deployment(**record["deployment"])
         reasons = []
         for container_id in _ids(record):
             try:
@@ -387,12 +322,7 @@ class DockerTarget:
                     reasons.append(f"container {container.name} is {container.status}")
             except docker.errors.NotFound:
                 reasons.append(f"container {container_id[:12]} is gone")
-        if not self._address(state).running():
-            reasons.append(f"nginx for 127.0.0.1:{record['port']} is not running")
-        d.status = "running" if not reasons else "failed"
-        if reasons:
-            d.details = {**d.details, "problems": reasons}
-        return d
+        return reasons
 
 
 def _ids(record: dict[str, Any]) -> list[str]:

@@ -230,6 +230,17 @@ class StableAddress:
             progress("waiting for in-flight requests to the previous version to finish")
             self.wait_for_exit(old_workers, DRAIN_TIMEOUT_S + 10)
 
+    def switch_back(
+        self, port: int, upstream: str | list[str], generation: str, progress: Callable[[str], None], what: str
+    ) -> None:
+        """After a failed switch, point the address at the previous ``upstream`` again (a no-op when it
+        never left it), so that removing the new one cannot take the address down; a failure here is
+        reported through ``progress``, so that the original error surfaces."""
+        try:
+            self.switch(port, upstream, generation, progress)
+        except Exception as exc:  # noqa: BLE001 - report, and let the original error surface
+            progress(f"warning: could not point 127.0.0.1:{port} back at {what}: {exc}")
+
     def stop(self, timeout: float = DRAIN_TIMEOUT_S + 10) -> None:
         """Graceful stop (SIGQUIT: in-flight requests finish); a no-op when not running."""
         pid = self.pid()

@@ -36,9 +36,9 @@ from typing import Any
 
 from .. import settings
 from ..errors import ConfigError, NotFoundError
-from . import Deployment, DeploymentSpec, ProgressFn, check_name, check_spec, stable_uris, state_root
-from .nginx_proxy import StableAddress, pick_port
-from .state import ServiceState, all_states, now, wait_ready
+from . import Deployment, DeploymentSpec, ProgressFn, stable_uris
+from .nginx_proxy import pick_port
+from .state import LocalTarget, ServiceState, now, wait_ready
 
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 10.0
@@ -50,10 +50,6 @@ MODEL_LABEL = "io.pipeline-plugin.model."
 PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
 
 _PROCS: dict[int, subprocess.Popen] = {}  # children of this process, reaped on stop
-
-
-def _quiet(_msg: str) -> None:
-    pass
 
 
 def _dockerfile_statements(text: str) -> list[tuple[str, str]]:
@@ -166,22 +162,11 @@ def _proc_start_time(pid: int) -> str | None:
     return fields[19]  # starttime: with the pid, names one process for good
 
 
-class ProcessTarget:
+class ProcessTarget(LocalTarget):
     name = "process"
 
     def __init__(self, state_dir: Path | None = None, ready_timeout: float = READY_TIMEOUT_S) -> None:
-        self._state_dir = state_dir
-        self.ready_timeout = ready_timeout
-
-    @property
-    def root(self) -> Path:
-        return state_root(self.name, self._state_dir)
-
-    def _state(self, service: str, env: str) -> ServiceState:
-        return ServiceState(self.root, check_name("service", service), check_name("env", env))
-
-    def _address(self, state: ServiceState) -> StableAddress:
-        return StableAddress(state.directory, f"{state.service}/{state.env}")
+        super().__init__(state_dir, ready_timeout)
 
     # -- images: package directories, addressable by digest once deployed ---------------------
     def _index(self) -> dict[str, str]:
@@ -220,45 +205,11 @@ class ProcessTarget:
         package = PackageDir(path)
         return package, package.digest()
 
-    # -- verbs -------------------------------------------------------------------------------
-    def create(self, spec: DeploymentSpec, progress: ProgressFn | None = None) -> Deployment:
-        return self._apply(check_spec(spec), progress or _quiet)
-
-    def update(self, spec: DeploymentSpec, progress: ProgressFn | None = None) -> Deployment:
-        return self._apply(check_spec(spec), progress or _quiet)
-
-    def get(self, service: str, env: str) -> Deployment | None:
-        state = self._state(service, env)
-        record = state.read()
-        return None if record is None else self._refresh(state, record)
-
-    def list(self, service: str | None = None) -> list[Deployment]:
-        if service is not None:
-            check_name("service", service)
-        out = []
-        for state in all_states(self.root, service):
-            record = state.read()
-            if record is not None:
-                out.append(self._refresh(state, record))
-        return out
-
-    def delete(self, service: str, env: str) -> None:
-        state = self._state(service, env)
-        with state.locked():
-            self._address(state).stop()
-            record = state.read()
-            for instance in self._instances(state):
-                self._stop(instance)
-            if record is not None:
-                state.append_history(record["deployment"], "deleted")
-            state.clear()
-            for name in ("nginx.conf", "nginx.pid"):
-                (state.directory / name).unlink(missing_ok=True)
-
-    def history(self, service: str, env: str) -> list[dict[str, Any]]:
-        return self._state(service, env).history()
-
     # -- internals ---------------------------------------------------------------------------
+    def _stop_all(self, state: ServiceState) -> None:
+        for instance in self._instances(state):
+            self._stop(instance)
+
     def _instances(self, state: ServiceState) -> list[dict[str, Any]]:
         out = []
         for f in sorted((state.directory / "instances").glob("*/instance.json")):
@@ -310,10 +261,10 @@ class ProcessTarget:
                 address.switch(port, f"127.0.0.1:{instance['port']}", str(generation), progress)
             except BaseException:
                 if record is not None and self._running(record["instance"]) and address.running():
-                    try:  # a no-op unless nginx already left the previous process
-                        address.switch(record["port"], f"127.0.0.1:{record['instance']['port']}", str(record["generation"]), progress)
-                    except Exception as exc:  # noqa: BLE001 - report, and let the original error surface
-                        progress(f"warning: could not point 127.0.0.1:{record['port']} back at the previous process: {exc}")
+                    address.switch_back(  # a no-op unless nginx already left the previous process
+                        record["port"], f"127.0.0.1:{record['instance']['port']}", str(record["generation"]), progress,
+                        "the previous process",
+                    )
                 self._stop(instance)
                 tail = self._log_tail(instance)
                 if tail:
@@ -427,17 +378,10 @@ class ProcessTarget:
         for name in ("instance.json", "scoring-keys"):
             (directory / name).unlink(missing_ok=True)
 
-    def _refresh(self, state: ServiceState, record: dict[str, Any]) -> Deployment:
-        d = Deployment(**record["deployment"])
-        problems = []
+    def _problems(self, record: dict[str, Any]) -> list[str]:
         if not self._running(record["instance"]):
-            problems.append(f"process {record['instance']['name']} (pid {record['instance']['pid']}) is not running")
-        if not self._address(state).running():
-            problems.append(f"nginx for 127.0.0.1:{record['port']} is not running")
-        d.status = "running" if not problems else "failed"
-        if problems:
-            d.details = {**d.details, "problems": problems}
-        return d
+            return [f"process {record['instance']['name']} (pid {record['instance']['pid']}) is not running"]
+        return []
 
 
 TARGET = ProcessTarget()

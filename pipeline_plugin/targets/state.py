@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import StageFailed
+from . import Deployment, DeploymentSpec, ProgressFn, check_name, check_spec, state_root
+from .nginx_proxy import StableAddress
 
 
 def now() -> str:
@@ -95,6 +97,97 @@ def all_states(root: Path, service: str | None = None) -> list[ServiceState]:
             if (env / "deployment.json").exists():
                 out.append(ServiceState(root, svc.name, env.name))
     return out
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+class LocalTarget:
+    """The verbs the local targets (``docker``, ``process``) share: per-(service, env) state under
+    ``<state dir>/targets/<name>`` and a stable nginx address in that folder.
+
+    A subclass defines ``name``, ``_apply(spec, progress)`` (create or replace under the lock),
+    ``_stop_all(state)`` (stop every instance of the (service, env)) and ``_problems(record)`` (why
+    the recorded instances are not running now, empty when they are)."""
+
+    name: str
+
+    def __init__(self, state_dir: Path | None = None, ready_timeout: float = 180.0) -> None:
+        self._state_dir = state_dir
+        self.ready_timeout = ready_timeout
+
+    @property
+    def root(self) -> Path:
+        return state_root(self.name, self._state_dir)
+
+    def _state(self, service: str, env: str) -> ServiceState:
+        return ServiceState(self.root, check_name("service", service), check_name("env", env))
+
+    def _address(self, state: ServiceState) -> StableAddress:
+        return StableAddress(state.directory, f"{state.service}/{state.env}")
+
+    # -- verbs -------------------------------------------------------------------------------
+    def create(self, spec: DeploymentSpec, progress: ProgressFn | None = None) -> Deployment:
+        """Deploy ``spec``; if the same thing already runs, return it unchanged."""
+        return self._apply(check_spec(spec), progress or _quiet)
+
+    def update(self, spec: DeploymentSpec, progress: ProgressFn | None = None) -> Deployment:
+        """Replace what runs with zero failed requests (a no-op when it already runs ``spec``)."""
+        return self._apply(check_spec(spec), progress or _quiet)
+
+    def get(self, service: str, env: str) -> Deployment | None:
+        state = self._state(service, env)
+        record = state.read()
+        return None if record is None else self._refresh(state, record)
+
+    def list(self, service: str | None = None) -> list[Deployment]:
+        if service is not None:
+            check_name("service", service)
+        out = []
+        for state in all_states(self.root, service):
+            record = state.read()
+            if record is not None:
+                out.append(self._refresh(state, record))
+        return out
+
+    def delete(self, service: str, env: str) -> None:
+        """Stop the stable address and every instance of (service, env); idempotent."""
+        state = self._state(service, env)
+        with state.locked():
+            self._address(state).stop()
+            record = state.read()
+            self._stop_all(state)
+            if record is not None:
+                state.append_history(record["deployment"], "deleted")
+            state.clear()
+            for name in ("nginx.conf", "nginx.pid"):
+                (state.directory / name).unlink(missing_ok=True)
+
+    def history(self, service: str, env: str) -> list[dict[str, Any]]:
+        """Deployments that served (service, env) before, oldest first (replaced or deleted)."""
+        return self._state(service, env).history()
+
+    # -- for subclasses ----------------------------------------------------------------------
+    def _apply(self, spec: DeploymentSpec, progress: ProgressFn) -> Deployment:
+        raise NotImplementedError
+
+    def _stop_all(self, state: ServiceState) -> None:
+        raise NotImplementedError
+
+    def _problems(self, record: dict[str, Any]) -> list[str]:
+        raise NotImplementedError
+
+    def _refresh(self, state: ServiceState, record: dict[str, Any]) -> Deployment:
+        """The recorded deployment with its status checked against its instances and nginx now."""
+        d = Deployment(**record["deployment"])
+        problems = self._problems(record)
+        if not self._address(state).running():
+            problems.append(f"nginx for 127.0.0.1:{record['port']} is not running")
+        d.status = "running" if not problems else "failed"
+        if problems:
+            d.details = {**d.details, "problems": problems}
+        return d
 
 
 def wait_ready(
