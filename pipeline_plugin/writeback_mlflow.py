@@ -63,6 +63,17 @@ def _call(what: str, fn: Any, *args: Any) -> None:
         raise ServiceError(f"MLflow write-back failed to {what}: {exc}") from exc
 
 
+def _set_tags(client: Any, model: str, version: str, tags: dict[str, str]) -> dict[str, str]:
+    for k, v in tags.items():
+        _call(f"tag {model} v{version}", client.set_model_version_tag, model, version, k, v)
+    return tags
+
+
+def _set_alias(client: Any, model: str, alias: str, version: str) -> str:
+    _call(f"set alias {alias}", client.set_registered_model_alias, model, alias, version)
+    return version
+
+
 def _unnamed(info: WritebackInfo) -> dict[str, Any] | None:
     """A delivery from an MLflow server the listener was not told about (no ``tracking_uri`` in its
     config, no ``MLFLOW_TRACKING_URI``): nothing to write to, said plainly."""
@@ -80,22 +91,15 @@ class _MlflowWriter:
             return skip
         client = _client(info)
         written: dict[str, Any] = {"tracking_uri": tracking_uri(info), "aliases": {}, "tags": {}}
-        tags = _tags("production", info)
-        for k, v in tags.items():
-            _call(f"tag {model} v{version}", client.set_model_version_tag, model, version, k, v)
-        written["tags"][version] = tags
-        _call(f"set alias {ALIAS_PRODUCTION}", client.set_registered_model_alias, model, ALIAS_PRODUCTION, version)
-        written["aliases"][ALIAS_PRODUCTION] = version
+        written["tags"][version] = _set_tags(client, model, version, _tags("production", info))
+        written["aliases"][ALIAS_PRODUCTION] = _set_alias(client, model, ALIAS_PRODUCTION, version)
         if previous_version and previous_version != version:
-            _call(
-                f"set alias {ALIAS_PREVIOUS_PRODUCTION}",
-                client.set_registered_model_alias, model, ALIAS_PREVIOUS_PRODUCTION, previous_version,
+            written["aliases"][ALIAS_PREVIOUS_PRODUCTION] = _set_alias(
+                client, model, ALIAS_PREVIOUS_PRODUCTION, previous_version
             )
-            written["aliases"][ALIAS_PREVIOUS_PRODUCTION] = previous_version
-            prev_tags = {TAG_STATUS: "previous-production", TAG_UPDATED_AT: now_iso()}
-            for k, v in prev_tags.items():
-                _call(f"tag {model} v{previous_version}", client.set_model_version_tag, model, previous_version, k, v)
-            written["tags"][previous_version] = prev_tags
+            written["tags"][previous_version] = _set_tags(
+                client, model, previous_version, {TAG_STATUS: "previous-production", TAG_UPDATED_AT: now_iso()}
+            )
         return written
 
     def rollback(
@@ -107,40 +111,30 @@ class _MlflowWriter:
             return skip
         client = _client(info)
         written: dict[str, Any] = {"tracking_uri": tracking_uri(info), "aliases": {}, "tags": {}}
-        _call(f"set alias {ALIAS_PRODUCTION}", client.set_registered_model_alias, model, ALIAS_PRODUCTION, restored_version)
-        written["aliases"][ALIAS_PRODUCTION] = restored_version
+        written["aliases"][ALIAS_PRODUCTION] = _set_alias(client, model, ALIAS_PRODUCTION, restored_version)
         if before_restored and before_restored != restored_version:
-            _call(
-                f"set alias {ALIAS_PREVIOUS_PRODUCTION}",
-                client.set_registered_model_alias, model, ALIAS_PREVIOUS_PRODUCTION, before_restored,
+            written["aliases"][ALIAS_PREVIOUS_PRODUCTION] = _set_alias(
+                client, model, ALIAS_PREVIOUS_PRODUCTION, before_restored
             )
-            written["aliases"][ALIAS_PREVIOUS_PRODUCTION] = before_restored
         else:
             try:
                 client.delete_registered_model_alias(model, ALIAS_PREVIOUS_PRODUCTION)
             except Exception:  # noqa: BLE001 - absent alias: nothing to move back
                 pass
             written["aliases"][ALIAS_PREVIOUS_PRODUCTION] = None
-        tags = _tags("production", info)
-        for k, v in tags.items():
-            _call(f"tag {model} v{restored_version}", client.set_model_version_tag, model, restored_version, k, v)
-        written["tags"][restored_version] = tags
+        written["tags"][restored_version] = _set_tags(client, model, restored_version, _tags("production", info))
         if from_version and from_version != restored_version:
             gone = {TAG_STATUS: "rolled-back", TAG_UPDATED_AT: now_iso()}
             if info.reason:
                 gone[TAG_REASON] = info.reason[:4000]
-            for k, v in gone.items():
-                _call(f"tag {model} v{from_version}", client.set_model_version_tag, model, from_version, k, v)
-            written["tags"][from_version] = gone
+            written["tags"][from_version] = _set_tags(client, model, from_version, gone)
         return written
 
     def status(self, model: str, version: str, status: str, info: WritebackInfo) -> dict[str, Any]:
         if (skip := _unnamed(info)) is not None:
             return skip
         client = _client(info)
-        tags = _tags(status, info)
-        for k, v in tags.items():
-            _call(f"tag {model} v{version}", client.set_model_version_tag, model, version, k, v)
+        tags = _set_tags(client, model, version, _tags(status, info))
         return {"tracking_uri": tracking_uri(info), "tags": {version: tags}}
 
 
