@@ -18,9 +18,9 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 from .errors import ServiceError
 
@@ -37,23 +37,29 @@ class LocalService:
     process: subprocess.Popen
     port: int
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    #: seconds ``stop`` waits after SIGTERM before SIGKILL
+    stop_timeout: float = 15
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def log_tail(self, chars: int = 3000) -> str:
+    def log(self) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-chars:]
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log()[-chars:]
 
     def stop(self) -> None:
         if self.process.poll() is not None:
             return
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=15)
+            self.process.wait(timeout=self.stop_timeout)
         except ProcessLookupError:
             return
         except subprocess.TimeoutExpired:
@@ -64,21 +70,28 @@ class LocalService:
             self.process.wait(timeout=10)
 
 
-def _start(name: str, argv: list[str], env: dict[str, str], workdir: Path, port: int) -> LocalService:
+S = TypeVar("S", bound=LocalService)
+
+
+def start(name: str, argv: list[str], env: dict[str, str], workdir: Path, port: int,
+          kind: type[S] = LocalService) -> S:  # type: ignore[assignment]
+    """Start ``argv`` in ``workdir`` in its own process group (``stop`` ends its workers too),
+    logging to ``workdir/<name>.log``."""
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{name}.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    return LocalService(name, proc, port, log_path)
+    return kind(name, proc, port, log_path, env=env)
 
 
-def wait_http(service: LocalService, path: str, timeout: float) -> None:
+def wait_http(service: LocalService, path: str, timeout: float, error: type[Exception] = ServiceError) -> None:
+    """Wait until ``GET path`` answers 200; raise ``error`` if the service exits or times out."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         if service.process.poll() is not None:
-            raise ServiceError(f"{service.name} exited with code {service.process.returncode} while starting; "
+            raise error(f"{service.name} exited with code {service.process.returncode} while starting; "
                                f"its log ({service.log_path}) ends with:\n{service.log_tail()}")
         try:
             with urllib.request.urlopen(service.url + path, timeout=2) as resp:
@@ -91,7 +104,7 @@ def wait_http(service: LocalService, path: str, timeout: float) -> None:
             last = str(exc)
         time.sleep(0.3)
     service.stop()
-    raise ServiceError(f"{service.name} did not answer {service.url}{path} within {timeout:.0f}s ({last}); "
+    raise error(f"{service.name} did not answer {service.url}{path} within {timeout:.0f}s ({last}); "
                        f"see {service.log_path}")
 
 
@@ -101,6 +114,46 @@ def mlflow_binary() -> str:
     if not found:
         raise ServiceError("the mlflow command is not installed; install it with `pip install 'pipeline-plugin[mlflow]'`")
     return found
+
+
+@contextmanager
+def running(service: S, path: str, timeout: float, error: type[Exception] = ServiceError) -> Iterator[S]:
+    """Yield ``service`` once ``GET path`` answers 200 (see :func:`wait_http`); stop it on exit."""
+    try:
+        wait_http(service, path, timeout, error)
+        yield service
+    finally:
+        service.stop()
+
+
+def mlflow_env(webhook_key: str) -> dict[str, str]:
+    """This process's environment plus what lets MLflow deliver webhooks to loopback listeners,
+    encrypting their secrets with ``webhook_key`` (a Fernet key)."""
+    env = dict(os.environ)
+    env.update(
+        MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
+        MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
+        MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=webhook_key,
+    )
+    return env
+
+
+def mlflow_argv(binary: str, workdir: Path, port: int) -> list[str]:
+    """``mlflow server`` on 127.0.0.1:``port``, one worker, sqlite backend and artifacts under ``workdir``."""
+    return [binary, "server", "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+            "--default-artifact-root", (workdir / "artifacts").as_uri(), "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1"]
+
+
+def serve_argv(port: int, state_dir: Path, triggers: Path | None = None, config: Path | None = None) -> list[str]:
+    """``pipeline-plugin serve`` on 127.0.0.1:``port`` with the Python that runs this."""
+    argv = [sys.executable, "-m", "pipeline_plugin.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--state-dir", str(state_dir)]
+    if triggers is not None:
+        argv += ["--triggers", str(triggers)]
+    if config is not None:
+        argv += ["--config", str(config)]
+    return argv
 
 
 @contextmanager
@@ -114,22 +167,11 @@ def mlflow_server(workdir: Path, port: int | None = None, timeout: float = 180) 
     if not key_file.exists():  # MLflow encrypts webhook secrets with it; kept so a re-run can read them
         key_file.write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
         key_file.chmod(0o600)
-    env = dict(os.environ)
-    env.update(
-        MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
-        MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
-        MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=key_file.read_text().strip(),
-    )
+    env = mlflow_env(key_file.read_text().strip())
     env.pop("MLFLOW_TRACKING_URI", None)
-    argv = [mlflow_binary(), "server", "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-            "--default-artifact-root", (workdir / "artifacts").as_uri(), "--host", "127.0.0.1",
-            "--port", str(port), "--workers", "1"]
-    service = _start("mlflow", argv, env, workdir, port)
-    try:
-        wait_http(service, "/health", timeout)
+    service = start("mlflow", mlflow_argv(mlflow_binary(), workdir, port), env, workdir, port)
+    with running(service, "/health", timeout):
         yield service
-    finally:
-        service.stop()
 
 
 @contextmanager
@@ -137,11 +179,6 @@ def serve(state_dir: Path, triggers: Path, config: Path, env: dict[str, str], wo
           port: int | None = None, timeout: float = 60) -> Iterator[LocalService]:
     """``pipeline-plugin serve`` (listener + worker) as a child process."""
     port = port or free_port()
-    argv = [sys.executable, "-m", "pipeline_plugin.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--state-dir", str(state_dir), "--triggers", str(triggers), "--config", str(config)]
-    service = _start("serve", argv, {**os.environ, **env}, workdir, port)
-    try:
-        wait_http(service, "/healthz", timeout)
+    service = start("serve", serve_argv(port, state_dir, triggers, config), {**os.environ, **env}, workdir, port)
+    with running(service, "/healthz", timeout):
         yield service
-    finally:
-        service.stop()

@@ -14,19 +14,16 @@ installs it: tests that need these services fail, they never skip.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import yaml
+
+from pipeline_plugin import demo_services
+from pipeline_plugin.demo_services import LocalService, mlflow_argv, mlflow_env, running, serve_argv
 
 REPO = Path(__file__).resolve().parent.parent
 #: a fixed Fernet key (urlsafe base64 of 32 bytes): MLflow encrypts webhook secrets with it; without a
@@ -39,10 +36,7 @@ class ServiceMissing(RuntimeError):
     """A real service the tests need is not installed or did not start."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_free_port = demo_services.free_port
 
 
 def mlflow_bin() -> Path:
@@ -58,90 +52,24 @@ def mlflow_bin() -> Path:
 
 
 @dataclass
-class Service:
-    """A started service: ``url`` (http://host:port), ``host`` (host:port), the process and its log."""
+class Service(LocalService):
+    """A started service (:class:`pipeline_plugin.demo_services.LocalService`): ``url``
+    (http://host:port), ``host`` (host:port), the process, its environment and its log."""
 
-    name: str
-    process: subprocess.Popen
-    host: str
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
+    stop_timeout: float = 10
 
     @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    @property
-    def port(self) -> int:
-        return int(self.host.rsplit(":", 1)[1])
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.wait(timeout=10)
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
 
-def _start(name: str, argv: list[str], env: dict[str, str], workdir: Path, host: str) -> Service:
-    log_path = workdir / f"{name}.log"
-    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
-    try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: stop() ends workers too
-        )
-    finally:
-        log.close()
-    return Service(name=name, process=proc, host=host, log_path=log_path, env=env)
+def _start(name: str, argv: list[str], env: dict[str, str], workdir: Path, port: int) -> Service:
+    return demo_services.start(name, argv, env, workdir, port, kind=Service)
 
 
-def _wait_http(service: Service, path: str, timeout: float, ok=lambda status: status < 500) -> None:
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if service.process.poll() is not None:
-            raise ServiceMissing(
-                f"{service.name} exited with code {service.process.returncode} while starting; log:\n"
-                + service.log()[-3000:]
-            )
-        try:
-            with urllib.request.urlopen(service.url + path, timeout=2) as resp:
-                if ok(resp.status):
-                    return
-                last = f"HTTP {resp.status}"
-        except urllib.error.HTTPError as exc:
-            if ok(exc.code):
-                return
-            last = f"HTTP {exc.code}"
-        except OSError as exc:
-            last = str(exc)
-        time.sleep(0.3)
-    service.stop()
-    raise ServiceMissing(
-        f"{service.name} did not answer {service.url}{path} within {timeout:.0f}s ({last}); log:\n"
-        + service.log()[-3000:]
-    )
+def _running(service: Service, path: str, timeout: float):
+    """Yield ``service`` once ``GET path`` answers 200; :class:`ServiceMissing` when it does not."""
+    return running(service, path, timeout, error=ServiceMissing)
 
 
 @contextmanager
@@ -154,35 +82,13 @@ def mlflow_server(
     workdir.mkdir(parents=True, exist_ok=True)
     binary = mlflow_bin()
     port = port or _free_port()
-    env = dict(os.environ)
-    env.update(
-        MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
-        MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
-        MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=webhook_secret_key or MLFLOW_WEBHOOK_KEY,
-        # the client half of these tests talks to this server, never to a remote one
-        MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}",
-    )
+    env = mlflow_env(webhook_secret_key or MLFLOW_WEBHOOK_KEY)
+    # the client half of these tests talks to this server, never to a remote one
+    env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
     env.pop("MLFLOW_REGISTRY_URI", None)
-    argv = [
-        str(binary),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{workdir / 'mlflow.db'}",
-        "--default-artifact-root",
-        (workdir / "artifacts").as_uri(),  # a URI, as in production (s3://, file://)
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    service = _start("mlflow", argv, env, workdir, f"127.0.0.1:{port}")
-    try:
-        _wait_http(service, "/health", timeout, ok=lambda status: status == 200)
+    service = _start("mlflow", mlflow_argv(str(binary), workdir, port), env, workdir, port)
+    with _running(service, "/health", timeout):
         yield service
-    finally:
-        service.stop()
 
 
 def registry_config(port: int, root: Path, notify_url: str | None, notify_token: str | None) -> dict:
@@ -228,14 +134,9 @@ def docker_registry(
     port = port or _free_port()
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(registry_config(port, workdir / "storage", notify_url, notify_token)))
-    service = _start(
-        "docker-registry", [DOCKER_REGISTRY_BIN, "serve", str(config_path)], dict(os.environ), workdir, f"127.0.0.1:{port}"
-    )
-    try:
-        _wait_http(service, "/v2/", timeout, ok=lambda status: status == 200)
+    service = _start("docker-registry", [DOCKER_REGISTRY_BIN, "serve", str(config_path)], dict(os.environ), workdir, port)
+    with _running(service, "/v2/", timeout):
         yield service
-    finally:
-        service.stop()
 
 
 # ---- the listener itself, as users run it ----------------------------------------------------------
@@ -254,26 +155,9 @@ def serve_process(
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     port = port or _free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "pipeline_plugin.cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--state-dir",
-        str(state_dir),
-    ]
-    if triggers is not None:
-        argv += ["--triggers", str(triggers)]
-    argv += extra_args or []
+    argv = serve_argv(port, state_dir, None if triggers is None else Path(triggers)) + (extra_args or [])
     full_env = dict(os.environ)
     full_env.update(env or {})
-    service = _start("serve", argv, full_env, state_dir.parent if state_dir.parent.exists() else state_dir, f"127.0.0.1:{port}")
-    try:
-        _wait_http(service, "/healthz", timeout, ok=lambda status: status == 200)
+    service = _start("serve", argv, full_env, state_dir.parent if state_dir.parent.exists() else state_dir, port)
+    with _running(service, "/healthz", timeout):
         yield service
-    finally:
-        service.stop()
