@@ -49,14 +49,7 @@ class Headers:
 
     def get(self, name: str, default: Any = None, type: Any = None) -> Any:  # noqa: A002 - werkzeug's name
         value = self._index.get(name.lower())
-        if value is None:
-            return default
-        if type is not None:
-            try:
-                return type(value)
-            except (TypeError, ValueError):
-                return default
-        return value
+        return default if value is None else _converted(value, default, type)
 
     def getlist(self, name: str) -> list[str]:
         key = name.lower()
@@ -90,6 +83,16 @@ class Headers:
         return f"Headers({self._items!r})"
 
 
+def _converted(value: Any, default: Any, type: Any) -> Any:  # noqa: A002 - werkzeug's name
+    """werkzeug's ``get(..., type=)``: ``type(value)``, or ``default`` when that fails."""
+    if type is None:
+        return value
+    try:
+        return type(value)
+    except (TypeError, ValueError):
+        return default
+
+
 class MultiDict(dict):
     """A dict of first values that also remembers every value (``getlist``), like werkzeug's."""
 
@@ -102,15 +105,7 @@ class MultiDict(dict):
                 super().__setitem__(key, value)
 
     def get(self, key, default=None, type=None):  # noqa: A002 - werkzeug's name
-        if key not in self:
-            return default
-        value = self[key]
-        if type is not None:
-            try:
-                return type(value)
-            except (TypeError, ValueError):
-                return default
-        return value
+        return default if key not in self else _converted(self[key], default, type)
 
     def getlist(self, key) -> list[Any]:
         return list(self._lists.get(key, []))
