@@ -32,6 +32,8 @@ LABEL = "io.pipeline-plugin.deployment."
 MODEL_LABEL = "io.pipeline-plugin.model."
 #: a container must answer GET /readyz with 200 within this many seconds
 READY_TIMEOUT_S = 180.0
+#: how a ready container is kept running (after a crash, a daemon restart or a reboot)
+RESTART_POLICY = {"Name": "unless-stopped"}
 #: seconds `docker stop` waits after SIGTERM before SIGKILL
 STOP_TIMEOUT_S = 10
 
@@ -100,8 +102,14 @@ class DockerTarget(LocalTarget):
                 "check the name, or run `pipeline-plugin package` first"
             ) from None
 
+    @property
+    def scope(self) -> str:
+        """Names this target's state dir, so that two installations (say a demo and a test run)
+        sharing one Docker Engine never stop or replace each other's containers."""
+        return hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]
+
     def _containers(self, service: str, env: str | None = None, all: bool = True) -> list[Any]:
-        filters = [f"{LABEL}service={service}"]
+        filters = [f"{LABEL}scope={self.scope}", f"{LABEL}service={service}"]
         if env is not None:
             filters.append(f"{LABEL}env={env}")
         return self.client().containers.list(all=all, filters={"label": filters})
@@ -143,6 +151,9 @@ class DockerTarget(LocalTarget):
                             progress(f"last lines of {what}:\n{logs}")
                         raise
                     progress(f"{what} is ready")
+                    # restart only once ready: a crash before that is reported with its real exit
+                    # code (a restarting container's State.ExitCode is its current run's, 0)
+                    container.update(restart_policy=RESTART_POLICY)
                 address.switch(port, [f"127.0.0.1:{hp}" for _c, hp in started], str(generation), progress)
             except BaseException:
                 if record is not None and old_running and address.running():
@@ -197,6 +208,7 @@ class DockerTarget(LocalTarget):
                 raise ConfigError(f"label {key!r} uses the reserved prefix {LABEL}; choose another name")
         labels = {
             **{str(k): str(v) for k, v in spec.labels.items()},
+            LABEL + "scope": self.scope,
             LABEL + "service": spec.service,
             LABEL + "env": spec.env,
             LABEL + "image": spec.image,
@@ -212,7 +224,7 @@ class DockerTarget(LocalTarget):
             "detach": True,
             "environment": environment,
             "labels": labels,
-            "restart_policy": {"Name": "unless-stopped"},
+            "restart_policy": {"Name": "no"},  # RESTART_POLICY once ready (see _apply)
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
         }

@@ -70,6 +70,7 @@ def test_deploy_serves_at_the_stable_address_with_limits_env_keys_and_labels(tar
     host = container.attrs["HostConfig"]
     assert host["NanoCpus"] == 500_000_000
     assert host["Memory"] == 256 * 1024**2
+    assert host["RestartPolicy"]["Name"] == "unless-stopped"  # kept running once ready
     bindings = host["PortBindings"]["5001/tcp"]
     assert bindings[0]["HostIp"] == "127.0.0.1" and int(bindings[0]["HostPort"]) != port
     labels = container.labels
@@ -182,3 +183,22 @@ def test_replicas_run_behind_one_stable_address(target, app_images, service, doc
     running = docker_client.containers.list(all=True, filters={"label": f"{LABEL}service={service}"})
     assert sorted(c.name for c in running) == sorted(second.details["containers"])
     assert {c.labels[LABEL + "version"] for c in running} == {"2"}
+
+
+def test_two_state_dirs_on_one_engine_keep_their_own_containers(app_images, service, docker_client, tmp_path):
+    """A demo and a test run (two state dirs) deploying the same service and env on one Docker
+    Engine: replacing or deleting in one never stops the other's containers."""
+    mine = DockerTarget(state_dir=tmp_path / "a", ready_timeout=60)
+    theirs = DockerTarget(state_dir=tmp_path / "b", ready_timeout=60)
+    try:
+        a = mine.create(spec(service, app_images["1"]))
+        b = theirs.create(spec(service, app_images["1"]))
+        theirs.update(spec(service, app_images["2"]))
+        theirs.delete(service, "staging")
+        assert docker_client.containers.get(a.details["container_id"]).status == "running"
+        assert request(a.details["port"], "POST", "/score", {"data": [1]})[0] == 200
+        assert [d.service for d in mine.list(service)] == [service]
+        assert b.details["container_id"] != a.details["container_id"]
+    finally:
+        mine.delete(service, "staging")
+        theirs.delete(service, "staging")
