@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import ci_output
 from ..history import History, use_state_dir
 from ..output import Progress, add_json_flag, emit
-from ..stages.promote import STRATEGIES, promote
+from ..stages.promote import DEFAULT_CANARY_SECONDS, DEFAULT_CANARY_WEIGHT, STRATEGIES, promote
 
 KEY_ENV = "PIPELINE_PLUGIN_SCORING_KEY"
 #: exit code per result status
@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="to_env", default="production", help="environment to promote to (default production)")
     p.add_argument("--port", type=int, help="stable port of the production address (default: keep the current one)")
     p.add_argument("--strategy", choices=STRATEGIES, default="blue-green", help="switch strategy (default blue-green)")
+    p.add_argument("--canary-weight", type=int, default=DEFAULT_CANARY_WEIGHT, metavar="PCT",
+                   help=f"--strategy canary: percent of production's requests the new version gets, 1..99 "
+                   f"(default {DEFAULT_CANARY_WEIGHT})")
+    p.add_argument("--canary-seconds", type=float, default=DEFAULT_CANARY_SECONDS, metavar="N",
+                   help=f"--strategy canary: seconds to watch the canary before switching fully (default {DEFAULT_CANARY_SECONDS:g})")
     p.add_argument("--target", help="deploy target (default: from the history, else docker/process)")
     p.add_argument("--key", help=f"production scoring key (default: ${KEY_ENV})")
     p.add_argument("--require-approval", action="store_true",
@@ -102,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         strategy=args.strategy, keys=(key,) if key else (), history=History(args.state_dir), run_id=args.run_id,
         require_approval=args.require_approval, run_url=args.run_url or run_url_from_ci(),
         write_back=not args.no_writeback, smoke_overrides=smoke_overrides(args) or None,
-        progress=Progress(enabled=not args.json),
+        progress=Progress(enabled=not args.json), canary_weight=args.canary_weight, canary_seconds=args.canary_seconds,
     )
     ci_output.set_outputs({"status": result.status, "scoring-uri": result.scoring_uri or "", "image": result.image_id or ""})
     if EXIT[result.status]:

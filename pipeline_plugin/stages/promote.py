@@ -23,8 +23,11 @@ from .smoke_test import DEFAULT_REQUESTS, DEFAULT_TOLERANCE, SmokeReport, smoke_
 STRATEGIES = ("blue-green", "canary")
 #: every deployment the stages make tells the model which environment it serves
 ENV_VAR = "PIPELINE_PLUGIN_ENV"
-#: targets that can split traffic by weight (none yet)
-CANARY_TARGETS: frozenset[str] = frozenset()
+#: targets that can split traffic by weight (``start_canary``/``weigh_canary``/``end_canary``)
+CANARY_TARGETS: frozenset[str] = frozenset({"docker"})
+#: share of the stable address's requests the canary gets, and how long it is watched there
+DEFAULT_CANARY_WEIGHT = 10
+DEFAULT_CANARY_SECONDS = 10.0
 
 
 @dataclass
@@ -206,6 +209,8 @@ def promote(
     write_back: bool = True,
     environment: dict[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
+    canary_weight: int = DEFAULT_CANARY_WEIGHT,
+    canary_seconds: float = DEFAULT_CANARY_SECONDS,
 ) -> StageResult:
     """Promote ``service`` from ``from_env`` to ``to_env``. Returns a :class:`StageResult`
     (``promoted``, ``unchanged``, ``pending-approval`` or ``rolled-back``); raises
@@ -216,6 +221,11 @@ def promote(
         raise ConfigError(f"--strategy {strategy!r} is not a promotion strategy; valid: {', '.join(STRATEGIES)}")
     if from_env == to_env:
         raise ConfigError(f"--from and --to are both {from_env!r}; promote moves a version between two environments")
+    if strategy == "canary":
+        if isinstance(canary_weight, bool) or not isinstance(canary_weight, int) or not 1 <= canary_weight <= 99:
+            raise ConfigError(f"--canary-weight must be a whole percent from 1 to 99, got {canary_weight!r}")
+        if canary_seconds < 0:
+            raise ConfigError(f"--canary-seconds must be >= 0, got {canary_seconds!r}")
     target_name = resolve_target(service, from_env, history, target)
     if strategy == "canary" and target_name not in CANARY_TARGETS:
         raise ConfigError(
@@ -301,11 +311,30 @@ def promote(
         labels = {"io.pipeline-plugin.run-id": run_id}
         spec = spec_for(source_dep, to_env, source_dep.image_id or source_dep.image, port or _port_of(previous), keys, labels,
                         environment)
+        if strategy == "canary" and previous is not None:
+            failed = _canary(tgt, spec, previous, smoke_args, keys, canary_weight, canary_seconds, history, base, say)
+            if failed:
+                result.status = "rolled-back"
+                result.scoring_uri = previous.scoring_uri
+                result.reason = (f"canary of {source_dep.image_id} failed: {failed}; removed it, {to_env} still serves "
+                                 f"{previous.image_id}" + (f" (v{previous.version})" if previous.version else ""))
+                history.record(Record(action="promote", status="failed", reason=result.reason,
+                                      scoring_uri=previous.scoring_uri, details={"strategy": "canary"}, **base))
+                if write_back and origin["source"] and origin["model"] and origin["version"]:
+                    info = writeback.WritebackInfo(source=origin["source"], registry=origin["registry"],
+                                                   scoring_uri=previous.scoring_uri, run_url=run_url or origin.get("run_url"),
+                                                   image=source_dep.image_id, reason=result.reason)
+                    result.writeback = _write(history, base, "status", info, say, model=origin["model"],
+                                              version=origin["version"], status=f"failed-{to_env}")
+                say(result.reason)
+                return result
         say(f"switching {service} {to_env} to {source_dep.image_id} ({origin['model']} v{origin['version']}) on {target_name}")
         try:
             switched = tgt.update(spec, say) if previous is not None else tgt.create(spec, say)
         except Exception as exc:  # noqa: BLE001 - any failure to switch is recorded, production untouched
             msg = f"switching {to_env} failed: {getattr(exc, 'message', exc)}"
+            if strategy == "canary" and previous is not None:
+                tgt.end_canary(service, to_env, say)  # the canary passed, but must not outlive the failed switch
             history.record(Record(action="promote", status="failed", reason=msg, **base))
             raise ServiceError(msg, service=service) from exc
     result.scoring_uri = switched.scoring_uri
@@ -384,6 +413,72 @@ def promote(
                                   status=f"failed-{to_env}")
     say(result.reason)
     return result
+
+
+def _canary(tgt: Any, spec: DeploymentSpec, previous: Deployment, smoke_args: dict[str, Any], keys: tuple[str, ...],
+            weight: int, seconds: float, history: History, base: dict[str, Any], say: Callable[[str], None]) -> str:
+    """Run ``spec`` as a canary next to ``previous``: the production check against the canary
+    directly, then ``weight`` percent of the stable address and ``seconds`` of watching both. Returns why it
+    failed (the canary is removed then, production untouched), or "" when it passed (the canary
+    still runs; the normal update replaces both)."""
+    say(f"canary: starting {spec.image} next to {spec.service} {spec.env}")
+    try:
+        canary = tgt.start_canary(spec, say)
+    except Exception as exc:  # noqa: BLE001 - start_canary removed what it started
+        return f"it did not start: {getattr(exc, 'message', exc)}"
+    try:
+        # the production check goes to the canary directly, before any client request can reach it
+        say(f"smoke-testing the canary at {canary.scoring_uri}")
+        report = smoke_test(canary.scoring_uri, key=keys[0] if keys else None, progress=say, **smoke_args)
+        history.record(Record(
+            action="smoke-test", status="passed" if report.passed else "failed", scoring_uri=canary.scoring_uri,
+            reason=report.reason(), details={**smoke_args, "report": report.to_dict(), "canary": True}, **base))
+        failed = "" if report.passed else f"its check failed: {report.reason()}"
+        if not failed:
+            tgt.weigh_canary(spec.service, spec.env, weight, say)
+            failed = watch(previous.scoring_uri, canary.scoring_uri, smoke_args["sample"], keys, seconds, say)
+    except BaseException:
+        tgt.end_canary(spec.service, spec.env, say)
+        raise
+    if failed:
+        say(f"canary failed ({failed}); removing it")
+        tgt.end_canary(spec.service, spec.env, say)
+    return failed
+
+
+def watch(stable_uri: str, canary_uri: str, sample: Any, keys: tuple[str, ...], seconds: float,
+          say: Callable[[str], None]) -> str:
+    """POST the sample to the stable address and to the canary for ``seconds``; the first failed
+    request is the reason returned ("" when all answered 200)."""
+    import json
+    import time
+
+    import requests
+
+    from .smoke_test import request_body
+
+    headers = {"Content-Type": "application/json"}
+    if keys:
+        headers["Authorization"] = f"Bearer {keys[0]}"
+    body = json.dumps(request_body(sample))
+    say(f"canary: watching {stable_uri} and the canary for {seconds:g}s")
+    deadline = time.monotonic() + seconds
+    count = 0
+    with requests.Session() as session:
+        while True:
+            for what, uri in (("the stable address", stable_uri), ("the canary", canary_uri)):
+                try:
+                    resp = session.post(uri, data=body, headers=headers, timeout=30)
+                except requests.RequestException as exc:
+                    return f"{what} failed a request after {count} good ones: {type(exc).__name__}"
+                if resp.status_code != 200:
+                    return f"{what} answered HTTP {resp.status_code} after {count} good requests: {resp.text[:200]}"
+                count += 1
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+    say(f"canary: {count} requests answered 200")
+    return ""
 
 
 def _write(history: History, base: dict[str, Any], action: str, info: writeback.WritebackInfo,

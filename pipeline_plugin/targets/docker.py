@@ -16,6 +16,7 @@ State lives in Docker labels and the state dir (``deployment.json`` and the ngin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import secrets
@@ -24,7 +25,7 @@ from typing import Any
 
 from .. import settings
 from ..errors import ConfigError, NotFoundError, ServiceError
-from . import Deployment, DeploymentSpec, ProgressFn, stable_uris
+from . import Deployment, DeploymentSpec, ProgressFn, check_spec, stable_uris
 from .nginx_proxy import pick_port
 from .state import LocalTarget, ServiceState, now, wait_ready
 
@@ -139,21 +140,7 @@ class DockerTarget(LocalTarget):
             generation = int((record or {}).get("generation") or 0) + 1
             started: list[tuple[Any, int]] = []
             try:
-                for _ in range(spec.replicas):
-                    started.append(self._start(spec, image, port, wanted, generation, progress))
-                for container, host_port in started:
-                    what = f"container {container.name}"
-                    try:
-                        wait_ready("127.0.0.1", host_port, self.ready_timeout, lambda c=container: self._exited(c), progress, what)
-                    except BaseException:
-                        logs = self._logs(container)
-                        if logs:
-                            progress(f"last lines of {what}:\n{logs}")
-                        raise
-                    progress(f"{what} is ready")
-                    # restart only once ready: a crash before that is reported with its real exit
-                    # code (a restarting container's State.ExitCode is its current run's, 0)
-                    container.update(restart_policy=RESTART_POLICY)
+                self._start_ready(spec, image, port, wanted, generation, progress, started)
                 address.switch(port, [f"127.0.0.1:{hp}" for _c, hp in started], str(generation), progress)
             except BaseException:
                 if record is not None and old_running and address.running():
@@ -183,6 +170,102 @@ class DockerTarget(LocalTarget):
                     progress(f"stopping the previous container {other.name}")
                     self._remove(other)
             return self._refresh(state, new_record)
+
+    def _start_ready(self, spec: DeploymentSpec, image: Any, port: int, wanted: str, generation: int,
+                     progress: ProgressFn, started: list[tuple[Any, int]]) -> None:
+        """Start ``spec.replicas`` containers (appended to ``started``, so the caller can remove them
+        on failure) and wait until each is ready."""
+        for _ in range(spec.replicas):
+            started.append(self._start(spec, image, port, wanted, generation, progress))
+        for container, host_port in started:
+            what = f"container {container.name}"
+            try:
+                wait_ready("127.0.0.1", host_port, self.ready_timeout, lambda c=container: self._exited(c), progress, what)
+            except BaseException:
+                logs = self._logs(container)
+                if logs:
+                    progress(f"last lines of {what}:\n{logs}")
+                raise
+            progress(f"{what} is ready")
+            # restart only once ready: a crash before that is reported with its real exit
+            # code (a restarting container's State.ExitCode is its current run's, 0)
+            container.update(restart_policy=RESTART_POLICY)
+
+    # -- canary ------------------------------------------------------------------------------
+    def start_canary(self, spec: DeploymentSpec, progress: ProgressFn | None = None) -> Deployment:
+        """Start ``spec``'s containers next to the ones serving (service, env) and wait until they
+        are ready; no request of the stable address reaches them yet (:meth:`weigh_canary`). Returns
+        the canary's deployment; its URIs reach the first new container directly. End it with
+        :meth:`end_canary` (abort) or a normal :meth:`update` (which replaces old and canary)."""
+        progress = progress or (lambda _m: None)
+        spec = check_spec(spec)
+        state = self._state(spec.service, spec.env)
+        with state.locked():
+            record = state.read()
+            if record is None or not self._address(state).running():
+                raise ServiceError(f"{spec.service}/{spec.env} serves nothing now; a canary needs a running version next to it")
+            if record.get("canary"):
+                raise ServiceError(f"{spec.service}/{spec.env} already runs a canary; end it first")
+            image = self._image(spec.image, progress)
+            port = record["port"]
+            generation = int(record["generation"]) + 1
+            started: list[tuple[Any, int]] = []
+            try:
+                self._start_ready(spec, image, port, spec_hash(spec, image.id, port), generation, progress, started)
+            except BaseException:
+                for container, _hp in started:
+                    self._remove(container)
+                raise
+            record["canary"] = {"container_ids": [c.id for c, _hp in started], "host_ports": [hp for _c, hp in started]}
+            state.write(record)
+            dep = self._deployment(spec, [c for c, _hp in started], image, port)
+            return dataclasses.replace(dep, **stable_uris("127.0.0.1", started[0][1]))
+
+    def weigh_canary(self, service: str, env: str, weight: int, progress: ProgressFn | None = None) -> None:
+        """Give the canary ``weight`` percent (1..99) of the stable address's requests (nginx upstream
+        weights; the previous containers keep the rest)."""
+        progress = progress or (lambda _m: None)
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 99:
+            raise ConfigError(f"canary weight must be a whole percent from 1 to 99, got {weight!r}")
+        state = self._state(service, env)
+        with state.locked():
+            record = state.read()
+            if record is None or not record.get("canary"):
+                raise ServiceError(f"{service}/{env} runs no canary")
+            old = _upstreams(record)
+            new = [f"127.0.0.1:{hp}" for hp in record["canary"]["host_ports"]]
+            # per-server weights such that the canary's servers together get `weight` percent
+            upstreams = [f"{u} weight={(100 - weight) * len(new)}" for u in old]
+            upstreams += [f"{u} weight={weight * len(old)}" for u in new]
+            generation = int(record["generation"]) + 1
+            progress(f"canary: {weight}% of 127.0.0.1:{record['port']} to the new version")
+            self._address(state).switch(record["port"], upstreams, str(generation), progress)
+            record["generation"] = generation
+            state.write(record)
+
+    def end_canary(self, service: str, env: str, progress: ProgressFn | None = None) -> None:
+        """Abort a canary: the stable address goes back to the previous containers only (in-flight
+        requests to the canary finish), then the canary's containers are removed; idempotent."""
+        progress = progress or (lambda _m: None)
+        state = self._state(service, env)
+        with state.locked():
+            record = state.read()
+            if record is None or not record.get("canary"):
+                return
+            canary = record["canary"]
+            generation = int(record["generation"]) + 1
+            progress(f"canary: sending all of 127.0.0.1:{record['port']} back to {record['container']}")
+            self._address(state).switch(record["port"], _upstreams(record), str(generation), progress)
+            record["generation"] = generation
+            record.pop("canary")
+            state.write(record)
+            for container_id in canary["container_ids"]:
+                try:
+                    container = self.client().containers.get(container_id)
+                except Exception:  # noqa: BLE001 - already gone
+                    continue
+                progress(f"removing the canary container {container.name}")
+                self._remove(container)
 
     def _is_running(self, container_id: str) -> bool:
         import docker

@@ -3,25 +3,28 @@ the local provider exactly as `serve` dispatches a matched rule."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 
 import pytest
 import requests
 
+from pipeline_plugin.cli import main
 from pipeline_plugin.events import ModelVersionEvent
 from pipeline_plugin.history import History
 from pipeline_plugin.providers import PipelineRun, get_provider
+from pipeline_plugin.stages.promote import promote
 from pipeline_plugin.targets import get_target
 
 from .loadgen import Load
 from .models import SAMPLE, expected, write_version
 
 
-def dispatch(state: Path, rules_dir: Path, service: str, version: int, mode: str = "ok"):
+def dispatch(state: Path, rules_dir: Path, service: str, version: int, mode: str = "ok", **extra):
     files = write_version(rules_dir, version, mode)
     pipeline = {"provider": "local", "service": service, "target": "docker", "entry_script": files["entry_script"],
-                "sample": files["sample"], "expect": files["expect"], "tolerance": 1e-9}
+                "sample": files["sample"], "expect": files["expect"], "tolerance": 1e-9, **extra}
     event = ModelVersionEvent(source="cloudevents", kind="model_version.created", model="sums", version=str(version),
                               delivery_id=f"d-{secrets.token_hex(4)}", artifact_uri=str(files["model_file"]))
     run = PipelineRun(run_id=f"run-{service}-{version}-{secrets.token_hex(3)}", rule_name="e2e", pipeline=pipeline,
@@ -93,3 +96,57 @@ def test_version_failing_production_checks_is_rolled_back(live, e2e_state, rules
     records = [r for r in History(e2e_state).records(service=live, env="production", limit=6) if r.action != "writeback"]
     assert [(r.action, r.status, r.version) for r in records[:3]] == [
         ("rollback", "succeeded", before.version), ("promote", "failed", "5"), ("smoke-test", "failed", "5")]
+
+
+def stage_only(e2e_state, rules_dir, service, version, mode="ok"):
+    """The version in staging with a passing smoke test, production untouched (held for approval)."""
+    result = dispatch(e2e_state, rules_dir, service, version, mode, approval=True)
+    assert result.status == "pending-approval", result.detail
+
+
+def test_canary_splits_traffic_then_switches_with_zero_failed_requests(live, e2e_state, rules_dir):
+    before = production(live)
+    old = score(before.scoring_uri)["version"]
+    stage_only(e2e_state, rules_dir, live, 6)
+    during = {}
+
+    def progress(msg: str) -> None:
+        if msg.startswith("canary:") and "answered 200" in msg:  # the end of the canary window
+            during.update(load.versions)
+
+    with Load(before.details["port"], {"data": SAMPLE}) as load:
+        result = promote(live, strategy="canary", canary_weight=30, canary_seconds=3, history=History(e2e_state),
+                         progress=progress)
+    assert result.status == "promoted", result.reason
+    assert load.failures == [], load.failures[:5]
+    assert set(during) == {old, "6"}, during  # both versions answered during the canary window
+    assert score(before.scoring_uri) == expected(6)
+    assert production(live).version == "6" and production(live).details["replicas"] == 1
+
+
+def test_failing_canary_leaves_production_on_the_old_version(live, e2e_state, rules_dir, capsys):
+    before = production(live)
+    answer = score(before.scoring_uri)
+    stage_only(e2e_state, rules_dir, live, 7, "production-fails")
+    with Load(before.details["port"], {"data": SAMPLE}) as load:
+        code = main(["promote", "--name", live, "--strategy", "canary", "--canary-seconds", "2", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 1 and result["status"] == "rolled-back", result
+    assert "canary" in result["reason"] and "HTTP 500" in result["reason"], result["reason"]
+    assert load.failures == [], load.failures[:5]
+    assert set(load.versions) == {answer["version"]}
+    after = production(live)
+    assert after.image_id == before.image_id and score(after.scoring_uri) == answer
+    assert len(get_target("docker")._containers(live, "production")) == 1  # the canary's container is gone
+    records = [r for r in History(e2e_state).records(service=live, env="production", limit=6) if r.action != "writeback"]
+    assert [(r.action, r.status, r.version) for r in records[:2]] == [("promote", "failed", "7"), ("smoke-test", "failed", "7")]
+
+
+@pytest.mark.parametrize("weight", ["0", "100", "x"])
+def test_bad_canary_weight_is_named(live, weight, capsys):
+    try:
+        code = main(["promote", "--name", live, "--strategy", "canary", "--canary-weight", weight])
+    except SystemExit as exc:  # argparse rejects a value that is no number
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and "--canary-weight" in err, err
