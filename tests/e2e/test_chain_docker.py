@@ -17,7 +17,7 @@ from pipeline_plugin.providers import PipelineRun, get_provider
 from pipeline_plugin.stages.promote import promote
 from pipeline_plugin.targets import get_target
 
-from .loadgen import Load
+from loadgen import LoadLoop
 from .models import SAMPLE, expected, write_version
 
 
@@ -59,7 +59,7 @@ def test_promotion_under_load_has_zero_failed_requests(live, e2e_state, rules_di
     prod = production(live)
     port = prod.details["port"]
     before = score(prod.scoring_uri)["version"]
-    with Load(port, {"data": SAMPLE}) as load:
+    with load_on(port, {"data": SAMPLE}) as load:
         result = dispatch(e2e_state, rules_dir, live, 2)
     assert result.status == "succeeded", result.detail
     assert load.failures == [], load.failures[:5]
@@ -98,6 +98,11 @@ def test_version_failing_production_checks_is_rolled_back(live, e2e_state, rules
         ("rollback", "succeeded", before.version), ("promote", "failed", "5"), ("smoke-test", "failed", "5")]
 
 
+def load_on(port: int, body: dict) -> LoadLoop:
+    """Clients of production during a promotion: fresh connections, paced, bounded."""
+    return LoadLoop(port, body=json.dumps(body), max_requests=20000, pause_s=0.005)
+
+
 def stage_only(e2e_state, rules_dir, service, version, mode="ok"):
     """The version in staging with a passing smoke test, production untouched (held for approval)."""
     result = dispatch(e2e_state, rules_dir, service, version, mode, approval=True)
@@ -114,7 +119,7 @@ def test_canary_splits_traffic_then_switches_with_zero_failed_requests(live, e2e
         if msg.startswith("canary:") and "answered 200" in msg:  # the end of the canary window
             during.update(load.versions)
 
-    with Load(before.details["port"], {"data": SAMPLE}) as load:
+    with load_on(before.details["port"], {"data": SAMPLE}) as load:
         result = promote(live, strategy="canary", canary_weight=30, canary_seconds=3, history=History(e2e_state),
                          progress=progress)
     assert result.status == "promoted", result.reason
@@ -128,7 +133,7 @@ def test_failing_canary_leaves_production_on_the_old_version(live, e2e_state, ru
     before = production(live)
     answer = score(before.scoring_uri)
     stage_only(e2e_state, rules_dir, live, 7, "production-fails")
-    with Load(before.details["port"], {"data": SAMPLE}) as load:
+    with load_on(before.details["port"], {"data": SAMPLE}) as load:
         code = main(["promote", "--name", live, "--strategy", "canary", "--canary-seconds", "2", "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code == 1 and result["status"] == "rolled-back", result

@@ -17,7 +17,7 @@ from pipeline_plugin.targets.docker import LABEL, DockerTarget
 from pipeline_plugin.targets.nginx_proxy import StableAddress
 from tests.conftest import unused_port
 
-from .loadgen import LoadLoop
+from loadgen import LoadLoop
 
 
 def request(port: int, method: str, path: str, body: dict | None = None, key: str | None = None):

@@ -13,7 +13,7 @@ from pipeline_plugin.errors import ConfigError, NotFoundError, StageFailed
 from pipeline_plugin.targets import DeploymentSpec
 from pipeline_plugin.targets.process import PackageDir, ProcessTarget
 
-from .loadgen import LoadLoop
+from loadgen import LoadLoop
 
 APP = Path(__file__).parent / "app"
 

@@ -15,7 +15,7 @@ from pipeline_plugin.targets import DeploymentSpec
 from pipeline_plugin.targets.docker import DockerTarget
 from pipeline_plugin.targets.process import ProcessTarget
 
-from .loadgen import LoadLoop
+from loadgen import LoadLoop
 
 CHURN = Path(__file__).resolve().parents[2] / "examples" / "churn"
 

@@ -1,4 +1,5 @@
-"""A bounded load loop against a stable address: counts every failed request during an update."""
+"""A bounded load loop against a stable address: counts every failed request (and which version
+answered) during an update, a promotion or a canary. Shared by tests/targets and tests/e2e."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ class LoadLoop:
     threads do the same over keep-alive connections (a ``requests.Session`` each, as most clients)."""
 
     def __init__(self, port: int, key: str | None = None, workers: int = 4, hold_s: float = 0.05, max_requests: int = 5000,
-                 body: str | None = None, sessions: int = 0):
+                 body: str | None = None, sessions: int = 0, max_seconds: float = 300, pause_s: float = 0.0):
         self.port = port
         self.headers = {"Content-Type": "application/json"}
         if key:
             self.headers["Authorization"] = f"Bearer {key}"
         self.body = body or json.dumps({"data": [[1, 2]], "sleep": hold_s})
         self.max_requests = max_requests
+        self.deadline = time.monotonic() + max_seconds
+        self.pause_s = pause_s
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
         self.sent = 0
@@ -32,8 +35,10 @@ class LoadLoop:
         self.threads += [threading.Thread(target=self._run_session, daemon=True) for _ in range(sessions)]
 
     def _take(self) -> bool:
+        if self.pause_s:
+            time.sleep(self.pause_s)
         with self.lock:
-            if self.sent >= self.max_requests:
+            if self.sent >= self.max_requests or time.monotonic() > self.deadline:
                 return False
             self.sent += 1
             return True
