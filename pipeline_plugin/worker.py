@@ -216,7 +216,9 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - a provider failure is the run's result
                 message = exc.message if isinstance(exc, PipelinePluginError) else f"{type(exc).__name__}: {exc}"
                 log.warning("dispatch of run %s (%s) failed: %s", run.run_id, run.provider, message)
-                if idempotent:
+                if getattr(exc, "details", {}).get("outcome") == "unknown":
+                    self._result(run.run_id, "unknown", detail=message)  # may have started: never again by itself
+                elif idempotent:
                     self.inbox.record_dispatch(run.run_id, "error", detail=message)
                     retry_error = f"run {run.run_id}: {message}"
                 else:

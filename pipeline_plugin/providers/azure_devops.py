@@ -79,7 +79,7 @@ def _to_failure(last: _LastResponse):
             message = re.sub(r"\s*Operation returned a \d+ status code\.$", "", message)
             return ApiFailure(response.status_code, message, parse_retry_after(response.headers.get("Retry-After")))
         if isinstance(exc, ClientRequestError):  # no answer: timeout, refused connection
-            return ApiFailure(None, f"no answer from Azure DevOps ({exc})")
+            return ApiFailure.no_answer("Azure DevOps", exc)
         return None
 
     return convert
@@ -166,12 +166,13 @@ class AzureDevOpsProvider:
         creds = credentials()
         last = _LastResponse()
 
-        def api(fn: Any, action: str) -> Any:
+        def api(fn: Any, action: str, starts: bool = False) -> Any:
             def attempt() -> Any:
                 last.clear()
                 return fn()
 
-            return call(attempt, service="Azure DevOps", action=action, to_failure=_to_failure(last), fixes=FIXES)
+            return call(attempt, service="Azure DevOps", action=action, to_failure=_to_failure(last), fixes=FIXES,
+                        starts=starts)
 
         if pipeline_id is not None:
             return self._run_pipeline(api, base, creds, last, run, project, pipeline_id, inputs, extra)
@@ -195,7 +196,8 @@ class AzureDevOpsProvider:
                 raise ConfigError(f"rule {run.rule_name!r}: pipeline.ref is {ref!r}; expected a branch like 'main'")
             full = str(ref) if str(ref).startswith("refs/") else f"refs/heads/{ref}"
             body.resources = RunResourcesParameters(repositories={"self": RepositoryResourceParameters(ref_name=full)})
-        result = api(lambda: client.run_pipeline(body, project, pipeline_id), f"run pipeline {pipeline_id} in {project}")
+        result = api(lambda: client.run_pipeline(body, project, pipeline_id), f"run pipeline {pipeline_id} in {project}",
+                     starts=True)
         url = _web_link(result) or f"{base}{project}/_build/results?buildId={result.id}"
         return DispatchResult(
             provider=self.name,
@@ -235,7 +237,8 @@ class AzureDevOpsProvider:
                 alias=str(alias),
                 instance_reference=BuildVersion(id=inputs["version"], name=inputs["version"]),
             )]
-        result = api(lambda: client.create_release(metadata, project), f"create a release of definition {definition_id} in {project}")
+        result = api(lambda: client.create_release(metadata, project), f"create a release of definition {definition_id} in {project}",
+                     starts=True)
         url = _web_link(result) or f"{base}{project}/_releaseProgress?_a=release-pipeline-progress&releaseId={result.id}"
         return DispatchResult(
             provider=self.name,

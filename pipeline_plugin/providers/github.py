@@ -62,7 +62,7 @@ def to_failure(exc: Exception) -> ApiFailure | None:
             retryable = True  # GitHub's (secondary) rate limit answers 403
         return ApiFailure(exc.status, message, retry_after, retryable)
     if isinstance(exc, (requests.Timeout, requests.ConnectionError)):
-        return ApiFailure(None, f"no answer from GitHub ({type(exc).__name__}: {exc})")
+        return ApiFailure.no_answer("GitHub", exc)
     return None
 
 
@@ -151,7 +151,7 @@ class GitHubProvider:
                     "POST", f"/repos/{owner}/{name}/dispatches",
                     input={"event_type": event_type, "client_payload": payload},
                 ),
-                f"send repository_dispatch {event_type} to {repository}",
+                f"send repository_dispatch {event_type} to {repository}", starts=True,
             )
             return DispatchResult(
                 provider=self.name, status="dispatched", url=f"{html}/actions", external_id=None,
@@ -165,7 +165,7 @@ class GitHubProvider:
         details = bool(p.get("return_run_details", True))
         result = self._call(
             lambda: wf.create_dispatch(ref, all_inputs, throw=True, return_run_details=details),
-            f"start workflow {workflow} in {repository}",
+            f"start workflow {workflow} in {repository}", starts=True,
         )
         if result is not True and getattr(result, "id", None):
             return DispatchResult(
@@ -179,8 +179,8 @@ class GitHubProvider:
             data=data,
         )
 
-    def _call(self, fn: Any, action: str) -> Any:
-        return call(fn, service="GitHub", action=action, to_failure=to_failure, fixes=FIXES)
+    def _call(self, fn: Any, action: str, starts: bool = False) -> Any:
+        return call(fn, service="GitHub", action=action, to_failure=to_failure, fixes=FIXES, starts=starts)
 
     def _workflow_inputs(self, run: PipelineRun, inputs: dict[str, str]) -> tuple[str, dict[str, str]]:
         p = run.pipeline

@@ -66,7 +66,7 @@ def _to_failure(last: _LastResponse):
         if isinstance(exc, GitlabError) and exc.response_code:
             return ApiFailure(exc.response_code, str(exc.error_message), last.retry_after())
         if isinstance(exc, (requests.Timeout, requests.ConnectionError)):
-            return ApiFailure(None, f"no answer from GitLab ({type(exc).__name__}: {exc})")
+            return ApiFailure.no_answer("GitLab", exc)
         return None
 
     return convert
@@ -122,8 +122,8 @@ class GitLabProvider:
         base = server_url(p)
         gl = client(base, token, last)
 
-        def api(fn: Any, action: str) -> Any:
-            return call(fn, service="GitLab", action=action, to_failure=_to_failure(last), fixes=FIXES)
+        def api(fn: Any, action: str, starts: bool = False) -> Any:
+            return call(fn, service="GitLab", action=action, to_failure=_to_failure(last), fixes=FIXES, starts=starts)
 
         if ref is None:
             info = api(lambda: gl.projects.get(project, obey_rate_limit=False), f"find project {project}")
@@ -132,7 +132,7 @@ class GitLabProvider:
         if trigger_token:
             pipeline = api(
                 lambda: target.trigger_pipeline(str(ref), trigger_token, variables=variables, obey_rate_limit=False),
-                f"trigger a pipeline on {project} at {ref}",
+                f"trigger a pipeline on {project} at {ref}", starts=True,
             )
             how = "trigger token"
         else:
@@ -141,7 +141,7 @@ class GitLabProvider:
                     {"ref": str(ref), "variables": [{"key": k, "value": v} for k, v in variables.items()]},
                     obey_rate_limit=False,
                 ),
-                f"create a pipeline on {project} at {ref}",
+                f"create a pipeline on {project} at {ref}", starts=True,
             )
             how = "pipelines API"
         pid = pipeline.get_id()

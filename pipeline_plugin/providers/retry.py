@@ -1,7 +1,12 @@
 """Calling a CI service's API: bounded retries for what may pass, clear errors for what will not.
 
 - 429 and 5xx answers, timeouts and refused connections are retried with exponential backoff
-  (with jitter), honouring ``Retry-After`` (seconds or an HTTP date). Bounded: at most
+  (with jitter), honouring ``Retry-After`` (seconds or an HTTP date). A request that *starts*
+  something (``starts=True``: a workflow dispatch, a pipeline, a release) is not sent again once
+  it may have reached the service with no answer back (a read timeout, a connection dropped
+  after sending): the run may have started, so a second request could start it twice. That
+  failure is a :class:`ServiceError` with ``outcome="unknown"``; the worker records the run
+  ``unknown`` and never starts it again by itself. Bounded: at most
   ``PIPELINE_PLUGIN_HTTP_RETRIES`` retries (default 4), and a ``Retry-After`` longer than
   ``PIPELINE_PLUGIN_HTTP_MAX_WAIT`` seconds (default 60) fails at once instead of blocking.
 - 401, 403, 404 and 422 (and other 4xx) fail at once with a :class:`ConfigError` whose message
@@ -32,9 +37,36 @@ class ApiFailure(Exception):
     message: str
     retry_after: float | None = None
     retryable: bool | None = None  # override (e.g. GitHub's 403 secondary rate limit)
+    delivered: bool = False  # no answer, but the request may have reached the service
+
+    @classmethod
+    def no_answer(cls, service: str, exc: BaseException) -> "ApiFailure":
+        return cls(None, f"no answer from {service} ({type(exc).__name__}: {exc})", delivered=maybe_delivered(exc))
 
     def __str__(self) -> str:
         return f"HTTP {self.status}: {self.message}" if self.status else self.message
+
+
+def maybe_delivered(exc: BaseException) -> bool:
+    """Whether a request that got no answer may still have reached the service: True for read
+    timeouts and connections dropped after sending; False when no connection was made (refused,
+    unknown host, connect timeout). Follows wrapped causes (msrest's ``inner_exception``)."""
+    import requests
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, requests.ConnectTimeout):
+            return False
+        if isinstance(current, requests.ReadTimeout):
+            return True
+        if isinstance(current, requests.ConnectionError):
+            text = repr(current)
+            return not any(word in text for word in ("NewConnectionError", "NameResolutionError", "Connection refused",
+                                                      "Failed to establish a new connection"))
+        current = getattr(current, "inner_exception", None) or current.__cause__ or current.__context__
+    return True  # unknown kind of "no answer": assume it may have arrived
 
 
 def timeout() -> float:
@@ -63,9 +95,11 @@ def call(
     action: str,
     to_failure: Callable[[Exception], ApiFailure | None],
     fixes: Mapping[int, str],
+    starts: bool = False,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Run ``fn`` (one API call through an SDK) with the retry policy above."""
+    """Run ``fn`` (one API call through an SDK) with the retry policy above; ``starts``: the call
+    starts a run, so it is not repeated once it may have been delivered."""
     retries = int(os.environ.get("PIPELINE_PLUGIN_HTTP_RETRIES") or 4)
     base = float(os.environ.get("PIPELINE_PLUGIN_HTTP_BACKOFF") or 1.0)
     max_wait = float(os.environ.get("PIPELINE_PLUGIN_HTTP_MAX_WAIT") or 60)
@@ -90,6 +124,15 @@ def call(
                 f"{service} refused to {action}: {failure}. {fix}".strip(),
                 service=service,
                 status=status,
+            ) from None
+        if starts and status is None and failure.delivered:
+            raise ServiceError(
+                f"{service} did not answer the request to {action} ({failure}); it may have started the run "
+                f"anyway, so it is not sent again. Look in {service} whether it started; if not, start it again "
+                "(`pipeline-plugin events replay EVENT_ID`, or run the same dispatch again); a slow service "
+                "may need a longer PIPELINE_PLUGIN_HTTP_TIMEOUT.",
+                service=service,
+                outcome="unknown",
             ) from None
         if attempt > retries:
             raise ServiceError(

@@ -161,12 +161,46 @@ def test_secondary_rate_limit_403_with_retry_after_is_retried(serve, monkeypatch
     assert len(server.calls(DISPATCH)) == 2
 
 
-def test_5xx_and_timeouts_are_retried(serve, monkeypatch):
+def test_5xx_is_retried(serve, monkeypatch):
     server = github(serve, monkeypatch)
-    monkeypatch.setenv("PIPELINE_PLUGIN_HTTP_TIMEOUT", "1")
-    server.then(DISPATCH, Reply(502, {"message": "Server Error"}), Reply(200, {}, delay=2.5))
+    server.then(DISPATCH, Reply(502, {"message": "Server Error"}), Reply(503, {"message": "Unavailable"}))
     assert get_provider("github").dispatch(make_run(PIPELINE)).external_id == "9001"
     assert len(server.calls(DISPATCH)) == 3
+
+
+def test_a_dispatch_that_timed_out_is_not_sent_again(serve, monkeypatch):
+    """The request reached GitHub and no answer came back: the run may exist, so a second
+    request could start it twice. One request, and an error that says to look first."""
+    server = github(serve, monkeypatch)
+    monkeypatch.setenv("PIPELINE_PLUGIN_HTTP_TIMEOUT", "1")
+    server.then(DISPATCH, Reply(200, {}, delay=2.5))
+    with pytest.raises(ServiceError, match="may have started the run") as info:
+        get_provider("github").dispatch(make_run(PIPELINE))
+    assert info.value.details["outcome"] == "unknown"
+    assert len(server.calls(DISPATCH)) == 1
+
+
+def test_a_read_timeout_before_the_start_request_is_retried(serve, monkeypatch):
+    """Looking up the default branch changes nothing: a timeout there is retried."""
+    server = github(serve, monkeypatch)
+    monkeypatch.setenv("PIPELINE_PLUGIN_HTTP_TIMEOUT", "1")
+    server.then("repos/get", Reply(200, None, delay=2.5))
+    pipeline = dict(PIPELINE)
+    del pipeline["ref"]
+    assert get_provider("github").dispatch(make_run(pipeline)).external_id == "9001"
+    assert len(server.calls("repos/get")) == 2 and len(server.calls(DISPATCH)) == 1
+
+
+def test_a_refused_connection_is_retried_and_bounded(monkeypatch):
+    """Nothing listens: the request never arrived, so retrying cannot start a run twice."""
+    from conftest import unused_port
+
+    monkeypatch.setenv("GITHUB_API_URL", f"http://127.0.0.1:{unused_port()}")
+    monkeypatch.setenv("GITHUB_TOKEN", "t")
+    monkeypatch.setenv("PIPELINE_PLUGIN_HTTP_RETRIES", "2")
+    monkeypatch.setenv("PIPELINE_PLUGIN_HTTP_BACKOFF", "0.01")
+    with pytest.raises(ServiceError, match="after 3 attempts"):
+        get_provider("github").dispatch(make_run(PIPELINE))
 
 
 def test_persistent_5xx_gives_up_bounded(serve, monkeypatch):

@@ -202,6 +202,26 @@ def test_a_raising_non_idempotent_provider_is_not_retried(tmp_path, triggers):
     assert run.status == "failed" and "503" in run.detail and len(gh.calls) == 1
 
 
+def test_a_dispatch_with_an_unknown_outcome_is_recorded_unknown_and_not_retried(tmp_path, triggers):
+    """A start request that timed out after it was sent may have started the run: even an
+    idempotent provider's run is then left for a person (events replay), never sent again."""
+
+    class TimedOut(CountingProvider):
+        def dispatch(self, run):
+            self.calls.append(run.run_id)
+            raise ServiceError("GitHub did not answer; it may have started the run", outcome="unknown")
+
+    gh = TimedOut("github", idempotent=True)
+    inbox, worker = make_worker(tmp_path / "state", triggers, {"github": gh})
+    [eid] = inbox.put("mlflow", [ev()])
+    worker.drain()
+    inbox._db().execute("UPDATE events SET next_attempt_at=0")
+    worker.drain()
+    stored = inbox.get(eid)
+    assert [r.status for r in stored.runs] == ["unknown"] and "may have started" in stored.runs[0].detail
+    assert len(gh.calls) == 1 and stored.done
+
+
 def test_replay_dispatches_again_with_a_new_run_id(tmp_path, triggers):
     gh = CountingProvider("github")
     inbox, worker = make_worker(tmp_path / "state", triggers, {"github": gh})
