@@ -23,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True, help="service name")
     p.add_argument("--env", default="production", help="environment (default production)")
     p.add_argument("--to", dest="to_version", help="model version to go back to (default: the previous one)")
+    p.add_argument("--if-serving", metavar="VERSION",
+                   help="roll back only if the environment serves this model version now (else exit 0, "
+                   "status unchanged); CI rollback jobs pass the version they tried to promote")
     p.add_argument("--target", help="deploy target (default: from the history)")
     p.add_argument("--key", help=f"scoring key the environment requires (default: ${KEY_ENV})")
     p.add_argument("--reason", help="why, recorded in the history")
@@ -38,9 +41,12 @@ def run(args: argparse.Namespace) -> int:
     result = rollback(
         args.name, env=args.env, to_version=args.to_version, target=args.target, keys=(key,) if key else (),
         history=History(args.state_dir), reason=args.reason, write_back=not args.no_writeback,
-        progress=Progress(enabled=not args.json),
+        if_serving=args.if_serving, progress=Progress(enabled=not args.json),
     )
-    human = (f"{result.service} {result.env}: rolled back to {result.model or ''} v{result.version} "
-             f"({result.image_id}) at {result.scoring_uri}")
+    if result.status == "unchanged":
+        human = result.reason
+    else:
+        human = (f"{result.service} {result.env}: rolled back to {result.model or ''} v{result.version} "
+                 f"({result.image_id}) at {result.scoring_uri}")
     emit(args, result.to_dict(), human)
     return 0

@@ -57,14 +57,33 @@ def rollback(
     cause: str | None = None,
     reason: str | None = None,
     write_back: bool = True,
+    if_serving: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> StageResult:
+    """Roll ``env`` back. With ``if_serving``, only when it serves that model version now: a CI
+    pipeline's rollback job names the version it tried to promote, so a promotion that already
+    rolled itself back (or never switched) is not rolled back a second time, to an older version."""
     say = progress or (lambda _m: None)
     history = history or History()
     target_name = resolve_target(service, env, history, target)
     tgt = get_target(target_name)
     current = tgt.get(service, env)
     current_id = current.image_id if current else None
+    if if_serving is not None:
+        serving = None
+        if current is not None:
+            serving = current.version or model_origin(service, current, history, target_name).get("version")
+        if serving is None or str(serving) != str(if_serving):
+            what = f"v{serving}" if serving is not None else "nothing"
+            why = f"{service} {env} serves {what}, not v{if_serving}: nothing to roll back"
+            say(why)
+            return StageResult(
+                stage="rollback", service=service, env=env, status="unchanged", target=target_name,
+                image_id=current_id, model=current.model if current else None,
+                version=str(serving) if serving is not None else None,
+                scoring_uri=current.scoring_uri if current else None, previous=snapshot(current), reason=why,
+                run_id=run_id,
+            )
     rec, before = choose(history, service, env, current_id, to_version)
     if current is not None and not keys and requires_key(current.scoring_uri):
         raise ConfigError(

@@ -135,3 +135,18 @@ def test_every_script_is_valid_bash(provider, tmp_path):
         for shell in shells:
             proc = subprocess.run([shell, "-n", str(path)], capture_output=True, text=True)
             assert proc.returncode == 0, f"{provider} script {i} ({shell}): {proc.stderr}\n{script}"
+
+
+@pytest.mark.parametrize("provider", ["github", "azure-pipelines", "gitlab"])
+def test_the_rollback_after_a_failed_promotion_only_acts_on_the_version_it_promoted(provider):
+    """promote rolls production back itself; the pipeline's own rollback job must then change
+    nothing (a plain rollback would go back one version further). Each one names the version."""
+    doc = yaml.safe_load(render_pipeline(provider, event(), "r", {}).text)
+    if provider == "github":
+        [job] = [j for j in doc["jobs"].values() if any((s.get("with") or {}).get("stage") == "rollback" for s in j["steps"])]
+        [step] = [s for s in job["steps"] if (s.get("with") or {}).get("stage") == "rollback"]
+        assert step["with"]["if-serving"] == "${{ env.MODEL_VERSION }}"
+        assert "environment" not in job  # required reviewers must not hold a rollback
+        return
+    rollbacks = [s for s in _scripts(doc) if "pipeline-plugin rollback" in s]
+    assert rollbacks and all('--if-serving "$MODEL_VERSION"' in s for s in rollbacks), rollbacks

@@ -116,9 +116,13 @@ def test_promote_then_rollback_and_status(tmp_path, service, files, capsys):
     code, human, _ = cli(capsys, "status", "--name", service)
     assert "production" in human and "v2" in human and "history (newest first)" in human
 
-    code, out, err = cli(capsys, "rollback", "--name", service, "--env", "production", "--json")
+    # a CI rollback job names the version it tried to promote: production serving another is left alone
+    code, out, err = cli(capsys, "rollback", "--name", service, "--if-serving", "1", "--json")
+    assert code == 0 and json.loads(out)["status"] == "unchanged", out + err
+    assert "serves v2, not v1" in json.loads(out)["reason"] and score(prod.scoring_uri) == expected(2)
+    code, out, err = cli(capsys, "rollback", "--name", service, "--env", "production", "--if-serving", "2", "--json")
     assert code == 0, out + err
-    assert json.loads(out)["version"] == "1"
+    assert json.loads(out)["status"] == "rolled-back" and json.loads(out)["version"] == "1"
     assert tgt.get(service, "production").image_id == staging.image_id
     assert score(prod.scoring_uri) == expected(1)
     # the previous version is now 2 only by name: a plain rollback does not ping-pong
@@ -150,6 +154,10 @@ def test_failed_production_check_rolls_back_automatically(tmp_path, service, fil
     status = json.loads(cli(capsys, "status", "--name", service, "--json")[1])
     actions = [(h["action"], h["status"], h["version"]) for h in status["history"][:3]]
     assert actions == [("rollback", "succeeded", "1"), ("promote", "failed", "3"), ("smoke-test", "failed", "3")]
+    # the pipeline's rollback job then runs for the failed promotion: it must not go back further than v1
+    code, out, _ = cli(capsys, "rollback", "--name", service, "--if-serving", "3", "--json")
+    assert code == 0 and json.loads(out)["status"] == "unchanged" and json.loads(out)["version"] == "1"
+    assert tgt.get(service, "production").version == "1" and score(prod_uri) == expected(1)
 
 
 def test_approval_gate_holds_until_approved(tmp_path, service, files, capsys):
