@@ -265,6 +265,11 @@ class Listener:
         except PipelinePluginError as exc:
             log.error("could not store delivery to /webhooks/%s: %s", name, exc.message)
             return JSONResponse({**exc.to_dict(), "retry": True}, status_code=503), "error"
+        except Exception as exc:  # noqa: BLE001 - nothing was committed: the sender must send it again
+            log.exception("could not store delivery to /webhooks/%s: %s: %s", name, type(exc).__name__, exc)
+            return JSONResponse({"error": "StoreError", "message": f"the delivery could not be stored "
+                                 f"({type(exc).__name__}); nothing was kept, send it again", "retry": True},
+                                status_code=503), "error"
         if self.worker is not None:
             self.worker.wake.set()
         log.info(

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
@@ -96,12 +97,54 @@ class Request:
         """The body as JSON, or ``PayloadError`` (400) saying why not."""
         if not self.body:
             raise PayloadError("body is empty; a JSON body is expected", field="(body)")
-        try:
-            return json.loads(self.body)
-        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digits limit
-            raise PayloadError(f"body is not valid JSON: {exc}", field="(body)") from None
-        except RecursionError:
-            raise PayloadError("body is not usable JSON: nested too deeply", field="(body)") from None
+        return loads_json(self.body, "(body)")
+
+
+#: a ``\uD800``-``\uDFFF`` escape: valid JSON, but alone it is no character (and cannot be stored)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def loads_json(data: bytes, field: str) -> Any:
+    """``data`` as JSON, or ``PayloadError`` (400) naming ``field`` and why not. Strings holding a
+    lone UTF-16 surrogate (``"\udc00"``: valid JSON, not text) are refused with the JSON path."""
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digits limit
+        raise PayloadError(f"{field} is not valid JSON: {exc}", field=field) from None
+    except RecursionError:
+        raise PayloadError(f"{field} is not usable JSON: nested too deeply", field=field) from None
+    if _SURROGATE_ESCAPE.search(data):
+        _refuse_lone_surrogates(doc, field)
+    return doc
+
+
+def _refuse_lone_surrogates(node: Any, path: str) -> None:
+    stack = [(node, path)]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                inner = f"{where}.{_printable(key)}"
+                _text(key, inner)
+                stack.append((item, inner))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
+        elif isinstance(value, str):
+            _text(value, where)
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _text(value: str, where: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PayloadError(
+            f"{where} holds a lone UTF-16 surrogate escape (\\uD800-\\uDFFF without its pair), which is not "
+            "text; send the character itself, or a complete surrogate pair", field=where,
+        ) from None
 
 
 @dataclass

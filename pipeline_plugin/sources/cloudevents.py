@@ -55,7 +55,7 @@ import binascii
 import json
 from typing import Any
 
-from . import BaseSource, Request, Response, _payload as P, options_handshake
+from . import BaseSource, Request, Response, _payload as P, loads_json, options_handshake
 from ..errors import PayloadError
 from ..events import ModelVersionEvent
 
@@ -136,9 +136,10 @@ def _data(event: dict[str, Any], path: str) -> dict[str, Any]:
         if not isinstance(encoded, str):
             raise PayloadError(f"{field} must be a base64 string", field=field)
         try:
-            decoded = json.loads(base64.b64decode(encoded, validate=True))
-        except (binascii.Error, ValueError, RecursionError):
+            raw = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
             raise PayloadError(f"{field} must be base64-encoded JSON", field=field) from None
+        decoded = loads_json(raw, field)
         return P.need_object(decoded, field)
     return P.obj_field(event, path, "data", required=True)
 

@@ -146,6 +146,25 @@ def test_bad_input_is_400_naming_the_field(tmp_path, raw, field):
     assert listener.inbox.list() == []
 
 
+def test_a_lone_surrogate_escape_is_400_naming_the_field_and_stores_nothing(tmp_path):
+    """Valid JSON, but "\udc00" is no character and cannot be stored: a signed delivery holding
+    one is refused with the field's path (a 500 would make the sender retry it forever)."""
+    listener, c = client(tmp_path)
+    raw = json.dumps({**SAMPLE, "data": {**SAMPLE["data"], "tags": {"team": "ml\udc00"}}}).encode()
+    assert b"\\udc00" in raw
+    body, headers = mlflow_delivery(raw=raw)
+    r = c.post("/webhooks/mlflow", content=body, headers=headers)
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "(body).data.tags.team" and "surrogate" in r.json()["message"]
+    assert listener.inbox.list() == []
+    # a complete pair (an emoji written as two escapes) is text, and is stored
+    good = json.dumps({**SAMPLE, "data": {**SAMPLE["data"], "tags": {"team": "ml\ud83d\ude00"}}}).encode()
+    body, headers = mlflow_delivery(raw=good, delivery_id="d-2")
+    assert c.post("/webhooks/mlflow", content=body, headers=headers).status_code == 200
+    [stored] = listener.inbox.list()
+    assert stored.event.tags["team"] == "ml\U0001F600"
+
+
 def test_garbage_never_gives_a_500(tmp_path):
     listener, c = client(tmp_path, env={}, insecure=True)
     rng = random.Random(7)
