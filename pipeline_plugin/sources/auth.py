@@ -22,6 +22,10 @@ expected signature. Every comparison is constant time (``hmac.compare_digest`` o
     "API key" connections, e.g. ``x-api-key``).
 ``huggingface-secret``
     Hugging Face Hub: the secret arrives verbatim in ``X-Webhook-Secret``.
+``standard-webhooks-or-token``
+    The ``cloudevents`` default: a delivery carrying ``webhook-signature`` must pass
+    ``standard-webhooks`` (a bad or stale signature is never rescued by a token); one without it
+    must pass ``token``.
 
 Both HMAC schemes reject a timestamp more than ``TOLERANCE_SECONDS`` (5 minutes) from
 ``request.now``, in either direction, so a captured delivery cannot be replayed later.
@@ -191,11 +195,25 @@ def verify_huggingface(request: Request, secret: str) -> None:
         raise AuthenticationError(f"bad secret: header {HF_SECRET} does not match the configured secret")
 
 
+def verify_standard_webhooks_or_token(request: Request, secret: str) -> None:
+    if _headers(request).get(SW_SIGNATURE) is not None:
+        verify_standard_webhooks(request, secret)
+    else:
+        try:
+            verify_token(request, secret)
+        except AuthenticationError as exc:
+            raise AuthenticationError(
+                f"{exc.message}; or sign the delivery with Standard Webhooks headers ({SW_ID}, {SW_TIMESTAMP}, "
+                f"{SW_SIGNATURE})"
+            ) from None
+
+
 SCHEMES: dict[str, Callable[[Request, str], None]] = {
     "mlflow-hmac": verify_mlflow,
     "standard-webhooks": verify_standard_webhooks,
     "token": verify_token,
     "huggingface-secret": verify_huggingface,
+    "standard-webhooks-or-token": verify_standard_webhooks_or_token,
 }
 
 

@@ -150,7 +150,7 @@ def _where(path: str, attribute: str) -> str:
 
 class CloudEventsSource(BaseSource):
     name = "cloudevents"
-    auth_scheme = "standard-webhooks"
+    auth_scheme = "standard-webhooks-or-token"
 
     def handshake(self, request: Request) -> Response | None:
         return options_handshake(request)

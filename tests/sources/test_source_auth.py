@@ -11,7 +11,7 @@ import pytest
 from source_helpers import MLFLOW_SAMPLE_SECRET, all_samples, load_sample, make_request
 
 from pipeline_plugin.errors import AuthenticationError, ConfigError
-from pipeline_plugin.sources import auth
+from pipeline_plugin.sources import auth, get_source
 
 # Published by the Standard Webhooks Python library (standardwebhooks tests).
 SW_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -228,7 +228,22 @@ def test_huggingface_secret_header():
 def test_unknown_scheme_is_a_config_error_with_suggestion():
     with pytest.raises(ConfigError, match="Did you mean 'mlflow-hmac'"):
         auth.verify(make_request(b"{}"), "x", "mlflow-hmca")
-    assert set(auth.SCHEMES) == {"mlflow-hmac", "standard-webhooks", "token", "huggingface-secret"}
+    assert set(auth.SCHEMES) == {"mlflow-hmac", "standard-webhooks", "token", "huggingface-secret",
+                                 "standard-webhooks-or-token"}
+
+
+def test_cloudevents_takes_a_standard_webhooks_signature_or_a_token():
+    scheme = get_source("cloudevents").auth_scheme
+    auth.verify(sw_request(), SW_SECRET, scheme)  # the published vector
+    auth.verify(make_request(SW_BODY, {"Authorization": f"Bearer {SW_SECRET}"}), SW_SECRET, scheme)
+    auth.verify(make_request(SW_BODY, {}, query={"token": SW_SECRET}), SW_SECRET, scheme)
+    # a signature that does not verify is refused even with the right token beside it
+    with pytest.raises(AuthenticationError, match="no signature matched|signature"):
+        auth.verify(sw_request(sig="v1,Zm9vYmFy", Authorization=f"Bearer {SW_SECRET}"), SW_SECRET, scheme)
+    with pytest.raises(AuthenticationError, match="missing token.*Standard Webhooks"):
+        auth.verify(make_request(SW_BODY, {}), SW_SECRET, scheme)
+    with pytest.raises(AuthenticationError, match="bad token"):
+        auth.verify(make_request(SW_BODY, {"Authorization": "Bearer nope"}), SW_SECRET, scheme)
 
 
 # ---- robustness -------------------------------------------------------------------------------

@@ -58,12 +58,14 @@ def test_signed_delivery_with_tampered_body_or_stale_timestamp_is_refused():
         receive(SOURCE, signed(body, now=time.time() + 3600), SECRET)
 
 
-def test_token_is_accepted_only_when_configured_as_the_scheme():
+def test_a_token_is_accepted_unless_the_config_asks_for_signatures_only():
     req = make_request(event(), {"Authorization": "Bearer plain-token"})
-    with pytest.raises(AuthenticationError, match="missing header webhook-signature"):
-        receive(SOURCE, req, "plain-token")
-    [ev] = receive(SOURCE, req, "plain-token", scheme="token")
+    [ev] = receive(SOURCE, req, "plain-token")
     assert ev.version == "5"
+    [ev] = receive(SOURCE, make_request(event(), {}, query={"token": "plain-token"}), "plain-token")
+    assert ev.version == "5"
+    with pytest.raises(AuthenticationError, match="missing header webhook-signature"):
+        receive(SOURCE, req, "plain-token", scheme="standard-webhooks")
 
 
 def test_batch_mode():
