@@ -87,6 +87,20 @@ class ModelVersionEvent:
             extra = f"|digest={self.digest}"
         return f"{self.source}|{self.registry_key()}|{self.model}|{self.version}|{self.kind}{extra}"
 
+    def state_slot(self) -> str | None:
+        """For kinds that *set* a state (an alias points at a version, a tag holds a value, a
+        repository tag names a digest): the thing being set, else None. Setting it back to an
+        earlier value (alias ``production`` v2 -> v3 -> v2) is a new change, not a duplicate: the
+        inbox compares a repeated ``dedupe_key`` with the latest change of its slot."""
+        base = f"{self.source}|{self.registry_key()}|{self.model}"
+        if self.kind.startswith("alias."):
+            return f"{base}|{self.kind}|alias={self.alias}"
+        if self.kind.startswith("tag."):
+            return f"{base}|{self.version}|{self.kind}|keys=" + ",".join(sorted(self.tags))
+        if self.kind == "image.pushed":
+            return f"{base}|{self.version}|{self.kind}"
+        return None
+
     # ---- JSON form --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import socket
 import sqlite3
@@ -120,6 +121,10 @@ def utcnow() -> str:
 def event_id_for(event: ModelVersionEvent) -> str:
     """Stable id of a change: the same change gets the same id in any state dir."""
     return "ev_" + hashlib.sha256(event.dedupe_key().encode()).hexdigest()[:16]
+
+
+def _event_id_for_key(key: str) -> str:
+    return "ev_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def run_id_for(event_id: str, rule_name: str, generation: int = 0) -> str:
@@ -446,11 +451,14 @@ class Inbox:
                     continue
                 key = event.dedupe_key()
                 row = db.execute("SELECT id FROM events WHERE dedupe_key=?", (key,)).fetchone()
-                if row is not None:
-                    eid = row["id"]
+                existing = row["id"] if row is not None else None
+                if existing is not None and event.state_slot() is not None:
+                    key, existing = self._state_change(db, event, key)
+                if existing is not None:
+                    eid = existing
                     self._history(db, eid, "duplicate event", delivery_id=event.delivery_id)
                 else:
-                    eid = event_id_for(event)
+                    eid = event_id_for(event) if key == event.dedupe_key() else _event_id_for_key(key)
                     db.execute(
                         "INSERT INTO events(id, dedupe_key, source, kind, model, version, registry_key, delivery_id,"
                         " event_json, received_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -479,6 +487,28 @@ class Inbox:
             return PutResult(ids, duplicate=bool(events) and new == 0)
 
         return self._write(_job)
+
+    @staticmethod
+    def _state_change(db: sqlite3.Connection, event: ModelVersionEvent, key: str) -> tuple[str, str | None]:
+        """For a state-setting event whose ``key`` is stored already: ``(key, id)`` of the stored
+        change when it is still the latest of the event's state slot (a repeat: a duplicate);
+        else ``(key#N, None)``, a fresh key (the state was set elsewhere since and is now set back:
+        a new change)."""
+        slot = event.state_slot()
+        rows = db.execute(
+            "SELECT id, dedupe_key, event_json FROM events WHERE source=? AND registry_key=? AND model=? AND kind=?"
+            " ORDER BY seq DESC LIMIT 500",
+            (event.source, event.registry_key(), event.model, event.kind),
+        ).fetchall()
+        same = re.compile(re.escape(key) + r"(#[0-9]+)?")
+        for r in rows:
+            if ModelVersionEvent.from_dict(json.loads(r["event_json"])).state_slot() == slot:
+                if same.fullmatch(r["dedupe_key"]):
+                    return r["dedupe_key"], r["id"]
+                break
+        n = db.execute("SELECT COUNT(*) FROM events WHERE dedupe_key=? OR substr(dedupe_key, 1, ?)=?",
+                       (key, len(key) + 1, key + "#")).fetchone()[0]
+        return f"{key}#{n}", None
 
     # ---- work queue ---------------------------------------------------------------------------
     def new_owner(self) -> str:

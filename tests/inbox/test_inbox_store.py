@@ -69,6 +69,34 @@ def test_same_change_with_new_delivery_id_is_stored_once(tmp_path):
     assert len(inbox.list()) == 3
 
 
+def test_setting_a_state_back_is_a_new_change_but_repeating_it_is_not(tmp_path):
+    """An alias moved v2 -> v3 -> v2 (a person rolling back in the registry) is three changes; the
+    third announced again by a new delivery is still one. Likewise a repository tag pushed A -> B -> A."""
+    inbox = Inbox(tmp_path)
+
+    def alias(version, delivery, name="production"):
+        return inbox.put("mlflow", [ev(version, delivery_id=delivery, kind="alias.set", alias=name)])
+
+    first, second, back = alias("2", "a1"), alias("3", "a2"), alias("2", "a3")
+    assert not first.duplicate and not second.duplicate and not back.duplicate
+    assert len({first[0], second[0], back[0]}) == 3
+    again = alias("2", "a4")  # the same state announced again: no new change
+    assert again.duplicate and list(again) == list(back)
+    assert not alias("2", "a5", name="champion").duplicate  # another alias is its own slot
+    assert alias("2", "a6", name="champion").duplicate
+    assert not alias("3", "a7").duplicate and not alias("2", "a8").duplicate  # and back again: #2
+    assert [e.event.version for e in inbox.list(limit=100) if e.event.alias == "production"].count("2") == 3
+
+    def push(digest, delivery):
+        return inbox.put("docker-registry", [ModelVersionEvent.from_dict({
+            "source": "docker-registry", "kind": "image.pushed", "model": "team/churn", "version": "latest",
+            "digest": digest, "delivery_id": delivery, "registry": {"repository": "127.0.0.1:5000"}})])
+
+    a, b, a2, a3 = push("sha256:" + "a" * 64, "p1"), push("sha256:" + "b" * 64, "p2"), push("sha256:" + "a" * 64, "p3"), push("sha256:" + "a" * 64, "p4")
+    assert not a.duplicate and not b.duplicate and not a2.duplicate and a3.duplicate
+    assert a[0] != a2[0] and list(a3) == list(a2)
+
+
 def test_a_batch_stores_each_event_and_ids_are_stable(tmp_path):
     inbox = Inbox(tmp_path)
     events = [ev("1"), ev("2"), ev("1", kind="alias.set", alias="champion", delivery_id="al")]
