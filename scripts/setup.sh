@@ -20,9 +20,13 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  # the package may start the system's registry service (port 5000); the tests and the demo start
+  # their own registries on free ports. Only one just installed is stopped: a registry that was
+  # running before setup is left alone.
+  case " ${need_pkgs[*]} " in
+    *" docker-registry "*) $SUDO pkill -f '^/usr/bin/docker-registry serve /etc/docker/registry/config.yml' 2>/dev/null || true ;;
+  esac
 fi
-# the Debian packages start services through init scripts we do not rely on
-$SUDO pkill -f '^/usr/bin/docker-registry' 2>/dev/null || true
 
 bash scripts/services.sh docker
 
