@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .. import output
 from ..errors import ConfigError
 from ..events import ModelVersionEvent
@@ -34,6 +36,13 @@ _TARGET = {
         "  project: your-project\n"
         "  pipeline_id: 1                   # the number in the pipeline's URL (...?definitionId=1)\n"
     ),
+}
+
+#: where each rendered pipeline lives in the repository (render_pipeline(...).path)
+PIPELINE_FILES = {
+    "github": ".github/workflows/deploy-model.yml",
+    "gitlab": ".gitlab-ci.yml",
+    "azure-pipelines": "azure-pipelines/deploy-model.yml",
 }
 
 SETTINGS = {
@@ -107,19 +116,23 @@ def run(args: argparse.Namespace) -> int:
     event = ModelVersionEvent.from_dict(
         {"source": "mlflow", "kind": "model_version.created", "model": args.model, "version": "1"}
     )
-    pipeline = {"provider": dispatch_provider, "service": model_lower}
-    rendered = render_pipeline(render_provider, event, f"deploy-{model_lower}", pipeline)
     rule_path = repo / args.triggers / f"deploy-{model_lower}.yml"
     rule_text = RULE.format(
         provider=args.provider,
         dispatch=dispatch_provider,
         model=args.model,
         model_lower=model_lower,
-        pipeline_file=rendered.path,
+        pipeline_file=PIPELINE_FILES[render_provider],
         triggers=args.triggers,
         settings=SETTINGS[dispatch_provider],
         target=_TARGET[dispatch_provider].format(repository=_repository_name(repo)),
     )
+    # the pipeline is rendered from the rule just written, so what it says (approval: true is a
+    # manual gate in GitLab, entry script, sample) is what the pipeline does
+    pipeline = yaml.safe_load(rule_text)["pipeline"]
+    rendered = render_pipeline(render_provider, event, f"deploy-{model_lower}", pipeline)
+    if rendered.path != PIPELINE_FILES[render_provider]:  # pragma: no cover - a template moved its file
+        raise AssertionError(f"{render_provider} pipeline renders to {rendered.path}, not {PIPELINE_FILES[render_provider]}")
     files = {repo / rendered.path: rendered.text, rule_path: rule_text}
     existing = [str(p) for p in files if p.exists()]
     if existing and not args.force:

@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from pipeline_plugin.cli import main
+from pipeline_plugin.events import ModelVersionEvent
+from pipeline_plugin.render import render_pipeline
 from pipeline_plugin.rules import load_rules
 
 CHECK = Path(sys.executable).with_name("check-jsonschema")
@@ -108,6 +110,13 @@ def test_init_writes_a_valid_pipeline_and_a_loadable_rule(tmp_path, capsys, prov
     assert rule.pipeline["provider"] == provider
     if provider in ("github", "gitlab"):
         assert rule.pipeline.get("repository", rule.pipeline.get("project")) == "acme/churn"
+    # the pipeline written is the one the rule renders: what the rule says, the pipeline does
+    render_provider = "azure-pipelines" if provider == "azure-devops" else provider
+    event = ModelVersionEvent.from_dict({"source": "mlflow", "kind": "model_version.created", "model": "Churn", "version": "1"})
+    assert (repo / pipeline_file).read_text() == render_pipeline(render_provider, event, rule.name, rule.pipeline).text
+    if provider == "gitlab":  # the rule's approval: true is the manual gate before production
+        assert rule.pipeline["approval"] is True
+        assert yaml.safe_load((repo / pipeline_file).read_text())["promote-production"]["when"] == "manual"
     # a second init keeps the user's edits
     capsys.readouterr()
     assert main(["init", "--provider", provider, "--dir", str(repo), "--model", "Churn"]) == 2
