@@ -150,3 +150,25 @@ def test_the_rollback_after_a_failed_promotion_only_acts_on_the_version_it_promo
         return
     rollbacks = [s for s in _scripts(doc) if "pipeline-plugin rollback" in s]
     assert rollbacks and all('--if-serving "$MODEL_VERSION"' in s for s in rollbacks), rollbacks
+
+
+def test_example_rules_send_only_inputs_their_rendered_pipeline_declares():
+    """GitHub answers 422 and Azure DevOps 400 for an input or parameter the pipeline does not declare."""
+    from pipeline_plugin.rules import load_rules
+
+    checked = 0
+    for rule in load_rules(ROOT / "triggers"):
+        provider = rule.pipeline.get("provider") if rule.pipeline else None
+        if provider == "github":
+            doc = yaml.safe_load(render_pipeline("github", event(), rule.name, rule.pipeline).text)
+            declared = set(doc[True]["workflow_dispatch"]["inputs"])  # YAML 1.1 reads `on:` as True
+            sent = set(rule.pipeline.get("inputs") or {})
+        elif provider == "azure-devops":
+            doc = yaml.safe_load(render_pipeline("azure-pipelines", event(), rule.name, rule.pipeline).text)
+            declared = {p["name"] for p in doc["parameters"]}
+            sent = set(rule.pipeline.get("parameters") or {})
+        else:
+            continue
+        assert sent <= declared, (rule.name, sorted(sent - declared))
+        checked += 1
+    assert checked >= 2
