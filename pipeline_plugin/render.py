@@ -157,6 +157,7 @@ SETTINGS: dict[str, _Setting] = {
     "event_type": _Setting("pipeline-plugin.deploy", r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"),
     "vm_image": _Setting("ubuntu-latest", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
     "image": _Setting("python:3.12-slim", r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,254}$"),
+    "runner_tags": _Setting("", r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,63}(,[ ]?[A-Za-z0-9][A-Za-z0-9._ -]{0,63}){0,15}$"),
 }
 
 

@@ -396,7 +396,7 @@ PIPELINE_KEYS: dict[str, dict[str, Validator]] = {
             "trigger_token_env": _env_name,
             "variables": _scalars,
         },
-        ("image",),
+        ("image", "runner_tags"),
     ),
     "azure-devops": _ci(
         {

@@ -170,6 +170,18 @@ def test_gitlab_manual_gate_follows_rule_approval():
     assert gated["variables"]["MODEL_NAME"]["expand"] is False
 
 
+def test_gitlab_jobs_run_on_the_tagged_runner_and_install_into_a_venv(tmp_path):
+    rendered = render_pipeline("gitlab", event(), "r", {"runner_tags": "docker, ml-host"})
+    doc = yaml.safe_load(rendered.text)
+    assert doc["default"]["tags"] == ["docker", "ml-host"]
+    assert any("venv" in line for line in doc["default"]["before_script"])
+    (tmp_path / "p.yml").write_text(rendered.text)
+    validate("gitlab", tmp_path / "p.yml")
+    assert "tags" not in yaml.safe_load(render_pipeline("gitlab", event(), "r", {}).text)["default"]
+    with pytest.raises(ConfigError, match="pipeline.runner_tags"):
+        render_pipeline("gitlab", event(), "r", {"runner_tags": "docker; id"})
+
+
 @pytest.mark.parametrize(
     "pipeline,field",
     [({"target": "ssh"}, "pipeline.target"), ({"staging_port": "80; id"}, "pipeline.staging_port"),
