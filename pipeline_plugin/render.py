@@ -145,6 +145,7 @@ SETTINGS: dict[str, _Setting] = {
     "tolerance": _Setting("", r"^[0-9.eE+-]{1,32}$"),
     "image_repository": _Setting("localhost:5000/models", r"^[a-z0-9][a-z0-9._:/-]{0,254}$"),
     "base_image": _Setting("", r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,254}$"),
+    "push": _Setting(False, kind=bool),  # push the image to image_repository (its registry digest then moves on)
     "target": _Setting("docker", r"^(docker|process|kubernetes)$"),
     "staging_port": _Setting(8890, kind=int),
     "production_port": _Setting(8891, kind=int),

@@ -62,7 +62,7 @@ def summary_for(stage: str, data: Mapping[str, Any], model: str = "", version: s
         "model": data.get("model") or model or None,
         "version": data.get("version") or version or None,
         "image": data.get("image") or data.get("image_id"),
-        "digest": data.get("digest") or data.get("image_digest"),
+        "digest": data.get("digest") or data.get("image_digest") or data.get("image_id"),
         "scoring_uri": data.get("scoring_uri") or (data.get("url") if stage == "smoke-test" else None),
     }
     if "error" in data and "message" in data:
@@ -109,7 +109,9 @@ def publish_outputs(data: Mapping[str, Any]) -> dict[str, str]:
 
     from .ci_deployment import step_outputs
 
-    values = {"image": data.get("image"), "digest": data.get("digest"), "scoring-uri": data.get("scoring_uri")}
+    # digest: the registry digest when the image was pushed, else the local image id (content-addressed too)
+    values = {"image": data.get("image"), "digest": data.get("digest") or data.get("image_id"),
+              "scoring-uri": data.get("scoring_uri")}
     present = step_outputs(os.environ["GITHUB_OUTPUT"]) if os.environ.get("GITHUB_OUTPUT") else {}
     outputs = {k: str(v) for k, v in values.items() if isinstance(v, str) and v and not present.get(k)}
     if outputs:

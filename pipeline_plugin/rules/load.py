@@ -368,6 +368,7 @@ def _ci(extra: dict[str, Validator], render_keys: tuple[str, ...]) -> dict[str, 
     keys: dict[str, Validator] = {k: _all_of(v, _rendered(k)) for k, v in _STAGE_SETTINGS.items()}
     keys.update({k: _all_of(_string, _rendered(k)) for k in _STAGE_PATHS})
     keys["forward_tags"] = _forward_tags
+    keys["push"] = _boolean
     for key in ("install", "python", *render_keys):
         keys[key] = _all_of(_string, _rendered(key))
     keys.update(extra)

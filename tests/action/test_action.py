@@ -283,3 +283,67 @@ def test_deploy_stage_records_a_github_deployment_even_when_it_fails(repo, runne
         assert "| outcome | `failed: image '127.0.0.1:9/missing/iris:12'" in run.summary
         assert "| model | `iris` |" in run.summary and "| version | `12` |" in run.summary
     server.assert_clean()
+
+
+@pytest.mark.docker
+def test_a_self_hosted_runner_takes_a_version_from_package_to_production(repo, runner_temp, installed, base_image,
+                                                                         monkeypatch):
+    """The action's stages as the rendered workflow chains them, on a runner with Docker: each job's
+    outputs (image, digest, scoring-uri) feed the next, and production answers with the model."""
+    import secrets
+    import socket
+
+    import requests
+
+    from pipeline_plugin.targets import get_target
+
+    def port() -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return str(s.getsockname()[1])
+
+    example = ROOT / "examples" / "churn"
+    service = f"act-{secrets.token_hex(3)}"
+    model = {"model-name": "churn", "model-version": "1"}
+    env = {"PIP_NO_INDEX": "false"}  # the wheelhouse may need to download the example's wheels
+    monkeypatch.setenv("PIPELINE_PLUGIN_STATE_DIR", str(repo / "state"))  # the state dir run_action gives the steps
+    try:
+        package = run_stage({"stage": "package", **model, "model-uri": str(example / "model.pkl"),
+                             "entry-script": str(example / "score.py"), "requirements": str(example / "requirements.txt"),
+                             "image": f"pipeline-plugin/{service}:1", "base-image": base_image},
+                            repo, runner_temp, installed, extra_env=env)
+        assert package.returncode == 0, package.stderr[-3000:] + package.stdout[-2000:]
+        assert package.outputs["image"] == f"pipeline-plugin/{service}:1"
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", package.outputs["digest"]), package.outputs  # not pushed: the image id
+        assert "### Packaged" in package.summary or "churn" in package.summary
+
+        staging = run_stage({"stage": "deploy", **model, "image": package.outputs["image"], "service": service,
+                             "environment": "staging", "target": "docker", "port": port()},
+                            repo, runner_temp, installed)
+        assert staging.returncode == 0, staging.stderr[-3000:]
+        assert staging.outputs["scoring-uri"].endswith("/score")
+
+        smoke = run_stage({"stage": "smoke-test", "scoring-uri": staging.outputs["scoring-uri"], "service": service,
+                           "environment": "staging", "sample": str(example / "sample.json"),
+                           "expect": str(example / "expected.json")},
+                          repo, runner_temp, installed)
+        assert smoke.returncode == 0, smoke.stderr[-3000:] + smoke.stdout[-2000:]
+
+        production = run_stage({"stage": "promote", **model, "service": service, "from": "staging", "to": "production",
+                                "port": port()}, repo, runner_temp, installed)
+        assert production.returncode == 0, production.stderr[-3000:] + production.stdout[-2000:]
+        uri = production.outputs["scoring-uri"]
+        assert uri.endswith("/score") and uri != staging.outputs["scoring-uri"]
+        sample = json.loads((example / "sample.json").read_text())
+        assert requests.post(uri, json=sample, timeout=10).json() == json.loads((example / "expected.json").read_text())
+        assert "promoted" in production.summary.lower()
+
+        # the rollback job after a promotion that rolled itself back changes nothing
+        held = run_stage({"stage": "rollback", **model, "service": service, "environment": "production",
+                          "if-serving": "2"}, repo, runner_temp, installed)
+        assert held.returncode == 0, held.stderr[-2000:]
+        assert requests.post(uri, json=sample, timeout=10).status_code == 200
+    finally:
+        tgt = get_target("docker")
+        for environment in ("staging", "production"):
+            tgt.delete(service, environment)

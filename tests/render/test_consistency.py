@@ -172,3 +172,16 @@ def test_example_rules_send_only_inputs_their_rendered_pipeline_declares():
         assert sent <= declared, (rule.name, sorted(sent - declared))
         checked += 1
     assert checked >= 2
+
+
+@pytest.mark.parametrize("provider", ["github", "azure-pipelines", "gitlab"])
+def test_the_staging_smoke_test_is_recorded_for_the_promotion(provider):
+    """promote refuses an image without a passing smoke test recorded for the service's staging:
+    each pipeline's smoke test must name the service and environment, or every promotion fails."""
+    doc = yaml.safe_load(render_pipeline(provider, event(), "r", {}).text)
+    if provider == "github":
+        [step] = [s for j in doc["jobs"].values() for s in j["steps"] if (s.get("with") or {}).get("stage") == "smoke-test"]
+        assert step["with"]["service"] == "${{ env.SERVICE }}" and step["with"]["environment"] == "staging"
+        return
+    smokes = [s for s in _scripts(doc) if "smoke-test --url" in s]
+    assert smokes and all('--name "$SERVICE" --env staging' in s for s in smokes), smokes
