@@ -17,6 +17,7 @@ Kubernetes pulls images from a registry, so the image must be a registry referen
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from typing import Any
@@ -119,12 +120,18 @@ def manifests(spec: DeploymentSpec, namespace: str | None = None, with_secret: b
         "kind": "Deployment",
         "metadata": {**meta, "annotations": annotations},
         "spec": {
-            "replicas": lo,
+            # no `replicas`: the HorizontalPodAutoscaler below owns the count (minReplicas..maxReplicas);
+            # a replicas field here would scale a busy service back to the minimum on every deploy
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": {"app.kubernetes.io/instance": name}},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
-                "metadata": {"labels": dict(labels), "annotations": {ANNOTATION + "image": spec.image}},
+                # the keys' checksum: rotating the scoring keys (a Secret) rolls the pods, which read
+                # them at start
+                "metadata": {"labels": dict(labels), "annotations": {
+                    ANNOTATION + "image": spec.image,
+                    ANNOTATION + "keys-sha256": hashlib.sha256("\n".join(spec.keys).encode()).hexdigest(),
+                }},
                 "spec": {
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001},
                     "terminationGracePeriodSeconds": 40,
@@ -300,7 +307,9 @@ class KubernetesTarget:
             service=service,
             env=env,
             image=ann.get(ANNOTATION + "image", image),
-            image_id=image.split("@", 1)[1] if "@" in image else image,
+            # the pinned reference (repo@sha256:...): what promote and rollback hand back to a cluster,
+            # which pulls by reference (a bare sha256: image id names nothing there)
+            image_id=image,
             scoring_uri=f"{base}/score",
             swagger_uri=f"{base}/swagger.json",
             health_uri=f"{base}/",

@@ -48,6 +48,12 @@ def test_manifests_are_valid_and_carry_probes_resources_and_rollout():
     assert all(d["metadata"]["namespace"] == "ml" for d in docs)
     # without with_secret (what --dry-run prints) the keys appear nowhere
     assert "k1" not in json.dumps(manifests(spec, "ml"))
+    # the autoscaler owns the replica count: a deploy never scales a busy service back down
+    assert "replicas" not in dep
+    # rotating the keys changes the pod template, so the pods restart with the new Secret
+    rotated = by_kind(manifests(DeploymentSpec(**{**spec.__dict__, "keys": ("k3",)}), "ml"))["Deployment"]
+    assert rotated["spec"]["template"] != dep["template"]
+    assert by_kind(manifests(spec, "ml"))["Deployment"]["spec"]["template"] == dep["template"]
 
 
 def test_invalid_manifests_would_be_caught_by_the_validator():
@@ -106,7 +112,7 @@ def test_apply_waits_for_the_rollout_then_get_list_delete(kube_api):
                       progress.append)
     assert kube_api.violations == []
     assert d.scoring_uri == "http://fraud-staging.ml.svc.cluster.local:8890/score"
-    assert (d.status, d.image, d.image_id) == ("running", IMAGE, "sha256:" + "a" * 64)
+    assert (d.status, d.image, d.image_id) == ("running", IMAGE, IMAGE)  # pinned by digest
     applied = [json.loads(a["body"])["kind"] for a in kube_api.applies]
     assert applied == ["Secret", "Deployment", "Service", "HorizontalPodAutoscaler"]
     assert all(a["query"]["fieldManager"] == ["pipeline-plugin"] for a in kube_api.applies)
@@ -117,6 +123,16 @@ def test_apply_waits_for_the_rollout_then_get_list_delete(kube_api):
     target.delete("fraud", "staging")
     target.delete("fraud", "staging")
     assert target.get("fraud", "staging") is None and kube_api.objects == {}
+
+
+def test_what_staging_reports_can_be_deployed_to_production(kube_api):
+    """promote and rollback deploy the image_id a target reports: on a cluster it must be a
+    reference the cluster can pull, pinned by digest."""
+    target = KubernetesTarget(rollout_timeout=30)
+    staging = target.create(DeploymentSpec(service="fraud", env="staging", image=IMAGE, port=8890), lambda _m: None)
+    production = target.create(DeploymentSpec(service="fraud", env="production", image=staging.image_id, port=8891),
+                               lambda _m: None)
+    assert production.image_id == staging.image_id == IMAGE and kube_api.violations == []
 
 
 def test_cli_deploys_to_kubernetes_with_json(kube_api, tmp_path):
