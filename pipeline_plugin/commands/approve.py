@@ -69,10 +69,8 @@ def run(args: argparse.Namespace) -> int:
         require_approval=True, approved_by=by, run_url=req.get("run_url"),
         smoke_overrides=req.get("smoke_overrides") or None, write_back=req.get("write_back", True),
         environment=req.get("environment") or None,
+        approved_image_id=req.get("image_id"),  # what the reviewer saw: a newer staging is not approved
         progress=Progress(enabled=not args.json),
     )
-    if result.image_id != req.get("image_id"):
-        result.reason = (f"note: staging changed since the request ({req.get('image_id')} -> {result.image_id}); "
-                         "promoted what passed staging now. " + result.reason)
     emit(args, result.to_dict(), human(result))
     return EXIT[result.status]

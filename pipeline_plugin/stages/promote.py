@@ -165,6 +165,7 @@ def spec_for(dep: Deployment, env: str, image: str, port: int | None, keys: tupl
         environment={**dict(details.get("environment") or {}), **(environment or {}), ENV_VAR: env},
         keys=keys,
         labels=labels,
+        replicas=max(1, int(details.get("replicas") or 1)),
     )
 
 
@@ -211,6 +212,7 @@ def promote(
     progress: Callable[[str], None] | None = None,
     canary_weight: int = DEFAULT_CANARY_WEIGHT,
     canary_seconds: float = DEFAULT_CANARY_SECONDS,
+    approved_image_id: str | None = None,
 ) -> StageResult:
     """Promote ``service`` from ``from_env`` to ``to_env``. Returns a :class:`StageResult`
     (``promoted``, ``unchanged``, ``pending-approval`` or ``rolled-back``); raises
@@ -242,6 +244,13 @@ def promote(
             f"service {service!r} has no {from_env} deployment on target {target_name!r}; deploy it first "
             f"(pipeline-plugin deploy --name {service} --env {from_env} ...)",
             service=service, env=from_env,
+        )
+    if approved_image_id is not None and source_dep.image_id != approved_image_id:
+        raise StageFailed(
+            f"refusing to promote {service}: the approval was for {approved_image_id}, but {from_env} now serves "
+            f"{source_dep.image_id}; nothing was promoted. Promote again to ask for approval of what {from_env} "
+            "serves now",
+            service=service, image_id=source_dep.image_id, approved_image_id=approved_image_id,
         )
     passed = history.passed_smoke_test(service, from_env, source_dep.image_id)
     if passed is None:
@@ -285,6 +294,11 @@ def promote(
         raise ConfigError(
             f"{service} {to_env} requires a scoring key and none was given; pass --key (or set "
             "PIPELINE_PLUGIN_SCORING_KEY) so that the promoted version keeps requiring it"
+        )
+    if previous is None and not keys and requires_key(source_dep.scoring_uri):
+        raise ConfigError(
+            f"{service} {from_env} requires a scoring key and none was given; pass --key (or set "
+            f"PIPELINE_PLUGIN_SCORING_KEY) so that {to_env} is not left open to anyone"
         )
     smoke_args = {
         "sample": passed.details.get("sample"),

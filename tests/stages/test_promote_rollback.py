@@ -184,3 +184,41 @@ def test_approval_gate_holds_until_approved(tmp_path, service, files, capsys):
     code, _, _ = cli(capsys, "approve", f"run2-{service}", "--reject", "--by", "bob")
     assert code == 0
     assert tgt.get(service, "production").version == "1"
+    # an approval is for the image the reviewer saw: staging moving on since is not approved
+    stage_version(capsys, tmp_path, service, files, 4)
+    cli(capsys, "promote", "--name", service, "--require-approval", "--run-id", f"run3-{service}")
+    stage_version(capsys, tmp_path, service, files, 5)
+    code, out, err = cli(capsys, "approve", f"run3-{service}", "--by", "carol", "--json")
+    assert code == 1 and "the approval was for" in err and "nothing was promoted" in err, out + err
+    assert tgt.get(service, "production").version == "1"
+    assert score(tgt.get(service, "production").scoring_uri) == expected(1)
+
+
+def test_a_first_promotion_keeps_stagings_key_requirement(tmp_path, service, files, capsys):
+    sample, expect = files
+    tgt = get_target("process")
+    key = secrets.token_urlsafe(16)
+    dep = tgt.update(DeploymentSpec(service, "staging", str(package_dir(tmp_path, 1)), keys=(key,)))
+    code, out, err = cli(capsys, "smoke-test", "--url", dep.scoring_uri, "--key", key, "--sample", str(sample), "--expect",
+                         str(expect(1)), "--requests", "5", "--name", service, "--env", "staging", "--target", "process")
+    assert code == 0, out + err
+    # no key given: production would answer anyone, so nothing is promoted
+    code, _, err = cli(capsys, "promote", "--name", service)
+    assert code == 2 and "staging requires a scoring key" in err and "--key" in err
+    assert tgt.get(service, "production") is None
+    code, out, err = cli(capsys, "promote", "--name", service, "--key", key, "--json")
+    assert code == 0 and json.loads(out)["status"] == "promoted", out + err
+    uri = tgt.get(service, "production").scoring_uri
+    assert requests.post(uri, json={"data": [[1, 2]]}, timeout=10).status_code == 401
+
+
+def test_production_gets_the_replicas_and_resources_staging_runs_with():
+    from pipeline_plugin.stages.promote import spec_for
+    from pipeline_plugin.targets import Deployment
+
+    staging = Deployment(service="s", env="staging", image="m:1", image_id="sha256:" + "b" * 64,
+                         scoring_uri="http://127.0.0.1:1/score", swagger_uri="", health_uri="",
+                         details={"replicas": 3, "cpu_cores": 0.5, "memory_gb": 1.0, "environment": {"A": "1"}})
+    spec = spec_for(staging, "production", staging.image_id, 8891, ("k",), {})
+    assert (spec.replicas, spec.cpu_cores, spec.memory_gb, spec.keys) == (3, 0.5, 1.0, ("k",))
+    assert spec.environment["A"] == "1" and spec.env == "production"
