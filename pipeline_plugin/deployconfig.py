@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -60,6 +61,40 @@ _AUTOSCALER = {
     "targetUtilization": "target_utilization",
     "target_utilization": "target_utilization",
 }
+#: settings of Azure's own deployment configs that mean nothing on these targets: accepted, so an
+#: Azure file works as is, and named in a warning with what takes their place
+AZURE_ONLY = {
+    "sslEnabled": "TLS terminates in front of the stable address (a load balancer or ingress)",
+    "sslCertificate": "TLS terminates in front of the stable address",
+    "sslKey": "TLS terminates in front of the stable address",
+    "sslCname": "TLS terminates in front of the stable address",
+    "dnsNameLabel": "the scoring URI is the stable address (--port)",
+    "location": "the target decides where it runs",
+    "appInsightsEnabled": "the runtime serves Prometheus metrics at GET /metrics",
+    "enableAppInsights": "the runtime serves Prometheus metrics at GET /metrics",
+    "collectModelData": "log inputs in run() if you need them",
+    "cmkVaultBaseUrl": "no customer-managed keys here",
+    "cmkKeyName": "no customer-managed keys here",
+    "cmkKeyVersion": "no customer-managed keys here",
+    "vnetName": "the target's own network applies",
+    "subnetName": "the target's own network applies",
+    "computeTargetName": "--target picks the target",
+    "namespace": "the kubernetes target uses the kubeconfig's namespace",
+    "tokenAuthEnabled": "scoring keys (keys, primaryKey) are the authentication",
+    "scoringTimeoutMs": "set SCORING_TIMEOUT_MS in environmentVariables",
+    "replicaMaxConcurrentRequests": "the runtime's workers and threads decide concurrency",
+    "maxRequestWaitTime": "the runtime's scoring timeout bounds a request",
+    "periodSeconds": "the probes are set from the image's health and readiness routes",
+    "initialDelaySeconds": "the probes are set from the image's health and readiness routes",
+    "timeoutSeconds": "the probes are set from the image's health and readiness routes",
+    "successThreshold": "the probes are set from the image's health and readiness routes",
+    "failureThreshold": "the probes are set from the image's health and readiness routes",
+    "refreshPeriodInSeconds": "the autoscaler follows CPU utilization continuously",
+    "gpuCores": "no accelerators on these targets",
+    "cpuLimit": "limits equal the requested cpu",
+    "memoryInGBLimit": "limits equal the requested memoryInGB",
+}
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -131,6 +166,8 @@ def parse(data: Any, source: str = "<config>") -> DeployConfig:
         if key in ("cpu", "memoryInGB"):
             raise ConfigError(f"{source}: {key!r} belongs inside containerResourceRequirements: {{\"{key}\": ...}} (or use cpu_cores / memory_gb)")
         name = _known(source, "", str(key), _TOP_LEVEL)
+        if name is None:
+            continue
         if name in seen:
             raise ConfigError(f"{source}: {key!r} and {seen[name]!r} set the same thing; keep one")
         seen[name] = str(key)
@@ -150,7 +187,9 @@ def parse(data: Any, source: str = "<config>") -> DeployConfig:
         if not isinstance(crr, Mapping):
             raise ConfigError(f"{source}: {where} must be a mapping like {{cpu: 0.5, memoryInGB: 1}}, got {crr!r}")
         for key, value in crr.items():
-            resources[_known(source, where + ".", str(key), _RESOURCES)] = (f"{where}.{key}", value)
+            name = _known(source, where + ".", str(key), _RESOURCES)
+            if name is not None:
+                resources[name] = (f"{where}.{key}", value)
     for name in ("cpu_cores", "memory_gb"):
         if name in values:
             if name in resources:
@@ -226,7 +265,12 @@ def merge(config: DeployConfig, **overrides: Any) -> DeployConfig:
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _known(source: str, prefix: str, key: str, names: Mapping[str, str]) -> str:
+def _known(source: str, prefix: str, key: str, names: Mapping[str, str]) -> str | None:
+    """Our name for ``key``; None (after a warning) for an Azure-only setting; else a ConfigError."""
+    if key not in names and key in AZURE_ONLY:
+        print(f"warning: {source}: {prefix}{key} is an Azure ML setting with no effect here ({AZURE_ONLY[key]}); "
+              "ignored", file=sys.stderr)
+        return None
     if key not in names:
         raise ConfigError(f"{source}: unknown setting {prefix}{key!r}.{suggest(key, list(names))}")
     return names[key]
@@ -263,7 +307,9 @@ def _autoscaler(source: str, where: str, value: Any, replicas: int) -> Autoscale
         raise ConfigError(f"{source}: {where} must be a mapping like {{min_replicas: 1, max_replicas: 3, target_utilization: 70}}")
     got: dict[str, Any] = {}
     for key, v in value.items():
-        got[_known(source, where + ".", str(key), _AUTOSCALER)] = (f"{where}.{key}", v)
+        name = _known(source, where + ".", str(key), _AUTOSCALER)
+        if name is not None:
+            got[name] = (f"{where}.{key}", v)
     if "enabled" in got:
         w, enabled = got.pop("enabled")
         if not isinstance(enabled, bool):

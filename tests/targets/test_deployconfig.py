@@ -36,6 +36,25 @@ def test_azure_deploymentconfig_json(tmp_path, monkeypatch):
     assert "from-env" not in json.dumps(c.to_dict())  # keys are counted, never printed
 
 
+def test_azure_only_settings_are_ignored_with_a_warning_naming_them(tmp_path, capsys):
+    """An Azure ACI/AKS deployment config works as is: its settings that mean nothing here are named
+    in a warning with what replaces them; a typo is still an error."""
+    path = write(tmp_path, "deploymentconfig.json", json.dumps({
+        "computeType": "aks", "containerResourceRequirements": {"cpu": 1, "memoryInGB": 2, "cpuLimit": 2},
+        "sslEnabled": False, "appInsightsEnabled": True, "scoringTimeoutMs": 60000,
+        "autoScaler": {"autoscaleEnabled": True, "minReplicas": 1, "maxReplicas": 3, "refreshPeriodInSeconds": 10},
+    }))
+    c = deployconfig.load(path)
+    assert (c.cpu_cores, c.memory_gb, c.autoscaler.max_replicas) == (1, 2, 3)
+    err = capsys.readouterr().err
+    for key in ("sslEnabled", "appInsightsEnabled", "scoringTimeoutMs", "containerResourceRequirements.cpuLimit",
+                "autoScaler.refreshPeriodInSeconds"):
+        assert key in err, (key, err)
+    assert "SCORING_TIMEOUT_MS in environmentVariables" in err
+    with pytest.raises(ConfigError, match="unknown setting 'sslEnabeld'"):
+        deployconfig.load(write(tmp_path, "typo.json", json.dumps({"sslEnabeld": False})))
+
+
 def test_snake_case_yaml(tmp_path):
     path = write(tmp_path, "deploy.yml", """
 cpu_cores: 1
