@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-error-rate", type=float, default=0.0, help="allowed share of failed requests (default 0)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     p.add_argument("--junit", type=Path, help="write JUnit XML (one testcase per check) to this file")
-    p.add_argument("--name", help="service name: record the result in the deployment history (promote needs it)")
+    p.add_argument("--name", help="service name: record the result in the deployment history (promote needs it; "
+                   "default: the local docker or process deployment whose scoring URI is --url)")
     p.add_argument("--env", default="staging", help="environment of --name (default staging)")
     p.add_argument("--target", help="deploy target of --name (default: from the history, else docker/process)")
     p.add_argument("--state-dir", type=Path, help="state dir (default $PIPELINE_PLUGIN_STATE_DIR)")
@@ -57,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
         args.junit.parent.mkdir(parents=True, exist_ok=True)
         args.junit.write_text(report.junit_xml())
     data = report.to_dict()
+    if not args.name:
+        found = deployment_at(args.url, args.target)
+        if found is not None:  # a local deployment serves this URL: the result counts for promote
+            args.name, args.env, args.target = found.service, found.env, found.details.get("target") or args.target
     if args.name:
         data["recorded"] = record(args, report, sample, expect)
     ci_output.set_outputs({"smoke-test": "passed" if report.passed else "failed"})
@@ -64,6 +69,23 @@ def run(args: argparse.Namespace) -> int:
         ci_output.report_error(f"smoke test of {report.url} failed: {report.reason()}")
     emit(args, data, report.human())
     return 0 if report.passed else 1
+
+
+def deployment_at(url: str, target: str | None):
+    """The local (docker or process) deployment whose scoring URI is ``url``, if exactly one is."""
+    from ..targets import get_target
+
+    want = stage.base_url(url)
+    found = []
+    for name in ([target] if target else ["docker", "process"]):
+        if name not in ("docker", "process"):
+            continue
+        try:
+            deployments = get_target(name).list()
+        except Exception:  # noqa: BLE001 - no Docker Engine, no state yet: nothing to find there
+            continue
+        found += [d for d in deployments if stage.base_url(d.scoring_uri) == want]
+    return found[0] if len(found) == 1 else None
 
 
 def record(args: argparse.Namespace, report: stage.SmokeReport, sample, expect) -> dict:

@@ -222,3 +222,16 @@ def test_production_gets_the_replicas_and_resources_staging_runs_with():
     spec = spec_for(staging, "production", staging.image_id, 8891, ("k",), {})
     assert (spec.replicas, spec.cpu_cores, spec.memory_gb, spec.keys) == (3, 0.5, 1.0, ("k",))
     assert spec.environment["A"] == "1" and spec.env == "production"
+
+
+def test_a_smoke_test_of_a_local_staging_url_counts_for_promote(tmp_path, service, files, capsys):
+    """As the README shows it: smoke-test --url (no --name), then promote."""
+    sample, expect = files
+    tgt = get_target("process")
+    dep = tgt.update(DeploymentSpec(service, "staging", str(package_dir(tmp_path, 1))))
+    code, out, err = cli(capsys, "smoke-test", "--url", dep.scoring_uri, "--sample", str(sample), "--expect",
+                         str(expect(1)), "--requests", "5", "--json")
+    assert code == 0, out + err
+    assert json.loads(out)["recorded"]["image_id"] == dep.image_id
+    code, out, err = cli(capsys, "promote", "--name", service, "--json")
+    assert code == 0 and json.loads(out)["status"] == "promoted", out + err
