@@ -6,8 +6,14 @@ standard library and (optionally) inference-schema, numpy and pandas, so images 
 Entry scripts that need the raw HTTP request use::
 
     from pipeline_plugin.runtime import rawhttp, AMLRequest, AMLResponse
+
+A script that finds the input unusable raises :class:`BadInput` (answered 400 with its message;
+any other exception from run() is a 500)::
+
+    from pipeline_plugin.runtime import BadInput
 """
 
 from .aml import AMLRequest, AMLResponse, rawhttp
+from .script import BadInput
 
-__all__ = ["AMLRequest", "AMLResponse", "rawhttp"]
+__all__ = ["AMLRequest", "AMLResponse", "BadInput", "rawhttp"]

@@ -44,6 +44,14 @@ class InputError(Exception):
         self.status = status
 
 
+class BadInput(InputError):
+    """Raised by a script's run() when the input cannot be scored: the client gets 400 with the
+    message (any other exception is a 500 whose details stay in the log)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 400)
+
+
 class RunError(Exception):
     """run() raised; ``__cause__`` holds the script's exception."""
 
@@ -158,6 +166,8 @@ class UserScript:
         start = time.perf_counter()
         try:
             out = self.run(**kwargs)
+        except InputError:
+            raise  # the script said the input is the client's problem (BadInput)
         except Exception as exc:
             if self.mode == MODE_SCHEMA:
                 problem = self._schema_problem(exc)

@@ -313,6 +313,11 @@ def test_no_code_mlflow_sklearn_model(docker_client, built, tmp_path, base_image
             response = httpx.post(running.url + "/score", json=body, timeout=30)
             assert response.status_code == 200, response.text
             assert response.json() == model.predict(np.asarray(rows)).tolist()
+        # input the model cannot score is the client's problem: 400 saying why, not an opaque 500
+        for bad in ({"foo": 1}, {"data": [[1, 2]]}, {"data": [["a", "b", "c", "d"]]}):
+            response = httpx.post(running.url + "/score", json=bad, timeout=30)
+            assert response.status_code == 400, (bad, response.text)
+            assert response.json()["message"].startswith(("the input cannot be read", "the model cannot score")), response.text
         # mlflow itself is not in the image
         check = running.container.exec_run(["python", "-c", "import mlflow"])
         assert check.exit_code != 0
@@ -399,6 +404,10 @@ def test_no_code_onnx_model(docker_client, built, tmp_path, base_image):
         assert [y[0] for y in response.json()["Y"]] == pytest.approx(expected)
         named = httpx.post(running.url + "/score", json={"inputs": {"X": rows[:1]}}, timeout=30)
         assert named.json()["Y"][0][0] == pytest.approx(expected[0])
+        for bad, says in (({"data": [[1, 2]]}, "the model cannot score"), ({"data": [["a"]]}, "the input cannot be read"),
+                          ({"inputs": {"Z": [[1]]}}, "unknown model input"), ({"foo": 1}, "send {")):
+            response = httpx.post(running.url + "/score", json=bad, timeout=30)
+            assert response.status_code == 400 and says in response.json()["message"], (bad, response.text)
     finally:
         stop(running)
 

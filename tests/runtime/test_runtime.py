@@ -162,6 +162,15 @@ def test_exception_in_run_is_500_with_request_id_and_logged_traceback(runtime):
     assert "boom-42" in logs and "Traceback" in logs and "secret detail that must stay in the log" in logs
 
 
+def test_a_script_refusing_its_input_with_bad_input_is_400_with_the_message(runtime):
+    rt = runtime("bad_input_score.py")
+    r = rt.client.post("/score", json={"data": "nope"}, headers={"x-request-id": "bad-7"})
+    assert r.status_code == 400, r.text
+    assert r.json()["message"] == 'data must be a list of rows, e.g. {"data": [[1, 2]]}'
+    assert r.json()["request_id"] == "bad-7"
+    assert rt.client.post("/score", json={"data": [[1], [2]]}).json() == {"rows": 2}
+
+
 def test_scoring_timeout_on_the_event_loop_is_504_even_if_run_catches_exceptions(runtime):
     rt = runtime("slow_score.py", {"SCORING_TIMEOUT_MS": "300"})  # default: run() on the event loop
     started = time.monotonic()

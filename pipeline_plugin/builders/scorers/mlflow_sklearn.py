@@ -12,6 +12,11 @@ import json
 import os
 import pickle
 
+try:
+    from pipeline_plugin.runtime import BadInput  # answered 400 with the message
+except ImportError:  # served by another server
+    BadInput = ValueError
+
 _here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(_here, "pipeline_plugin_scorer.json")) as _f:
     SETTINGS = json.load(_f)
@@ -71,5 +76,12 @@ def _features(body):
 
 def run(raw_data):
     body = json.loads(raw_data) if isinstance(raw_data, (str, bytes)) else raw_data
-    predictions = model.predict(_features(body))
+    try:
+        features = _features(body)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BadInput(f"the input cannot be read: {exc}") from exc
+    try:
+        predictions = model.predict(features)
+    except (ValueError, TypeError) as exc:  # wrong number of features, text where numbers go ...
+        raise BadInput(f"the model cannot score this input: {exc}") from exc
     return predictions.tolist() if hasattr(predictions, "tolist") else list(predictions)

@@ -10,6 +10,11 @@ import os
 import numpy as np
 import onnxruntime as ort
 
+try:
+    from pipeline_plugin.runtime import BadInput  # answered 400 with the message
+except ImportError:  # served by another server
+    BadInput = ValueError
+
 _here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(_here, "pipeline_plugin_scorer.json")) as _f:
     SETTINGS = json.load(_f)
@@ -34,16 +39,30 @@ def _array(value, node):
 
 def run(raw_data):
     body = json.loads(raw_data) if isinstance(raw_data, (str, bytes)) else raw_data
+    try:
+        feeds = _feeds(body)
+        outputs = session.run(None, feeds)
+    except BadInput:
+        raise
+    except (ValueError, TypeError) as exc:  # not numbers, ragged rows
+        raise BadInput(f"the input cannot be read: {exc}") from exc
+    except Exception as exc:
+        if type(exc).__name__ in ("InvalidArgument", "Fail"):  # onnxruntime: wrong shape or type
+            raise BadInput(f"the model cannot score this input: {exc}") from exc
+        raise
+    return {node.name: np.asarray(value).tolist() for node, value in zip(session.get_outputs(), outputs)}
+
+
+def _feeds(body):
     inputs = session.get_inputs()
     if isinstance(body, dict) and isinstance(body.get("inputs"), dict):
         by_name = {node.name: node for node in inputs}
         unknown = sorted(set(body["inputs"]) - set(by_name))
         if unknown:
-            raise ValueError(f"unknown model input(s) {unknown}; the model takes {sorted(by_name)}")
+            raise BadInput(f"unknown model input(s) {unknown}; the model takes {sorted(by_name)}")
         feeds = {name: _array(value, by_name[name]) for name, value in body["inputs"].items()}
     elif isinstance(body, dict) and "data" in body:
         feeds = {inputs[0].name: _array(body["data"], inputs[0])}
     else:
-        raise ValueError("send {\"data\": [[...]]} (first model input) or {\"inputs\": {\"name\": [...]}}")
-    outputs = session.run(None, feeds)
-    return {node.name: np.asarray(value).tolist() for node, value in zip(session.get_outputs(), outputs)}
+        raise BadInput("send {\"data\": [[...]]} (first model input) or {\"inputs\": {\"name\": [...]}}")
+    return feeds
