@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -666,12 +667,24 @@ def build(spec: PackageSpec, progress: Callable[[str], None] = lambda _m: None) 
             client = docker_client(timeout=30)
             base = inspect_base(client, spec.base_image, progress)
         except (ServiceError, NotFoundError):
-            progress(f"cannot inspect {spec.base_image}; assuming Debian bookworm (CPython 3.11, glibc 2.36, x86_64)")
+            # the wheels are chosen for this assumption: say so even with --quiet
+            print(f"warning: cannot inspect {spec.base_image} (no Docker Engine, or no such image); the wheelhouse "
+                  "assumes Debian bookworm (CPython 3.11, glibc 2.36, x86_64): build on a machine that has the base "
+                  "image if yours differs", file=sys.stderr)
             base = default_base_info()
     started = time.monotonic()
     if generate is not None:
-        generate.mkdir(parents=True, exist_ok=True)
-        labels, digest = write_context(spec, generate, base, progress)
+        # written beside the folder and moved into place when complete: a failure leaves nothing
+        # behind, and running the same command again works
+        generate.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{generate.name}.partial-", dir=generate.parent))
+        try:
+            labels, digest = write_context(spec, partial, base, progress)
+            if generate.exists():
+                generate.rmdir()  # checked empty by validate()
+            partial.rename(generate)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
         progress(f"wrote the Dockerfile and its build context to {generate}; build it with `docker build --network none -t {spec.image} {generate}`")
         return PackageResult(spec.image, None, None, labels, digest, generate)
     ctx = Path(tempfile.mkdtemp(prefix="pipeline-plugin-build-"))

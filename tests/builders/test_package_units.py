@@ -375,3 +375,17 @@ def test_validate_rejects_a_base_image_that_is_not_a_reference(tmp_path):
     with pytest.raises(ConfigError, match=r"--base-image 'x\nRUN id': not an image reference"):
         builder.validate(_spec(tmp_path, base_image="x\nRUN id"))
     builder.validate(_spec(tmp_path, base_image="localhost:5000/base:bookworm@sha256:" + "a" * 64))
+
+
+def test_a_failed_generate_dockerfile_leaves_nothing_and_can_be_run_again(tmp_path, capsys):
+    out = tmp_path / "gen"
+    env = tmp_path / "environment.yml"
+    env.write_text("name: x\ndependencies:\n  - python=3.8\n")
+    spec = _spec(tmp_path, conda=env, generate_dockerfile=out, base_image="pipeline-plugin-tests/no-such-base:0")
+    with pytest.raises(ConfigError, match="python"):
+        builder.build(spec)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".gen")] == []
+    assert "warning: cannot inspect pipeline-plugin-tests/no-such-base:0" in capsys.readouterr().err
+    env.write_text("name: x\ndependencies:\n  - python=3.11\n")
+    result = builder.build(spec)
+    assert (out / "Dockerfile").is_file() and result.dockerfile_dir == out
