@@ -172,7 +172,7 @@ def test_a_script_refusing_its_input_with_bad_input_is_400_with_the_message(runt
 
 
 def test_scoring_timeout_on_the_event_loop_is_504_even_if_run_catches_exceptions(runtime):
-    rt = runtime("slow_score.py", {"SCORING_TIMEOUT_MS": "300"})  # default: run() on the event loop
+    rt = runtime("slow_score.py", {"SCORING_TIMEOUT_MS": "300", "PIPELINE_PLUGIN_SCORING_THREADS": "0"})
     started = time.monotonic()
     r = rt.client.post("/score", json={"sleep": 5.0})
     assert r.status_code == 504, r.text
@@ -195,6 +195,19 @@ def test_scoring_timeout_in_a_scoring_thread_keeps_health_responsive(runtime):
     assert time.monotonic() - started < 0.9
     time.sleep(0.8)  # the abandoned run() finishes in its thread
     assert rt.client.post("/score", json={"sleep": 0}).status_code == 200
+
+
+def test_by_default_health_and_readiness_answer_while_run_works(runtime):
+    """A container HEALTHCHECK or Kubernetes probe during a long run() must not time out: with the
+    default settings the worker answers them at once."""
+    rt = runtime("slow_score.py")
+    t = threading.Thread(target=lambda: httpx.post(f"{rt.url}/score", json={"sleep": 1.5}, timeout=10))
+    t.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert rt.client.get("/").text == "Healthy" and rt.client.get("/readyz").status_code == 200
+    assert time.monotonic() - started < 0.5
+    t.join()
 
 
 def test_body_over_the_limit_is_413(runtime):
