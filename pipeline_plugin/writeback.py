@@ -14,8 +14,10 @@ from .events import ModelVersionEvent
 
 ALIAS_PRODUCTION = "production"
 ALIAS_PREVIOUS_PRODUCTION = "previous-production"
-ALIAS_STAGING = "staging"
-OWN_ALIASES = frozenset({ALIAS_PRODUCTION, ALIAS_PREVIOUS_PRODUCTION, ALIAS_STAGING})
+#: the aliases the write-back moves. A registry's alias event does not say who moved it, so an
+#: event for one of these is taken as the write-back's echo wherever it came from: rules that
+#: react to people moving an alias use another name (``champion``, ``staging`` ...).
+OWN_ALIASES = frozenset({ALIAS_PRODUCTION, ALIAS_PREVIOUS_PRODUCTION})
 #: every tag the write-back sets starts with this prefix (status, scoring_uri, run_url ...)
 TAG_PREFIX = "pipeline_plugin."
 

@@ -50,6 +50,11 @@ def test_mlflow_aliases_and_tags_follow_production_and_rollback(mlflow_url):
     echo = ModelVersionEvent(source="mlflow", kind="tag.set", model="churn-wb", version="2", delivery_id="d1",
                              tags={k: v for k, v in v2.items() if k.startswith("pipeline_plugin.")})
     assert writeback.is_own_writeback(echo)
+    # the aliases it moves are its own; any other alias a person sets is theirs, and may start rules
+    for alias, own in (("production", True), ("previous-production", True), ("staging", False), ("champion", False)):
+        moved = ModelVersionEvent(source="mlflow", kind="alias.set", model="churn-wb", version="2", alias=alias,
+                                  delivery_id=f"a-{alias}")
+        assert writeback.is_own_writeback(moved) is own, alias
 
 
 def test_mlflow_writeback_errors_are_named(mlflow_url, monkeypatch):
