@@ -28,11 +28,14 @@ from .retry import ApiFailure, call, parse_retry_after, timeout
 DEFAULT_URL = "https://gitlab.com"
 FIXES = {
     400: "GitLab rejected the pipeline: check pipeline.ref names a branch or tag and that .gitlab-ci.yml is valid "
-    "for it (`pipeline-plugin init --provider gitlab` writes one).",
+    "for it (`pipeline-plugin init --provider gitlab` writes one). 'Insufficient permissions to set pipeline "
+    "variables' means the project's minimum role for pipeline variables is above the token's.",
     401: "Set GITLAB_TOKEN to a valid token with the api scope (or the trigger token variable named by "
     "pipeline.trigger_token_env); the one given was rejected.",
     403: "The token may not run pipelines on this project: it needs the Developer role and the api scope, and "
-    "protected branches need permission to merge or push.",
+    "protected branches need permission to merge or push. Projects made on GitLab 17.7 or later only let "
+    "Maintainers pass pipeline variables (Settings > CI/CD > Variables: 'Minimum role to use pipeline "
+    "variables'); lower that role or use a Maintainer's token.",
     404: "Check the rule's pipeline.project (group/name or id) and pipeline.ref, and that the token can see the "
     "project.",
     422: "GitLab could not create the pipeline for this ref; check pipeline.ref and the CI configuration.",
