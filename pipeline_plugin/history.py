@@ -27,7 +27,7 @@ from typing import Any, Iterator
 from . import settings
 from .errors import NotFoundError
 
-ACTIONS = ("package", "deploy", "smoke-test", "promote", "rollback", "approval", "writeback")
+ACTIONS = ("fetch", "package", "deploy", "smoke-test", "promote", "rollback", "approval", "writeback")
 #: actions after which an environment serves the record's image
 SERVING_ACTIONS = ("deploy", "promote", "rollback")
 

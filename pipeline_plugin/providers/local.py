@@ -192,7 +192,12 @@ class LocalProvider:
                 timings[name] = round(time.monotonic() - t0, 3)
 
         # 1. fetch + package
-        model_path = stage("fetch", lambda: fetch_model(event, work / "model", say))
+        try:
+            model_path = stage("fetch", lambda: fetch_model(event, work / "model", say))
+        except PipelinePluginError as exc:  # shown by `status` like any other stage
+            history.record(Record(action="fetch", status="failed", env="staging",
+                                  reason=f"could not fetch {event.model} v{event.version}: {exc.message}", **base))
+            raise
         from ..stages.package import ModelRef, PackageSpec, package
 
         entry = _path(pipeline.get("entry_script"), rules_dir)

@@ -47,3 +47,20 @@ def test_chain_on_the_process_target(tmp_path, monkeypatch):
     finally:
         for env in ("staging", "production"):
             tgt.delete(service, env)
+
+
+def test_a_version_whose_files_cannot_be_fetched_is_in_the_history(tmp_path, monkeypatch):
+    state = tmp_path / "state"
+    monkeypatch.setenv("PIPELINE_PLUGIN_STATE_DIR", str(state))
+    service = f"proc-{secrets.token_hex(3)}"
+    files = write_version(tmp_path, 1)
+    pipeline = {"provider": "local", "service": service, "target": "process", "entry_script": files["entry_script"],
+                "sample": files["sample"]}
+    event = ModelVersionEvent(source="mlflow", kind="model_version.created", model="sums", version="9",
+                              delivery_id="d-proc-9")  # from an MLflow server nobody named
+    run = PipelineRun(run_id=f"run-{service}", rule_name="proc", pipeline=pipeline, event=event, state_dir=state,
+                      rules_dir=tmp_path)
+    result = get_provider("local").dispatch(run)
+    assert result.status == "failed" and "tracking_uri" in result.detail
+    [rec] = History(state).records(service=service)
+    assert (rec.action, rec.status, rec.version) == ("fetch", "failed", "9") and "tracking_uri" in rec.reason
