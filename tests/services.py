@@ -161,3 +161,20 @@ def serve_process(
     service = _start("serve", argv, full_env, state_dir.parent if state_dir.parent.exists() else state_dir, port)
     with _running(service, "/healthz", timeout):
         yield service
+
+
+@contextmanager
+def sagemaker_api(workdir: str | Path, timeout: float = 60) -> Iterator[Service]:
+    """A local HTTP server speaking the SageMaker API (moto's server, from the test extras) on
+    127.0.0.1: SageMaker itself cannot run here, so boto3's real requests go to this stand-in,
+    as the CI providers' SDKs go to tests/contract_server.py. Yields a :class:`Service`."""
+    workdir = Path(workdir) / "sagemaker"
+    workdir.mkdir(parents=True, exist_ok=True)
+    binary = Path(sys.executable).with_name("moto_server")
+    if not binary.exists():
+        raise ServiceMissing(f"{binary} is missing; install the test extras: pip install -e '.[test]'")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    service = _start("sagemaker-api", [str(binary), "-H", "127.0.0.1", "-p", str(port)], env, workdir, port)
+    with _running(service, "/moto-api/", timeout):
+        yield service

@@ -93,3 +93,49 @@ def test_history_records_serving_and_approvals(tmp_path):
     assert again.decide("r1", "rejected", "bob").status == "approved"  # the first decision stands
     with pytest.raises(NotFoundError, match="no promotion waits"):
         again.approval("r2")
+
+
+def test_sagemaker_metadata_follows_production_and_rollback(tmp_path, monkeypatch):
+    """boto3 against a local SageMaker API: the model package versions' CustomerMetadataProperties
+    say what serves production, what it replaced and what was rolled back; approval is untouched."""
+    import boto3
+
+    from tests.services import sagemaker_api
+
+    with sagemaker_api(tmp_path) as api:
+        for name, value in (("AWS_ENDPOINT_URL_SAGEMAKER", api.url), ("AWS_ACCESS_KEY_ID", "testing"),
+                            ("AWS_SECRET_ACCESS_KEY", "testing")):
+            monkeypatch.setenv(name, value)
+        sm = boto3.client("sagemaker", region_name="eu-west-1")
+        sm.create_model_package_group(ModelPackageGroupName="credit-risk")
+        spec = {"Containers": [{"Image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/credit:1"}],
+                "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]}
+        arns = [sm.create_model_package(ModelPackageGroupName="credit-risk", ModelApprovalStatus="Approved",
+                                        InferenceSpecification=spec)["ModelPackageArn"] for _ in range(2)]
+        account = arns[0].split(":")[4]
+        info = writeback.WritebackInfo(source="sagemaker",
+                                       registry={"model_package_group": "credit-risk", "account": account,
+                                                 "region": "eu-west-1"},
+                                       scoring_uri="http://127.0.0.1:8891/score", run_url="http://ci/run/9",
+                                       image="sha256:bb")
+
+        def props(version):
+            return sm.describe_model_package(ModelPackageName=arns[version - 1]).get("CustomerMetadataProperties", {})
+
+        writeback.write("production", info, model="credit-risk", version="1", previous_version=None)
+        assert props(1)["pipeline_plugin.status"] == "production"
+        assert props(1)["pipeline_plugin.scoring_uri"] == "http://127.0.0.1:8891/score"
+        writeback.write("production", info, model="credit-risk", version="2", previous_version="1")
+        assert props(2)["pipeline_plugin.status"] == "production" and props(2)["pipeline_plugin.run_url"] == "http://ci/run/9"
+        assert props(1)["pipeline_plugin.status"] == "previous-production"
+
+        info.reason = "production check failed: " + "x" * 400
+        out = writeback.write("rollback", info, model="credit-risk", restored_version="1", from_version="2",
+                              before_restored=None)
+        assert props(1)["pipeline_plugin.status"] == "production"
+        assert props(2)["pipeline_plugin.status"] == "rolled-back"
+        assert props(2)["pipeline_plugin.reason"].startswith("production check failed") and len(props(2)["pipeline_plugin.reason"]) == 256
+        assert set(out["properties"]) == {"1", "2"}
+        # a version the registry does not have is a named service error
+        with pytest.raises(ServiceError, match="credit-risk/7"):
+            writeback.write("status", info, model="credit-risk", version="7", status="failed-staging")
