@@ -90,25 +90,6 @@ def get_writer(source: str) -> Any | None:
     return importlib.import_module(f"{__package__}.{module_name}").WRITER
 
 
-class NotImplementedWriter:
-    """A backend whose registry has no write-back yet: every action answers ``_unsupported(info)``
-    (``{"skipped": reason}``), so that a configured source says so instead of silently not writing."""
-
-    name = "?"
-
-    def _unsupported(self, info: Any) -> dict[str, Any]:
-        return {"skipped": f"write-back to {self.name} is not implemented yet; the deployment itself is unaffected"}
-
-    def production(self, model: str, version: str, previous_version: str | None, info: Any) -> dict[str, Any]:
-        return self._unsupported(info)
-
-    def rollback(self, model: str, restored_version: str, from_version: str | None, before_restored: str | None, info: Any) -> dict[str, Any]:
-        return self._unsupported(info)
-
-    def status(self, model: str, version: str, status: str, info: Any) -> dict[str, Any]:
-        return self._unsupported(info)
-
-
 def write(action: str, info: WritebackInfo, **kwargs: Any) -> dict[str, Any]:
     """Call ``action`` (production, rollback, status) on the source's backend. Returns what was
     written, or ``{"skipped": reason}``; errors propagate (callers record and report them)."""

@@ -139,3 +139,101 @@ def test_sagemaker_metadata_follows_production_and_rollback(tmp_path, monkeypatc
         # a version the registry does not have is a named service error
         with pytest.raises(ServiceError, match="credit-risk/7"):
             writeback.write("status", info, model="credit-risk", version="7", status="failed-staging")
+
+
+class _Workspace:
+    """An Azure Resource Manager endpoint for one Azure ML workspace's model versions, on loopback:
+    GET and PUT .../workspaces/{ws}/models/{name}/versions/{version}?api-version=..., bearer token
+    required, ARM's error shape for unknown versions. Every request is kept for the assertions."""
+
+    def __init__(self, token: str):
+        import http.server
+        import json
+        import re
+        import threading
+
+        self.token, self.requests, self.versions = token, [], {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _answer(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self, method):
+                body = None
+                if method == "PUT":
+                    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append((method, self.path, self.headers.get("Authorization"), body))
+                if self.headers.get("Authorization") != f"Bearer {outer.token}":
+                    return self._answer(401, {"error": {"code": "AuthenticationFailed", "message": "bad token"}})
+                m = re.fullmatch(r"/subscriptions/sub-1/resourceGroups/rg-ml/providers/Microsoft\.MachineLearningServices"
+                                 r"/workspaces/ws-prod/models/([^/]+)/versions/([^/?]+)\?api-version=(\d{4}-\d{2}-\d{2})",
+                                 self.path)
+                if not m:
+                    return self._answer(400, {"error": {"code": "BadRequest", "message": f"unexpected path {self.path}"}})
+                key = (m.group(1), m.group(2))
+                if key not in outer.versions:
+                    return self._answer(404, {"error": {"code": "UserError", "message": "Not found"}})
+                if method == "GET":
+                    return self._answer(200, outer.versions[key])
+                assert all(isinstance(v, str) for v in body["properties"]["tags"].values())
+                outer.versions[key] = {**outer.versions[key], "properties": body["properties"]}
+                return self._answer(200, outer.versions[key])
+
+            def do_GET(self):
+                self._handle("GET")
+
+            def do_PUT(self):
+                self._handle("PUT")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def add(self, name, version):
+        self.versions[(name, version)] = {"id": f"/.../models/{name}/versions/{version}", "name": version,
+                                          "properties": {"modelUri": f"azureml://jobs/j{version}/outputs/model",
+                                                         "modelType": "mlflow_model", "tags": {"team": "risk"}}}
+
+
+def test_azureml_tags_follow_production_and_rollback(monkeypatch):
+    ws = _Workspace(token="arm-token-1")
+    try:
+        ws.add("credit-risk", "3")
+        ws.add("credit-risk", "4")
+        monkeypatch.setenv("AZURE_RESOURCE_MANAGER_URL", ws.url)
+        monkeypatch.setenv("AZURE_ACCESS_TOKEN", "arm-token-1")
+        info = writeback.WritebackInfo(source="azureml",
+                                       registry={"subscription": "sub-1", "resource_group": "rg-ml", "workspace": "ws-prod"},
+                                       scoring_uri="http://127.0.0.1:8891/score", run_url="http://ci/run/11")
+
+        def tags(version):
+            return ws.versions[("credit-risk", version)]["properties"]["tags"]
+
+        writeback.write("production", info, model="credit-risk", version="3", previous_version=None)
+        writeback.write("production", info, model="credit-risk", version="4", previous_version="3")
+        assert tags("4")["pipeline_plugin.status"] == "production" and tags("4")["team"] == "risk"  # others kept
+        assert tags("4")["pipeline_plugin.scoring_uri"] == "http://127.0.0.1:8891/score"
+        assert tags("3")["pipeline_plugin.status"] == "previous-production"
+        assert ws.versions[("credit-risk", "4")]["properties"]["modelUri"] == "azureml://jobs/j4/outputs/model"
+        info.reason = "production check failed"
+        writeback.write("rollback", info, model="credit-risk", restored_version="3", from_version="4", before_restored=None)
+        assert tags("3")["pipeline_plugin.status"] == "production" and tags("4")["pipeline_plugin.status"] == "rolled-back"
+        assert {r[0] for r in ws.requests} == {"GET", "PUT"} and all("api-version=" in r[1] for r in ws.requests)
+
+        with pytest.raises(ServiceError, match="404.*no such model version"):
+            writeback.write("status", info, model="credit-risk", version="9", status="failed-staging")
+        monkeypatch.setenv("AZURE_ACCESS_TOKEN", "expired")
+        with pytest.raises(ServiceError, match="401.*renew AZURE_ACCESS_TOKEN") as err:
+            writeback.write("status", info, model="credit-risk", version="3", status="production")
+        assert "expired" not in str(err.value)  # the token is never echoed
+    finally:
+        ws.server.shutdown()
