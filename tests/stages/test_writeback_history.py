@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline_plugin import writeback
-from pipeline_plugin.errors import NotFoundError, ServiceError
+from pipeline_plugin.errors import ConfigError, NotFoundError, ServiceError
 from pipeline_plugin.events import ModelVersionEvent
 from pipeline_plugin.history import History, Record
 from tests.services import mlflow_server
@@ -66,11 +66,18 @@ def test_mlflow_writeback_errors_are_named(mlflow_url, monkeypatch):
                         model="no-such-model", version="1", status="x")
 
 
-def test_registries_without_writeback_are_skipped_with_a_reason():
-    for source in ("huggingface", "docker-registry", "azureml", "sagemaker"):
+def test_registries_without_writeback_are_skipped_with_a_reason(monkeypatch):
+    for source in ("huggingface", "docker-registry", "cloudevents"):
         out = writeback.write("production", writeback.WritebackInfo(source=source), model="m", version="1",
                               previous_version=None)
         assert "skipped" in out and out["skipped"]
+    # a registry with a write-back, but an event that does not say where: named, with the fix
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    for source, says in (("azureml", "subscription, resource_group, workspace"), ("sagemaker", "AWS_REGION")):
+        with pytest.raises(ConfigError, match=says):
+            writeback.write("production", writeback.WritebackInfo(source=source), model="m", version="1",
+                            previous_version=None)
     assert writeback.parse_registry("tracking_uri=http://x:5000;host=h") == {"tracking_uri": "http://x:5000", "host": "h"}
 
 
