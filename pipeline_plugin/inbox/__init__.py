@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import os
+import re
 import socket
 import sqlite3
 import threading
