@@ -166,6 +166,7 @@ def spec_for(dep: Deployment, env: str, image: str, port: int | None, keys: tupl
         keys=keys,
         labels=labels,
         replicas=max(1, int(details.get("replicas") or 1)),
+        autoscaler=tuple(details["autoscaler"]) if details.get("autoscaler") else None,
     )
 
 

@@ -295,6 +295,13 @@ class KubernetesTarget:
         service, env = ann.get(ANNOTATION + "service", ""), ann.get(ANNOTATION + "env", "")
         name = meta["name"]
         port = DEFAULT_SERVICE_PORT
+        autoscaler = None
+        try:  # what the autoscaler allows: promote hands the same bounds to the next environment
+            hpa = self._resource("autoscaling/v2", "HorizontalPodAutoscaler").get(name=name, namespace=namespace).to_dict()
+            metric = ((hpa["spec"].get("metrics") or [{}])[0].get("resource") or {}).get("target") or {}
+            autoscaler = [hpa["spec"].get("minReplicas", 1), hpa["spec"]["maxReplicas"], metric.get("averageUtilization", 70)]
+        except Exception:  # noqa: BLE001 - no autoscaler (made by hand, or gone)
+            pass
         try:
             svc = self._resource("v1", "Service").get(name=name, namespace=namespace).to_dict()
             port = svc["spec"]["ports"][0]["port"]
@@ -316,7 +323,8 @@ class KubernetesTarget:
             status="running" if status.get("availableReplicas") else "failed",
             created_at=meta.get("creationTimestamp"),
             details={"target": self.name, "namespace": namespace, "name": name, "port": port,
-                     "replicas": status.get("replicas", 0), "available": status.get("availableReplicas", 0)},
+                     "replicas": status.get("replicas", 0), "available": status.get("availableReplicas", 0),
+                     "autoscaler": autoscaler},
         )
 
     def get(self, service: str, env: str) -> Deployment | None:

@@ -128,11 +128,17 @@ def test_apply_waits_for_the_rollout_then_get_list_delete(kube_api):
 def test_what_staging_reports_can_be_deployed_to_production(kube_api):
     """promote and rollback deploy the image_id a target reports: on a cluster it must be a
     reference the cluster can pull, pinned by digest."""
+    from pipeline_plugin.stages.promote import spec_for
+
     target = KubernetesTarget(rollout_timeout=30)
-    staging = target.create(DeploymentSpec(service="fraud", env="staging", image=IMAGE, port=8890), lambda _m: None)
-    production = target.create(DeploymentSpec(service="fraud", env="production", image=staging.image_id, port=8891),
-                               lambda _m: None)
+    staging = target.create(DeploymentSpec(service="fraud", env="staging", image=IMAGE, port=8890, autoscaler=(2, 5, 60)),
+                            lambda _m: None)
+    production = target.create(spec_for(staging, "production", staging.image_id, 8891, (), {}), lambda _m: None)
     assert production.image_id == staging.image_id == IMAGE and kube_api.violations == []
+    # the autoscaler's bounds go along
+    hpa = kube_api.objects[("horizontalpodautoscalers", "ml", "fraud-production")]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 5)
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
 
 
 def test_cli_deploys_to_kubernetes_with_json(kube_api, tmp_path):
