@@ -150,7 +150,11 @@ class Listener:
         config: ServerConfig | None = None,
         environ: Mapping[str, str] | None = None,
         start_worker: bool = True,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ConfigError(f"--workers {workers}: give 1 or more worker threads")
+        self.workers_wanted = workers
         self.inbox = Inbox(state_dir)
         self.metrics = Metrics(self.inbox)
         self.config = config or ServerConfig()
@@ -186,9 +190,11 @@ class Listener:
                 ", ".join(unauthenticated),
                 ", ".join(self._secret_var(n) for n in unauthenticated),
             )
-        self.worker = None
+        self.worker = None  # the first worker (all of them: self.workers)
+        self.workers: list[Any] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def _secret_var(self, name: str) -> str:
         conf = self.config.sources.get(name)
@@ -200,19 +206,32 @@ class Listener:
             return
         from .worker import Worker
 
-        self.worker = Worker(Inbox(self.inbox.state_dir), self.rules, self.rules_dir)
+        # several workers run different models' pipelines at once (the inbox keeps each model's
+        # events in order); each claims one event at a time so that none hoards the queue
+        batch = 16 if self.workers_wanted == 1 else 1
+        self.workers = [Worker(Inbox(self.inbox.state_dir), self.rules, self.rules_dir, batch=batch)
+                        for _ in range(self.workers_wanted)]
+        self.worker = self.workers[0]
         self._stop.clear()
-        self._thread = threading.Thread(target=self.worker.run_forever, args=(self._stop,), name="worker", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=w.run_forever, args=(self._stop,), name=f"worker-{i}", daemon=True)
+                         for i, w in enumerate(self.workers)]
+        self._thread = self._threads[0]
+        for t in self._threads:
+            t.start()
+
+    def wake_workers(self) -> None:
+        for w in self.workers:
+            w.wake.set()
 
     def stop(self) -> None:
         self._stop.set()
-        if self.worker is not None:
-            self.worker.wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-            log.info("worker stopped")
+        self.wake_workers()
+        for t in self._threads:
+            t.join(timeout=30)
+        if self._threads:
+            log.info("worker(s) stopped")
+        self._threads = []
+        self._thread = None
 
     # ---- one delivery (runs in a worker thread: it blocks on fsync) ---------------------------
     def _request(self, name: str, method: str, path: str, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]):
@@ -270,8 +289,7 @@ class Listener:
             return JSONResponse({"error": "StoreError", "message": f"the delivery could not be stored "
                                  f"({type(exc).__name__}); nothing was kept, send it again", "retry": True},
                                 status_code=503), "error"
-        if self.worker is not None:
-            self.worker.wake.set()
+        self.wake_workers()
         log.info(
             "delivery to /webhooks/%s %s: %s",
             name,
@@ -338,8 +356,8 @@ def create_app(listener: Listener) -> Starlette:
             depth = await run_in_threadpool(listener.inbox.depth)
         except Exception as exc:  # noqa: BLE001 - health says what is wrong
             return JSONResponse({"status": "error", "detail": f"inbox: {exc}"}, status_code=503)
-        worker_alive = listener._thread.is_alive() if listener._thread else None
-        if listener.start_worker and listener._thread is not None and not worker_alive:
+        worker_alive = all(t.is_alive() for t in listener._threads) if listener._threads else None
+        if listener.start_worker and listener._threads and not worker_alive:
             return JSONResponse({"status": "error", "detail": "the worker thread stopped; restart serve"}, status_code=503)
         return JSONResponse(
             {

@@ -66,6 +66,7 @@ class Worker:
         rules: Sequence[Any],
         rules_dir: str | Path | None = None,
         get_provider: Callable[[str], Any] | None = None,
+        batch: int = 16,
     ) -> None:
         self.inbox = inbox
         self.rules = list(rules)
@@ -74,7 +75,7 @@ class Worker:
         self.owner = inbox.new_owner()
         self.wake = threading.Event()
         self._get_provider = get_provider
-        self.batch = 16  # events leased per claim (one transaction)
+        self.batch = batch  # events leased per claim (one transaction); 1 when several workers share the inbox
 
     # ---- loops --------------------------------------------------------------------------------
     def drain(self, max_events: int | None = None) -> int:

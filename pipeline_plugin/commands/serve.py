@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", type=Path, help="YAML config: per-source secret_env, auth scheme, tracking_uri")
     p.add_argument("--no-worker", action="store_true", help="only store deliveries; do not match or dispatch")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="worker threads (default 2): pipelines of different models run at once; each model's "
+                   "events are processed in order, one at a time")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
@@ -60,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         insecure_no_auth=args.insecure_no_auth,
         config=config,
         start_worker=not args.no_worker,
+        workers=args.workers,
     )
     serve(listener, args.host, args.port, log_level=args.log_level)
     return 0

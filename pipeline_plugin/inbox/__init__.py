@@ -521,21 +521,30 @@ class Inbox:
 
     def claim(self, owner: str, limit: int = 1, lease: float = LEASE_SECONDS) -> list[Claimed]:
         """Lease up to ``limit`` events that have work left, oldest first. An event leased by a
-        process that died (same host) is taken over at once, any other lease when it expires."""
+        process that died (same host) is taken over at once, any other lease when it expires.
+
+        Events of one model (source, registry, model) are handed out in order: while another live
+        worker holds one, the later ones wait, so v3 never overtakes v2 and two versions of a model
+        never deploy at once; different models go to different workers in parallel."""
         now = time.time()
         claimed: list[Claimed] = []
 
         def _job(db: sqlite3.Connection) -> Any:
             rows = db.execute(
-                "SELECT id, event_json, generation, attempts, lease_owner, lease_until, status FROM events"
-                " WHERE done=0 AND next_attempt_at<=? ORDER BY seq LIMIT ?",
-                (now, limit * 4 + 8),
+                "SELECT id, event_json, generation, attempts, lease_owner, lease_until, status, source, registry_key,"
+                " model FROM events WHERE done=0 AND next_attempt_at<=? ORDER BY seq LIMIT ?",
+                (now, limit * 4 + 64),
             ).fetchall()
+            busy: set[tuple[str, str, str]] = set()  # models an older event of which another worker holds
             for row in rows:
                 if len(claimed) >= limit:
                     break
+                model_key = (row["source"], row["registry_key"], row["model"])
                 holder = row["lease_owner"]
                 if holder and holder != owner and (row["lease_until"] or 0) > now and not _owner_dead(holder):
+                    busy.add(model_key)
+                    continue
+                if model_key in busy:
                     continue
                 if holder and holder != owner:
                     self._history(db, row["id"], "lease taken over", previous_owner=holder)

@@ -19,13 +19,14 @@ Every stage is recorded in the deployment history (``pipeline-plugin status``). 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .. import settings, writeback
 from ..errors import ConfigError, PipelinePluginError, StageFailed
@@ -130,6 +131,26 @@ def input_example(model_path: Path) -> Any | None:
     return None
 
 
+@contextlib.contextmanager
+def service_lock(state_dir: Path, service: str, say: Callable[[str], None]) -> Iterator[None]:
+    """One pipeline at a time per service (across threads and processes sharing the state dir):
+    two rules, or two workers, never deploy and promote one service at once."""
+    import fcntl
+
+    folder = Path(state_dir) / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', service)}.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting: another pipeline of {service} is running")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class LocalProvider:
     name = "local"
     #: dispatching the same run again resumes it safely (stages are idempotent, history says what's done)
@@ -156,7 +177,8 @@ class LocalProvider:
         if event.kind not in DEPLOYABLE_KINDS:
             return DispatchResult(self.name, "failed", detail=f"{event.kind} events are not deployed by the local provider")
         try:
-            data = self._run(run, pipeline, event, history, service, say, timings)
+            with service_lock(history.state_dir, service, say):
+                data = self._run(run, pipeline, event, history, service, say, timings)
         except PipelinePluginError as exc:
             say(f"failed: {exc.message}")
             return DispatchResult(self.name, "failed", detail=exc.message, data={"service": service, "timings": timings})

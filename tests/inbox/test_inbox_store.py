@@ -248,3 +248,20 @@ def test_an_inbox_from_a_newer_version_is_refused(tmp_path):
     with pytest.raises(ServiceError) as err:
         Inbox(tmp_path)
     assert "newer pipeline-plugin" in err.value.message
+
+
+def test_workers_get_different_models_at_once_but_each_models_events_in_order(tmp_path):
+    """Two workers: while one holds churn v1, churn v2 waits (it must not deploy first, or beside
+    it); fraud v1 goes to the other worker at once."""
+    inbox = Inbox(tmp_path)
+    inbox.put("mlflow", [ev("1", delivery_id="c1", model="churn"), ev("2", delivery_id="c2", model="churn"),
+                         ev("1", delivery_id="f1", model="fraud")])
+    a, b = inbox.new_owner(), inbox.new_owner()
+    [first] = inbox.claim(a, limit=1)
+    assert (first.event.model, first.event.version) == ("churn", "1")
+    others = inbox.claim(b, limit=5)
+    assert [(c.event.model, c.event.version) for c in others] == [("fraud", "1")]
+    inbox.finish(first.id, a)
+    inbox.finish(others[0].id, b)
+    [then] = inbox.claim(b, limit=5)
+    assert (then.event.model, then.event.version) == ("churn", "2")

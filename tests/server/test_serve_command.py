@@ -38,6 +38,8 @@ def test_config_mistakes_and_missing_folders_exit_2(tmp_path):
     assert out.returncode == 2 and "secret_env" in out.stderr
     out = run_serve("--state-dir", str(tmp_path / "s"), "--triggers", str(tmp_path / "nope"))
     assert out.returncode == 2 and "is not a folder" in out.stderr
+    out = run_serve("--state-dir", str(tmp_path / "s"), "--workers", "0")
+    assert out.returncode == 2 and "--workers 0" in out.stderr
 
 
 def test_insecure_mode_is_loud_and_sigterm_stops_cleanly(tmp_path):

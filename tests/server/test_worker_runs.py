@@ -266,3 +266,46 @@ def test_events_command_list_show_replay(tmp_path, triggers, capsys):
     replayed = json.loads(capsys.readouterr().out)
     assert replayed["status"] == "matched" and replayed["rules"] == ["any-model"]
     assert cli.main(["events", "list", "--state-dir", str(tmp_path / "nothing-here")]) == 4
+
+
+def test_two_workers_run_different_models_at_once_and_each_models_events_in_order(tmp_path, triggers):
+    import threading
+    import time
+
+    release = threading.Event()
+    calls: list[tuple[str, str]] = []
+
+    class Slow(CountingProvider):
+        def dispatch(self, run):
+            calls.append((self.name, run.event.version))
+            if run.event.version == "3":
+                assert release.wait(20), "never released"
+            return super().dispatch(run)
+
+    providers = {"github": Slow("github"), "gitlab": Slow("gitlab")}
+    inbox = Inbox(tmp_path / "state")
+    inbox.put("mlflow", [ev(version="3"), ev(version="4"), ev(model="fraud", version="1", tags={})])
+    stop = threading.Event()
+    workers = [Worker(Inbox(tmp_path / "state"), load_rules(triggers), triggers,
+                      get_provider=lambda name: providers[name], batch=1) for _ in range(2)]
+    threads = [threading.Thread(target=w.run_forever, args=(stop, 0.05), daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while ("gitlab", "1") not in calls and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # fraud went out while churn v3 is still dispatching; churn v4 waits behind v3
+        assert ("gitlab", "1") in calls and calls.count(("github", "3")) == 1 and ("github", "4") not in calls
+        release.set()
+        deadline = time.monotonic() + 10
+        while ("github", "4") not in calls and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [c for c in calls if c[0] == "github"] == [("github", "3"), ("github", "4")]
+    finally:
+        release.set()
+        stop.set()
+        for w in workers:
+            w.wake.set()
+        for t in threads:
+            t.join(10)

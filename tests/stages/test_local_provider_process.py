@@ -64,3 +64,33 @@ def test_a_version_whose_files_cannot_be_fetched_is_in_the_history(tmp_path, mon
     assert result.status == "failed" and "tracking_uri" in result.detail
     [rec] = History(state).records(service=service)
     assert (rec.action, rec.status, rec.version) == ("fetch", "failed", "9") and "tracking_uri" in rec.reason
+
+
+def test_one_pipeline_at_a_time_per_service(tmp_path):
+    """Two rules (or two workers) that deploy one service: the second waits for the first."""
+    import threading
+    import time
+
+    from pipeline_plugin.providers.local import service_lock
+
+    order: list[str] = []
+    said: list[str] = []
+    inside = threading.Event()
+
+    def first():
+        with service_lock(tmp_path, "churn", said.append):
+            inside.set()
+            time.sleep(0.3)
+            order.append("first done")
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert inside.wait(5)
+    with service_lock(tmp_path, "churn", said.append):
+        order.append("second in")
+    t.join()
+    assert order == ["first done", "second in"]
+    assert said == ["waiting: another pipeline of churn is running"]
+    with service_lock(tmp_path, "fraud", said.append):  # another service does not wait
+        pass
+    assert len(said) == 1
