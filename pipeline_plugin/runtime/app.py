@@ -99,6 +99,9 @@ class ScoringApp:
         self.ready = False
         self.timeout_s = cfg.timeout_ms / 1000.0
         self.keys = [k.encode("utf-8") for k in cfg.keys]
+        # a mounted key file (a Kubernetes Secret volume, a rotated file) is re-read when it changes
+        self._keys_checked = time.monotonic()
+        self._keys_mtime = self._key_file_mtime()
         self.cors_any = "*" in cfg.cors_origins
         self.cors = {o.encode("latin-1") for o in cfg.cors_origins}
         self.pool: ThreadPoolExecutor | None = None
@@ -276,7 +279,39 @@ class ScoringApp:
         await send({"type": "http.response.body", "body": body})
         self.metrics.count(route, status)
 
+    def _key_file_mtime(self) -> float | None:
+        try:
+            return self.cfg.keys_file.stat().st_mtime_ns if self.cfg.keys_file else None
+        except OSError:
+            return None
+
+    def _refresh_keys(self) -> None:
+        """At most once a second: if the key file changed, take its keys (with the environment's).
+        A file that cannot be read or holds no key keeps the keys in use, and says so."""
+        now = time.monotonic()
+        if self.cfg.keys_file is None or now - self._keys_checked < 1.0:
+            return
+        self._keys_checked = now
+        mtime = self._key_file_mtime()
+        if mtime == self._keys_mtime:
+            return
+        self._keys_mtime = mtime
+        from .config import read_key_file
+
+        try:
+            keys = tuple(dict.fromkeys((*self.cfg.env_keys, *read_key_file(self.cfg.keys_file))))
+        except OSError as exc:
+            log.warning("scoring key file %s cannot be read (%s); keeping the keys in use", self.cfg.keys_file,
+                        exc.strerror)
+            return
+        if not keys:
+            log.warning("scoring key file %s holds no key; keeping the keys in use", self.cfg.keys_file)
+            return
+        self.keys = [k.encode("utf-8") for k in keys]
+        log.info("scoring keys reloaded from %s (%d key(s))", self.cfg.keys_file, len(keys))
+
     def _authorized(self, h: dict) -> bool:
+        self._refresh_keys()
         value = h.get(b"authorization", b"")
         scheme, _, token = value.partition(b" ")
         token = token.strip()

@@ -53,6 +53,9 @@ class RuntimeConfig:
     timeout_ms: int = DEFAULT_TIMEOUT_MS
     cors_origins: tuple[str, ...] = ()
     keys: tuple[str, ...] = field(default=(), repr=False)
+    #: the keys that come from the environment variable (the file's are re-read when it changes)
+    env_keys: tuple[str, ...] = field(default=(), repr=False)
+    keys_file: Path | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     threads: int = DEFAULT_THREADS
     service_name: str = "ML service"
@@ -76,6 +79,12 @@ def _int(env: dict, name: str, default: int, minimum: int, maximum: int | None =
         bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
         raise RuntimeConfigError(f"{name}={value} is out of range; set it {bound}")
     return value
+
+
+def read_key_file(path: Path) -> tuple[str, ...]:
+    """The keys in a mounted key file (one per line, or comma separated); OSError if unreadable."""
+    text = path.read_text(encoding="utf-8")
+    return tuple(k.strip() for line in text.splitlines() for k in line.split(",") if k.strip())
 
 
 def read_keys(env: dict) -> tuple[str, ...]:
@@ -149,6 +158,8 @@ def load(env: dict | None = None, *, entry_script: str | None = None, port: int 
         timeout_ms=_int(env, SCORING_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, 1),
         cors_origins=origins,
         keys=read_keys(env),
+        env_keys=read_keys({SCORING_KEYS: env.get(SCORING_KEYS, "")}),
+        keys_file=Path(env[SCORING_KEYS_FILE].strip()) if env.get(SCORING_KEYS_FILE, "").strip() else None,
         max_body_bytes=_int(env, MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, 1),
         threads=_int(env, SCORING_THREADS, DEFAULT_THREADS, 0, 256),
         service_name=env.get(SERVICE_NAME) or "ML service",

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import os
 import time
 import uuid
 
@@ -243,6 +244,25 @@ def test_key_auth_guards_score_but_not_health(runtime, tmp_path):
     rt = runtime("slow_score.py", {"PIPELINE_PLUGIN_SCORING_KEYS_FILE": str(keyfile)})
     assert rt.client.post("/score", json={"sleep": 0}).status_code == 401
     assert rt.client.post("/score", json={"sleep": 0}, headers={"Authorization": "Bearer from-file"}).status_code == 200
+
+    # rotation: a new file (as a Kubernetes Secret volume swaps it) is taken within about a second
+    keyfile.write_text("rotated-1\nrotated-2\n")
+    os.utime(keyfile, ns=(time.time_ns(), time.time_ns() + 10**9))  # a new mtime even on coarse clocks
+
+    def status(key):
+        return rt.client.post("/score", json={"sleep": 0}, headers={"Authorization": f"Bearer {key}"}).status_code
+
+    deadline = time.monotonic() + 10
+    while status("rotated-1") != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status("rotated-1") == 200 and status("rotated-2") == 200 and status("from-file") == 401
+    # an emptied file keeps the keys in use (never an open service), and says so
+    keyfile.write_text("")
+    os.utime(keyfile, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+    time.sleep(1.2)
+    assert status("rotated-1") == 200 and rt.client.post("/score", json={"sleep": 0}).status_code == 401
+    time.sleep(0.2)
+    assert "holds no key; keeping the keys in use" in rt.logs() and "rotated-1" not in rt.logs()
 
 
 def test_readyz_is_503_until_init_finished_while_health_answers(runtime):
