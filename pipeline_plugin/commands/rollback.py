@@ -43,10 +43,10 @@ def run(args: argparse.Namespace) -> int:
         history=History(args.state_dir), reason=args.reason, write_back=not args.no_writeback,
         if_serving=args.if_serving, progress=Progress(enabled=not args.json),
     )
-    if result.status == "unchanged":
+    if result.status in ("unchanged", "failed"):
         human = result.reason
     else:
         human = (f"{result.service} {result.env}: rolled back to {result.model or ''} v{result.version} "
                  f"({result.image_id}) at {result.scoring_uri}")
     emit(args, result.to_dict(), human)
-    return 0
+    return 1 if result.status == "failed" else 0

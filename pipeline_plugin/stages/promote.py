@@ -170,6 +170,20 @@ def spec_for(dep: Deployment, env: str, image: str, port: int | None, keys: tupl
     )
 
 
+def smoke_args_of(passed: Record) -> dict[str, Any]:
+    """``smoke_test`` arguments that repeat a recorded passing smoke test (the smoke-test command's
+    record, or promote's own production check)."""
+    d = passed.details or {}
+    return {
+        "sample": d.get("sample"),
+        "expect": d.get("expect"),
+        "has_expect": d.get("has_expect", "expect" in d),
+        "tolerance": d.get("tolerance", DEFAULT_TOLERANCE),
+        "requests_count": d.get("requests", d.get("requests_count", DEFAULT_REQUESTS)),
+        "p99_ms": d.get("p99_ms"),
+    }
+
+
 def requires_key(scoring_uri: str) -> bool:
     """True when the service answers 401 to a request without a scoring key."""
     import requests
@@ -301,14 +315,7 @@ def promote(
             f"{service} {from_env} requires a scoring key and none was given; pass --key (or set "
             f"PIPELINE_PLUGIN_SCORING_KEY) so that {to_env} is not left open to anyone"
         )
-    smoke_args = {
-        "sample": passed.details.get("sample"),
-        "expect": passed.details.get("expect"),
-        "has_expect": passed.details.get("has_expect", "expect" in passed.details),
-        "tolerance": passed.details.get("tolerance", DEFAULT_TOLERANCE),
-        "requests_count": passed.details.get("requests", DEFAULT_REQUESTS),
-        "p99_ms": passed.details.get("p99_ms"),
-    }
+    smoke_args = smoke_args_of(passed)
     smoke_args.update(smoke_overrides or {})
     if smoke_args["sample"] is None:
         raise StageFailed(

@@ -11,7 +11,9 @@ from typing import Callable
 from ..errors import ConfigError, NotFoundError
 from ..history import History, Record, current_actor
 from ..targets import get_target
-from .promote import StageResult, _port_of, _write, model_origin, requires_key, resolve_target, snapshot, spec_for
+from .promote import (StageResult, _port_of, _write, model_origin, requires_key, resolve_target, smoke_args_of, snapshot,
+                      spec_for)
+from .smoke_test import smoke_test
 from .. import writeback
 
 
@@ -117,6 +119,26 @@ def rollback(
         model=rec.model, version=rec.version, scoring_uri=restored.scoring_uri, previous=snapshot(current),
         reason=why, run_id=run_id,
     )
+    # the restored version answers as it did: its own recorded smoke test, repeated here
+    passed = history.passed_smoke_test(service, env, rec.image_id) or (
+        history.passed_smoke_test(service, "staging", rec.image_id) if env != "staging" else None)
+    args = smoke_args_of(passed) if passed is not None else None
+    if args and args["sample"] is not None:
+        say(f"smoke-testing the restored version at {restored.scoring_uri}")
+        report = smoke_test(restored.scoring_uri, key=keys[0] if keys else None, progress=say, **args)
+        result.smoke = report
+        history.record(Record(
+            action="smoke-test", status="passed" if report.passed else "failed", service=service, env=env,
+            target=target_name, image=rec.image, image_id=rec.image_id, model=rec.model, version=rec.version,
+            scoring_uri=restored.scoring_uri, run_id=run_id, cause=cause, reason=report.reason(),
+            details={**args, "report": report.to_dict()},
+        ))
+        if not report.passed:
+            result.status = "failed"
+            result.reason = (f"{why}; the restored version now fails its smoke test: {report.reason()} "
+                             f"(it serves anyway; look at it, or roll back further with --to VERSION)")
+    else:
+        say(f"no recorded smoke test of {rec.image_id}: the restored version is not checked")
     origin = model_origin(service, restored, history, target_name)
     if write_back and env == "production" and origin["source"] and rec.model and rec.version:
         info = writeback.WritebackInfo(source=origin["source"], registry=origin["registry"],

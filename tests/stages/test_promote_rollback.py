@@ -235,3 +235,26 @@ def test_a_smoke_test_of_a_local_staging_url_counts_for_promote(tmp_path, servic
     assert json.loads(out)["recorded"]["image_id"] == dep.image_id
     code, out, err = cli(capsys, "promote", "--name", service, "--json")
     assert code == 0 and json.loads(out)["status"] == "promoted", out + err
+
+
+def test_a_rollback_checks_the_restored_version_with_its_recorded_smoke_test(tmp_path, service, files, capsys):
+    tgt = get_target("process")
+    marker = tmp_path / "v1-breaks"
+    stage_version(capsys, tmp_path, service, files, 1, fail_marker=marker)
+    assert cli(capsys, "promote", "--name", service)[0] == 0
+    stage_version(capsys, tmp_path, service, files, 2)
+    assert cli(capsys, "promote", "--name", service)[0] == 0
+    # v1 breaks in the meantime (a dependency it needs is gone): the rollback says so, exit 1
+    marker.write_text("gone")
+    code, out, err = cli(capsys, "rollback", "--name", service, "--json")
+    result = json.loads(out)
+    assert code == 1 and result["status"] == "failed", out + err
+    assert "the restored version now fails its smoke test" in result["reason"] and "--to VERSION" in result["reason"]
+    assert result["smoke_test"]["passed"] is False and tgt.get(service, "production").version == "1"
+    # working again: a rollback to v2 passes its check
+    marker.unlink()
+    code, out, err = cli(capsys, "rollback", "--name", service, "--to", "2", "--json")
+    assert code == 0 and json.loads(out)["smoke_test"]["passed"] is True, out + err
+    history = json.loads(cli(capsys, "status", "--name", service, "--json")[1])["history"]
+    assert [(h["action"], h["status"], h["version"]) for h in history[:2]] == [("smoke-test", "passed", "2"),
+                                                                               ("rollback", "succeeded", "2")]
