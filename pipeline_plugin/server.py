@@ -229,7 +229,7 @@ class Listener:
         for t in self._threads:
             t.join(timeout=30)
         if self._threads:
-            log.info("worker(s) stopped")
+            log.info("worker stopped (%d thread(s))", len(self._threads))
         self._threads = []
         self._thread = None
 
