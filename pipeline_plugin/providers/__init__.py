@@ -59,6 +59,13 @@ class DispatchResult:
         }
 
 
+def extra_values(values: Mapping[str, Any]) -> dict[str, str]:
+    """A rule's extra inputs, variables or parameters as the text CI systems take: booleans as
+    ``true``/``false`` (what a GitHub ``type: boolean`` input and Azure's ``boolean`` parameter
+    expect; Python's ``True`` is rejected), numbers and strings as written."""
+    return {str(k): ("true" if v else "false") if isinstance(v, bool) else str(v) for k, v in values.items()}
+
+
 class Provider(Protocol):
     name: str
 

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 from ..render import INPUT_VARIABLES, pipeline_inputs
-from . import DispatchResult, PipelineRun
+from . import DispatchResult, PipelineRun, extra_values
 from .retry import ApiFailure, call, parse_retry_after, timeout
 
 RELEASE_AREA_ID = "efc2f575-36ef-48e9-b672-0c6fb4a48ac5"
@@ -187,7 +187,7 @@ class AzureDevOpsProvider:
         from azure.devops.v7_1.pipelines.pipelines_client import PipelinesClient
 
         client = _configure(PipelinesClient(base_url=base, creds=creds), last)
-        parameters = {**{str(k): str(v) for k, v in extra.items()},
+        parameters = {**extra_values(extra),
                       **{TEMPLATE_PARAMETERS[k]: v for k, v in inputs.items()}}
         body = RunPipelineParameters(template_parameters=parameters)
         ref = run.pipeline.get("ref")
@@ -222,7 +222,7 @@ class AzureDevOpsProvider:
         areas = api(lambda: locations.get_resource_areas(), "look up the Release service URL") or []
         release_url = next((a.location_url for a in areas if (a.id or "").lower() == RELEASE_AREA_ID), None) or base
         client = _configure(ReleaseClient(base_url=release_url, creds=creds), last)
-        variables = {str(k): str(v) for k, v in extra.items()}
+        variables = extra_values(extra)
         variables.update({INPUT_VARIABLES[k]: v for k, v in inputs.items()})
         metadata = ReleaseStartMetadata(
             definition_id=definition_id,

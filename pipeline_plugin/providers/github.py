@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 from ..render import pipeline_inputs
-from . import DispatchResult, PipelineRun
+from . import DispatchResult, PipelineRun, extra_values
 from .retry import ApiFailure, call, parse_retry_after, timeout
 
 MAX_INPUTS = 25
@@ -193,7 +193,7 @@ class GitHubProvider:
         extra = p.get("inputs") or {}
         if not isinstance(extra, Mapping):
             raise ConfigError(f"rule {run.rule_name!r}: pipeline.inputs must be a mapping of input name to value")
-        all_inputs = {**{str(k): str(v) for k, v in extra.items()}, **inputs}
+        all_inputs = {**extra_values(extra), **inputs}
         if len(all_inputs) > MAX_INPUTS:
             raise ConfigError(
                 f"rule {run.rule_name!r}: {len(all_inputs)} workflow inputs, GitHub accepts at most {MAX_INPUTS}; "

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 from ..render import INPUT_VARIABLES, pipeline_inputs
-from . import DispatchResult, PipelineRun
+from . import DispatchResult, PipelineRun, extra_values
 from .retry import ApiFailure, call, parse_retry_after, timeout
 
 DEFAULT_URL = "https://gitlab.com"
@@ -104,7 +104,7 @@ class GitLabProvider:
         if not isinstance(extra, Mapping):
             raise ConfigError(f"rule {run.rule_name!r}: pipeline.variables must be a mapping of name to value")
         inputs = pipeline_inputs(run.event, p, run.run_id)
-        variables = {**{str(k): str(v) for k, v in extra.items()}, **{INPUT_VARIABLES[k]: v for k, v in inputs.items()}}
+        variables = {**extra_values(extra), **{INPUT_VARIABLES[k]: v for k, v in inputs.items()}}
 
         trigger_env = p.get("trigger_token_env")
         trigger_token = None

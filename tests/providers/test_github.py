@@ -61,6 +61,14 @@ def test_workflow_dispatch_sends_event_as_inputs_and_returns_the_run(serve, monk
     assert len(server.requests) == 1  # one API call per dispatch
 
 
+def test_extra_inputs_arrive_as_workflow_input_text(serve, monkeypatch):
+    """A YAML `true` in the rule is the "true" a boolean workflow input takes, not Python's "True"."""
+    server = github(serve, monkeypatch)
+    get_provider("github").dispatch(make_run({**PIPELINE, "inputs": {"dry_run": True, "canary": False, "replicas": 2}}))
+    inputs = server.calls(DISPATCH)[0].body["inputs"]
+    assert (inputs["dry_run"], inputs["canary"], inputs["replicas"]) == ("true", "false", "2")
+
+
 def test_ref_defaults_to_the_default_branch_and_204_gives_the_workflow_page(serve, monkeypatch):
     server = github(serve, monkeypatch)
     pipeline = {**PIPELINE, "return_run_details": False}
