@@ -10,7 +10,11 @@ pods read as ``PIPELINE_PLUGIN_SCORING_KEYS``; the Secret is applied but never p
 ``create``/``update`` apply them with the kubernetes Python client (server-side apply, field manager
 ``pipeline-plugin``) to the cluster that ``KUBECONFIG`` (or the in-cluster service account)
 configures, and wait until the rollout is complete. The stable address is the Service:
-``http://<service>-<env>.<namespace>.svc.cluster.local:<port>`` (port 80 unless ``--port``).
+``http://<service>-<env>.<namespace>.svc.cluster.local:<port>`` (port 80 unless ``--port``), which
+answers inside the cluster only; where an ingress or load balancer publishes the Services,
+``PIPELINE_PLUGIN_KUBERNETES_URL`` gives the address the smoke tests and users reach instead, as a
+template of ``{name}`` (``<service>-<env>``), ``{service}``, ``{env}``, ``{namespace}`` and
+``{port}``, e.g. ``https://{name}.models.example.com``.
 Kubernetes pulls images from a registry, so the image must be a registry reference
 (``repo:tag`` or ``repo@sha256:...``), not a local image id.
 """
@@ -175,6 +179,24 @@ def manifests(spec: DeploymentSpec, namespace: str | None = None, with_secret: b
     return out
 
 
+URL_ENV = "PIPELINE_PLUGIN_KUBERNETES_URL"
+
+
+def service_url(name: str, service: str, env: str, namespace: str, port: int) -> str:
+    """Where a Service answers: ``PIPELINE_PLUGIN_KUBERNETES_URL`` filled in, else its cluster DNS name."""
+    template = os.environ.get(URL_ENV, "").strip()
+    if not template:
+        return f"http://{name}.{namespace}.svc.cluster.local:{port}"
+    try:
+        url = template.format(name=name, service=service, env=env, namespace=namespace, port=port)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"{URL_ENV}={template!r} is not a usable template ({exc!r}); use the fields {{name}}, "
+                          "{service}, {env}, {namespace}, {port}, e.g. https://{name}.models.example.com") from None
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{URL_ENV}={template!r} gives {url!r}; it must start with http:// or https://")
+    return url.rstrip("/")
+
+
 class KubernetesTarget:
     name = "kubernetes"
 
@@ -308,7 +330,7 @@ class KubernetesTarget:
         except Exception:  # noqa: BLE001 - the Service may be gone
             pass
         status = obj.get("status") or {}
-        base = f"http://{name}.{namespace}.svc.cluster.local:{port}"
+        base = service_url(name, service, env, namespace, port)
         image = obj["spec"]["template"]["spec"]["containers"][0]["image"]
         return Deployment(
             service=service,

@@ -141,6 +141,18 @@ def test_what_staging_reports_can_be_deployed_to_production(kube_api):
     assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
 
 
+def test_an_ingress_address_replaces_the_cluster_dns_name(kube_api, monkeypatch):
+    """Smoke tests run from CI runners outside the cluster: the address they reach is configurable."""
+    monkeypatch.setenv("PIPELINE_PLUGIN_KUBERNETES_URL", "https://{name}.models.example.com/")
+    d = KubernetesTarget(rollout_timeout=30).create(DeploymentSpec(service="fraud", env="staging", image=IMAGE),
+                                                    lambda _m: None)
+    assert d.scoring_uri == "https://fraud-staging.models.example.com/score"
+    assert d.swagger_uri == "https://fraud-staging.models.example.com/swagger.json"
+    monkeypatch.setenv("PIPELINE_PLUGIN_KUBERNETES_URL", "https://{host}.example.com")
+    with pytest.raises(ConfigError, match=r"PIPELINE_PLUGIN_KUBERNETES_URL.*\{name\}"):
+        KubernetesTarget().get("fraud", "staging")
+
+
 def test_cli_deploys_to_kubernetes_with_json(kube_api, tmp_path):
     cmd = [sys.executable, "-m", "pipeline_plugin.cli", "deploy", "--image", IMAGE, "--name", "fraud", "--env", "production",
            "--target", "kubernetes", "--json", "--state-dir", str(tmp_path / "state")]
