@@ -30,6 +30,8 @@ of the body when absent) + ``#`` + ref.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from urllib.parse import urlsplit
 
 from . import BaseSource, Request, _payload as P
@@ -109,6 +111,8 @@ class HuggingFaceSource(BaseSource):
                     artifact_uri=f"hf://{name}@{sha}" if sha else None,
                     registry=registry,
                     source_event_type=f"{scope}.{action}",
+                    # the Hub's payload has no timestamp: the time it reached the listener
+                    time=datetime.fromtimestamp(request.now, timezone.utc).isoformat(timespec="seconds"),
                 )
             )
         return events

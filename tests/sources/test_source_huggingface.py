@@ -32,6 +32,10 @@ def test_recorded_update_gives_the_commit_and_the_new_tag():
     assert tag.artifact_uri == f"hf://acme-ml/churn-model@{SHA}"
     assert tag.tags["license"] == "apache-2.0" and tag.tags["hf.sha"] == SHA
     assert [e.delivery_id for e in events] == ["wh-1#refs/heads/main", "wh-1#refs/tags/v2"]
+    # the Hub sends no timestamp: the event carries the time it was received
+    from datetime import datetime, timezone
+
+    assert tag.time == datetime.fromtimestamp(req.now, timezone.utc).isoformat(timespec="seconds")
 
 
 def test_wrong_secret_is_refused():
