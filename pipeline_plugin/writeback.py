@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .events import ModelVersionEvent
+from .history import now_iso
 
 ALIAS_PRODUCTION = "production"
 ALIAS_PREVIOUS_PRODUCTION = "previous-production"
@@ -65,6 +66,65 @@ class WritebackInfo:
     run_url: str | None = None
     image: str | None = None  # image digest serving the version
     reason: str | None = None
+
+
+def status_tags(status: str, info: WritebackInfo, limit: int) -> dict[str, str]:
+    """The tags that say what a version is now (``status``) and where it serves; values cut at the
+    registry's ``limit``."""
+    tags = {TAG_STATUS: status, TAG_UPDATED_AT: now_iso()}
+    for key, value in ((TAG_SCORING_URI, info.scoring_uri), (TAG_RUN_URL, info.run_url), (TAG_IMAGE, info.image),
+                       (TAG_REASON, info.reason)):
+        if value:
+            tags[key] = value
+    return {k: v[:limit] for k, v in tags.items()}
+
+
+class VersionTagWriter:
+    """The write-back as tags on model versions, shared by the backends: production marks the new
+    version ``production`` and the one it replaced ``previous-production``; a rollback marks the
+    restored one ``production`` and the one it left ``rolled-back`` (with the reason); ``status``
+    marks one version. A backend sets ``name``, ``limit`` (its longest tag value) and
+    ``written_key``, and defines ``set_tags(info, model, version, tags)`` and ``target(info)``
+    (what the result names: tracking URI, workspace, region)."""
+
+    name = "?"
+    limit = 4000
+    written_key = "tags"
+
+    def target(self, info: WritebackInfo) -> dict[str, Any]:
+        return {}
+
+    def set_tags(self, info: WritebackInfo, model: str, version: str, tags: dict[str, str]) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _tag(self, info: WritebackInfo, model: str, version: str, tags: dict[str, str], written: dict) -> None:
+        written[self.written_key][version] = self.set_tags(info, model, version, tags)
+
+    def production(self, model: str, version: str, previous_version: str | None, info: WritebackInfo) -> dict[str, Any]:
+        written = {**self.target(info), self.written_key: {}}
+        self._tag(info, model, version, status_tags("production", info, self.limit), written)
+        if previous_version and previous_version != version:
+            self._tag(info, model, previous_version, {TAG_STATUS: "previous-production", TAG_UPDATED_AT: now_iso()},
+                      written)
+        return written
+
+    def rollback(self, model: str, restored_version: str, from_version: str | None, before_restored: str | None,
+                 info: WritebackInfo) -> dict[str, Any]:
+        """Production went back from ``from_version`` to ``restored_version``; ``before_restored``
+        is what production served before the restored version (the new previous-production)."""
+        written = {**self.target(info), self.written_key: {}}
+        self._tag(info, model, restored_version, status_tags("production", info, self.limit), written)
+        if from_version and from_version != restored_version:
+            gone = {TAG_STATUS: "rolled-back", TAG_UPDATED_AT: now_iso()}
+            if info.reason:
+                gone[TAG_REASON] = info.reason[:self.limit]
+            self._tag(info, model, from_version, gone, written)
+        return written
+
+    def status(self, model: str, version: str, status: str, info: WritebackInfo) -> dict[str, Any]:
+        written = {**self.target(info), self.written_key: {}}
+        self._tag(info, model, version, status_tags(status, info, self.limit), written)
+        return written
 
 
 def parse_registry(value: "str | Mapping[str, str] | None") -> dict[str, str]:

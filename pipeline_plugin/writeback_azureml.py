@@ -19,8 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .errors import ConfigError, ServiceError
-from .history import now_iso
-from .writeback import TAG_IMAGE, TAG_REASON, TAG_RUN_URL, TAG_SCORING_URI, TAG_STATUS, TAG_UPDATED_AT, WritebackInfo
+from .writeback import VersionTagWriter, WritebackInfo
 
 API_VERSION = "2024-04-01"
 DEFAULT_ARM_URL = "https://management.azure.com"
@@ -81,54 +80,21 @@ def _request(method: str, url: str, token: str, body: Any = None) -> Any:
     return resp.json() if resp.content else None
 
 
-def _set_tags(info: WritebackInfo, model: str, version: str, tags: dict[str, str]) -> dict[str, str]:
-    url = _version_url(info, model, version)
-    token = _token()
-    current = _request("GET", url, token) or {}
-    properties = dict(current.get("properties") or {})
-    properties["tags"] = {**dict(properties.get("tags") or {}), **tags}
-    _request("PUT", url, token, {"properties": properties})
-    return tags
-
-
-def _tags(status: str, info: WritebackInfo) -> dict[str, str]:
-    tags = {TAG_STATUS: status, TAG_UPDATED_AT: now_iso()}
-    if info.scoring_uri:
-        tags[TAG_SCORING_URI] = info.scoring_uri
-    if info.run_url:
-        tags[TAG_RUN_URL] = info.run_url
-    if info.image:
-        tags[TAG_IMAGE] = info.image
-    if info.reason:
-        tags[TAG_REASON] = info.reason
-    return {k: v[:MAX_VALUE] for k, v in tags.items()}
-
-
-class _AzureMLWriter:
+class _AzureMLWriter(VersionTagWriter):
     name = "azureml"
+    limit = MAX_VALUE
 
-    def production(self, model: str, version: str, previous_version: str | None, info: WritebackInfo) -> dict[str, Any]:
-        written: dict[str, Any] = {"workspace": dict(info.registry).get("workspace"), "tags": {}}
-        written["tags"][version] = _set_tags(info, model, version, _tags("production", info))
-        if previous_version and previous_version != version:
-            written["tags"][previous_version] = _set_tags(
-                info, model, previous_version, {TAG_STATUS: "previous-production", TAG_UPDATED_AT: now_iso()})
-        return written
+    def target(self, info: WritebackInfo) -> dict[str, Any]:
+        return {"workspace": dict(info.registry).get("workspace")}
 
-    def rollback(self, model: str, restored_version: str, from_version: str | None, before_restored: str | None,
-                 info: WritebackInfo) -> dict[str, Any]:
-        written: dict[str, Any] = {"workspace": dict(info.registry).get("workspace"), "tags": {}}
-        written["tags"][restored_version] = _set_tags(info, model, restored_version, _tags("production", info))
-        if from_version and from_version != restored_version:
-            gone = {TAG_STATUS: "rolled-back", TAG_UPDATED_AT: now_iso()}
-            if info.reason:
-                gone[TAG_REASON] = info.reason[:MAX_VALUE]
-            written["tags"][from_version] = _set_tags(info, model, from_version, gone)
-        return written
-
-    def status(self, model: str, version: str, status: str, info: WritebackInfo) -> dict[str, Any]:
-        return {"workspace": dict(info.registry).get("workspace"),
-                "tags": {version: _set_tags(info, model, version, _tags(status, info))}}
+    def set_tags(self, info: WritebackInfo, model: str, version: str, tags: dict[str, str]) -> dict[str, str]:
+        url = _version_url(info, model, version)
+        token = _token()
+        current = _request("GET", url, token) or {}
+        properties = dict(current.get("properties") or {})
+        properties["tags"] = {**dict(properties.get("tags") or {}), **tags}
+        _request("PUT", url, token, {"properties": properties})
+        return tags
 
 
 WRITER = _AzureMLWriter()

@@ -13,18 +13,7 @@ import os
 from typing import Any
 
 from .errors import ConfigError, ServiceError
-from .history import now_iso
-from .writeback import (
-    ALIAS_PREVIOUS_PRODUCTION,
-    ALIAS_PRODUCTION,
-    TAG_IMAGE,
-    TAG_REASON,
-    TAG_RUN_URL,
-    TAG_SCORING_URI,
-    TAG_STATUS,
-    TAG_UPDATED_AT,
-    WritebackInfo,
-)
+from .writeback import ALIAS_PREVIOUS_PRODUCTION, ALIAS_PRODUCTION, VersionTagWriter, WritebackInfo
 
 
 def tracking_uri(info: WritebackInfo) -> str:
@@ -43,30 +32,11 @@ def _client(info: WritebackInfo) -> Any:
     return MlflowClient(tracking_uri=tracking_uri(info), registry_uri=tracking_uri(info))
 
 
-def _tags(status: str, info: WritebackInfo) -> dict[str, str]:
-    tags = {TAG_STATUS: status, TAG_UPDATED_AT: now_iso()}
-    if info.scoring_uri:
-        tags[TAG_SCORING_URI] = info.scoring_uri
-    if info.run_url:
-        tags[TAG_RUN_URL] = info.run_url
-    if info.image:
-        tags[TAG_IMAGE] = info.image
-    if info.reason:
-        tags[TAG_REASON] = info.reason[:4000]
-    return tags
-
-
 def _call(what: str, fn: Any, *args: Any) -> None:
     try:
         fn(*args)
     except Exception as exc:  # noqa: BLE001 - MLflow raises MlflowException and requests errors
         raise ServiceError(f"MLflow write-back failed to {what}: {exc}") from exc
-
-
-def _set_tags(client: Any, model: str, version: str, tags: dict[str, str]) -> dict[str, str]:
-    for k, v in tags.items():
-        _call(f"tag {model} v{version}", client.set_model_version_tag, model, version, k, v)
-    return tags
 
 
 def _set_alias(client: Any, model: str, alias: str, version: str) -> str:
@@ -83,34 +53,39 @@ def _unnamed(info: WritebackInfo) -> dict[str, Any] | None:
                        "--config (or MLFLOW_TRACKING_URI) to write aliases and tags back"}
 
 
-class _MlflowWriter:
+class _MlflowWriter(VersionTagWriter):
+    """Version tags as every backend writes them, plus the aliases MLflow users read."""
+
     name = "mlflow"
+
+    def target(self, info: WritebackInfo) -> dict[str, Any]:
+        return {"tracking_uri": tracking_uri(info)}
+
+    def set_tags(self, info: WritebackInfo, model: str, version: str, tags: dict[str, str]) -> dict[str, str]:
+        client = _client(info)
+        for k, v in tags.items():
+            _call(f"tag {model} v{version}", client.set_model_version_tag, model, version, k, v)
+        return tags
 
     def production(self, model: str, version: str, previous_version: str | None, info: WritebackInfo) -> dict[str, Any]:
         if (skip := _unnamed(info)) is not None:
             return skip
+        written = {**super().production(model, version, previous_version, info), "aliases": {}}
         client = _client(info)
-        written: dict[str, Any] = {"tracking_uri": tracking_uri(info), "aliases": {}, "tags": {}}
-        written["tags"][version] = _set_tags(client, model, version, _tags("production", info))
         written["aliases"][ALIAS_PRODUCTION] = _set_alias(client, model, ALIAS_PRODUCTION, version)
         if previous_version and previous_version != version:
             written["aliases"][ALIAS_PREVIOUS_PRODUCTION] = _set_alias(
                 client, model, ALIAS_PREVIOUS_PRODUCTION, previous_version
-            )
-            written["tags"][previous_version] = _set_tags(
-                client, model, previous_version, {TAG_STATUS: "previous-production", TAG_UPDATED_AT: now_iso()}
             )
         return written
 
     def rollback(
         self, model: str, restored_version: str, from_version: str | None, before_restored: str | None, info: WritebackInfo
     ) -> dict[str, Any]:
-        """Production went back from ``from_version`` to ``restored_version``; ``before_restored``
-        is what production served before the restored version (the new previous-production)."""
         if (skip := _unnamed(info)) is not None:
             return skip
+        written = {**super().rollback(model, restored_version, from_version, before_restored, info), "aliases": {}}
         client = _client(info)
-        written: dict[str, Any] = {"tracking_uri": tracking_uri(info), "aliases": {}, "tags": {}}
         written["aliases"][ALIAS_PRODUCTION] = _set_alias(client, model, ALIAS_PRODUCTION, restored_version)
         if before_restored and before_restored != restored_version:
             written["aliases"][ALIAS_PREVIOUS_PRODUCTION] = _set_alias(
@@ -122,20 +97,12 @@ class _MlflowWriter:
             except Exception:  # noqa: BLE001 - absent alias: nothing to move back
                 pass
             written["aliases"][ALIAS_PREVIOUS_PRODUCTION] = None
-        written["tags"][restored_version] = _set_tags(client, model, restored_version, _tags("production", info))
-        if from_version and from_version != restored_version:
-            gone = {TAG_STATUS: "rolled-back", TAG_UPDATED_AT: now_iso()}
-            if info.reason:
-                gone[TAG_REASON] = info.reason[:4000]
-            written["tags"][from_version] = _set_tags(client, model, from_version, gone)
         return written
 
     def status(self, model: str, version: str, status: str, info: WritebackInfo) -> dict[str, Any]:
         if (skip := _unnamed(info)) is not None:
             return skip
-        client = _client(info)
-        tags = _set_tags(client, model, version, _tags(status, info))
-        return {"tracking_uri": tracking_uri(info), "tags": {version: tags}}
+        return super().status(model, version, status, info)
 
 
 WRITER = _MlflowWriter()
