@@ -190,10 +190,8 @@ class Listener:
                 ", ".join(unauthenticated),
                 ", ".join(self._secret_var(n) for n in unauthenticated),
             )
-        self.worker = None  # the first worker (all of them: self.workers)
         self.workers: list[Any] = []
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
 
     def _secret_var(self, name: str) -> str:
@@ -202,7 +200,7 @@ class Listener:
 
     # ---- worker lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        if not self.start_worker or self._thread is not None:
+        if not self.start_worker or self._threads:
             return
         from .worker import Worker
 
@@ -211,11 +209,9 @@ class Listener:
         batch = 16 if self.workers_wanted == 1 else 1
         self.workers = [Worker(Inbox(self.inbox.state_dir), self.rules, self.rules_dir, batch=batch)
                         for _ in range(self.workers_wanted)]
-        self.worker = self.workers[0]
         self._stop.clear()
         self._threads = [threading.Thread(target=w.run_forever, args=(self._stop,), name=f"worker-{i}", daemon=True)
                          for i, w in enumerate(self.workers)]
-        self._thread = self._threads[0]
         for t in self._threads:
             t.start()
 
@@ -231,7 +227,6 @@ class Listener:
         if self._threads:
             log.info("worker stopped (%d thread(s))", len(self._threads))
         self._threads = []
-        self._thread = None
 
     # ---- one delivery (runs in a worker thread: it blocks on fsync) ---------------------------
     def _request(self, name: str, method: str, path: str, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]):

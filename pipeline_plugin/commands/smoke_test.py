@@ -71,15 +71,16 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+LOCAL_TARGETS = ("docker", "process")
+
+
 def deployment_at(url: str, target: str | None):
     """The local (docker or process) deployment whose scoring URI is ``url``, if exactly one is."""
     from ..targets import get_target
 
     want = stage.base_url(url)
     found = []
-    for name in ([target] if target else ["docker", "process"]):
-        if name not in ("docker", "process"):
-            continue
+    for name in [t for t in ([target] if target else LOCAL_TARGETS) if t in LOCAL_TARGETS]:
         try:
             deployments = get_target(name).list()
         except Exception:  # noqa: BLE001 - no Docker Engine, no state yet: nothing to find there

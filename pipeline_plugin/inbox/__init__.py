@@ -120,7 +120,7 @@ def utcnow() -> str:
 
 def event_id_for(event: ModelVersionEvent) -> str:
     """Stable id of a change: the same change gets the same id in any state dir."""
-    return "ev_" + hashlib.sha256(event.dedupe_key().encode()).hexdigest()[:16]
+    return _event_id_for_key(event.dedupe_key())
 
 
 def _event_id_for_key(key: str) -> str:
@@ -458,7 +458,7 @@ class Inbox:
                     eid = existing
                     self._history(db, eid, "duplicate event", delivery_id=event.delivery_id)
                 else:
-                    eid = event_id_for(event) if key == event.dedupe_key() else _event_id_for_key(key)
+                    eid = _event_id_for_key(key)
                     db.execute(
                         "INSERT INTO events(id, dedupe_key, source, kind, model, version, registry_key, delivery_id,"
                         " event_json, received_at) VALUES (?,?,?,?,?,?,?,?,?,?)",

@@ -14,17 +14,28 @@ from pipeline_plugin.targets import get_target
 from tests.e2e.models import SAMPLE, expected, write_version
 
 
-def test_chain_on_the_process_target(tmp_path, monkeypatch):
+def local_run(tmp_path, monkeypatch, event_for, expect: bool = False, approval: bool = False) -> tuple:
+    """(state dir, service, run) for a rule with the local provider on the process target;
+    ``event_for(files)`` gives the event (files: the example version written to ``tmp_path``)."""
     state = tmp_path / "state"
     monkeypatch.setenv("PIPELINE_PLUGIN_STATE_DIR", str(state))
     service = f"proc-{secrets.token_hex(3)}"
     files = write_version(tmp_path, 1)
     pipeline = {"provider": "local", "service": service, "target": "process", "entry_script": files["entry_script"],
-                "sample": files["sample"], "expect": files["expect"], "approval": True}
-    event = ModelVersionEvent(source="cloudevents", kind="model_version.created", model="sums", version="1",
-                              delivery_id="d-proc-1", artifact_uri=str(files["model_file"]))
-    run = PipelineRun(run_id=f"run-{service}", rule_name="proc", pipeline=pipeline, event=event, state_dir=state,
-                      rules_dir=tmp_path)
+                "sample": files["sample"], "approval": approval}
+    if expect:
+        pipeline["expect"] = files["expect"]
+    run = PipelineRun(run_id=f"run-{service}", rule_name="proc", pipeline=pipeline, event=event_for(files),
+                      state_dir=state, rules_dir=tmp_path)
+    return state, service, run
+
+
+def test_chain_on_the_process_target(tmp_path, monkeypatch):
+    state, service, run = local_run(
+        tmp_path, monkeypatch,
+        lambda files: ModelVersionEvent(source="cloudevents", kind="model_version.created", model="sums", version="1",
+                                        delivery_id="d-proc-1", artifact_uri=str(files["model_file"])),
+        expect=True, approval=True)
     tgt = get_target("process")
     try:
         result = get_provider("local").dispatch(run)
@@ -50,16 +61,10 @@ def test_chain_on_the_process_target(tmp_path, monkeypatch):
 
 
 def test_a_version_whose_files_cannot_be_fetched_is_in_the_history(tmp_path, monkeypatch):
-    state = tmp_path / "state"
-    monkeypatch.setenv("PIPELINE_PLUGIN_STATE_DIR", str(state))
-    service = f"proc-{secrets.token_hex(3)}"
-    files = write_version(tmp_path, 1)
-    pipeline = {"provider": "local", "service": service, "target": "process", "entry_script": files["entry_script"],
-                "sample": files["sample"]}
-    event = ModelVersionEvent(source="mlflow", kind="model_version.created", model="sums", version="9",
-                              delivery_id="d-proc-9")  # from an MLflow server nobody named
-    run = PipelineRun(run_id=f"run-{service}", rule_name="proc", pipeline=pipeline, event=event, state_dir=state,
-                      rules_dir=tmp_path)
+    state, service, run = local_run(  # an event from an MLflow server nobody named
+        tmp_path, monkeypatch,
+        lambda files: ModelVersionEvent(source="mlflow", kind="model_version.created", model="sums", version="9",
+                                        delivery_id="d-proc-9"))
     result = get_provider("local").dispatch(run)
     assert result.status == "failed" and "tracking_uri" in result.detail
     [rec] = History(state).records(service=service)
