@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
 from pipeline_plugin import writeback
@@ -148,93 +150,71 @@ def test_sagemaker_metadata_follows_production_and_rollback(tmp_path, monkeypatc
             writeback.write("status", info, model="credit-risk", version="7", status="failed-staging")
 
 
-class _Workspace:
-    """An Azure Resource Manager endpoint for one Azure ML workspace's model versions, on loopback:
-    GET and PUT .../workspaces/{ws}/models/{name}/versions/{version}?api-version=..., bearer token
-    required, ARM's error shape for unknown versions. Every request is kept for the assertions."""
+ARM_VERSION = (r"/subscriptions/sub-1/resourceGroups/rg-ml/providers/Microsoft\.MachineLearningServices"
+               r"/workspaces/ws-prod/models/([^/]+)/versions/([^/]+)$")
 
-    def __init__(self, token: str):
-        import http.server
-        import json
-        import re
-        import threading
 
-        self.token, self.requests, self.versions = token, [], {}
-        outer = self
+@contextmanager
+def arm_workspace(token: str):
+    """An Azure Resource Manager endpoint for one Azure ML workspace's model versions on loopback
+    (tests/contract_server.py, routes of its own: ARM has no description in ../shared/contracts):
+    GET and PUT .../workspaces/ws-prod/models/{name}/versions/{version}?api-version=..., bearer
+    token required, ARM's error shape for unknown versions. Yields (server, versions), versions
+    keyed by (name, version)."""
+    import re
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
+    from contract_server import ContractServer, Reply
 
-            def _answer(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    versions: dict[tuple[str, str], dict] = {}
+    server = ContractServer([])
 
-            def _handle(self, method):
-                body = None
-                if method == "PUT":
-                    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append((method, self.path, self.headers.get("Authorization"), body))
-                if self.headers.get("Authorization") != f"Bearer {outer.token}":
-                    return self._answer(401, {"error": {"code": "AuthenticationFailed", "message": "bad token"}})
-                m = re.fullmatch(r"/subscriptions/sub-1/resourceGroups/rg-ml/providers/Microsoft\.MachineLearningServices"
-                                 r"/workspaces/ws-prod/models/([^/]+)/versions/([^/?]+)\?api-version=(\d{4}-\d{2}-\d{2})",
-                                 self.path)
-                if not m:
-                    return self._answer(400, {"error": {"code": "BadRequest", "message": f"unexpected path {self.path}"}})
-                key = (m.group(1), m.group(2))
-                if key not in outer.versions:
-                    return self._answer(404, {"error": {"code": "UserError", "message": "Not found"}})
-                if method == "GET":
-                    return self._answer(200, outer.versions[key])
-                assert all(isinstance(v, str) for v in body["properties"]["tags"].values())
-                outer.versions[key] = {**outer.versions[key], "properties": body["properties"]}
-                return self._answer(200, outer.versions[key])
+    def handle(req):
+        if req.header("Authorization") != f"Bearer {token}":
+            return Reply(401, {"error": {"code": "AuthenticationFailed", "message": "bad token"}})
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", (req.query.get("api-version") or [""])[0]):
+            return Reply(400, {"error": {"code": "MissingApiVersionParameter", "message": "api-version"}})
+        key = re.search(ARM_VERSION, req.path).groups()
+        if key not in versions:
+            return Reply(404, {"error": {"code": "UserError", "message": "Not found"}})
+        if req.method == "PUT":
+            assert all(isinstance(v, str) for v in req.body["properties"]["tags"].values())
+            versions[key] = {**versions[key], "properties": req.body["properties"]}
+        return Reply(200, versions[key])
 
-            def do_GET(self):
-                self._handle("GET")
+    for method in ("GET", "PUT"):
+        server.extra(method, ARM_VERSION, handle)
+    with server:
+        yield server, versions
 
-            def do_PUT(self):
-                self._handle("PUT")
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def add(self, name, version):
-        self.versions[(name, version)] = {"id": f"/.../models/{name}/versions/{version}", "name": version,
-                                          "properties": {"modelUri": f"azureml://jobs/j{version}/outputs/model",
-                                                         "modelType": "mlflow_model", "tags": {"team": "risk"}}}
+def model_version(name: str, version: str) -> dict:
+    return {"id": f"/.../models/{name}/versions/{version}", "name": version,
+            "properties": {"modelUri": f"azureml://jobs/j{version}/outputs/model", "modelType": "mlflow_model",
+                           "tags": {"team": "risk"}}}
 
 
 def test_azureml_tags_follow_production_and_rollback(monkeypatch):
-    ws = _Workspace(token="arm-token-1")
-    try:
-        ws.add("credit-risk", "3")
-        ws.add("credit-risk", "4")
-        monkeypatch.setenv("AZURE_RESOURCE_MANAGER_URL", ws.url)
+    with arm_workspace("arm-token-1") as (server, versions):
+        versions.update({("credit-risk", v): model_version("credit-risk", v) for v in ("3", "4")})
+        monkeypatch.setenv("AZURE_RESOURCE_MANAGER_URL", server.url)
         monkeypatch.setenv("AZURE_ACCESS_TOKEN", "arm-token-1")
         info = writeback.WritebackInfo(source="azureml",
                                        registry={"subscription": "sub-1", "resource_group": "rg-ml", "workspace": "ws-prod"},
                                        scoring_uri="http://127.0.0.1:8891/score", run_url="http://ci/run/11")
 
         def tags(version):
-            return ws.versions[("credit-risk", version)]["properties"]["tags"]
+            return versions[("credit-risk", version)]["properties"]["tags"]
 
         writeback.write("production", info, model="credit-risk", version="3", previous_version=None)
         writeback.write("production", info, model="credit-risk", version="4", previous_version="3")
         assert tags("4")["pipeline_plugin.status"] == "production" and tags("4")["team"] == "risk"  # others kept
         assert tags("4")["pipeline_plugin.scoring_uri"] == "http://127.0.0.1:8891/score"
         assert tags("3")["pipeline_plugin.status"] == "previous-production"
-        assert ws.versions[("credit-risk", "4")]["properties"]["modelUri"] == "azureml://jobs/j4/outputs/model"
+        assert versions[("credit-risk", "4")]["properties"]["modelUri"] == "azureml://jobs/j4/outputs/model"
         info.reason = "production check failed"
         writeback.write("rollback", info, model="credit-risk", restored_version="3", from_version="4", before_restored=None)
         assert tags("3")["pipeline_plugin.status"] == "production" and tags("4")["pipeline_plugin.status"] == "rolled-back"
-        assert {r[0] for r in ws.requests} == {"GET", "PUT"} and all("api-version=" in r[1] for r in ws.requests)
+        assert {r.method for r in server.requests} == {"GET", "PUT"} and all("api-version" in r.query for r in server.requests)
 
         with pytest.raises(ServiceError, match="404.*no such model version"):
             writeback.write("status", info, model="credit-risk", version="9", status="failed-staging")
@@ -242,5 +222,3 @@ def test_azureml_tags_follow_production_and_rollback(monkeypatch):
         with pytest.raises(ServiceError, match="401.*renew AZURE_ACCESS_TOKEN") as err:
             writeback.write("status", info, model="credit-risk", version="3", status="production")
         assert "expired" not in str(err.value)  # the token is never echoed
-    finally:
-        ws.server.shutdown()
