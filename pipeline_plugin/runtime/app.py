@@ -26,7 +26,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qsl
 
 from . import aml
-from .config import RuntimeConfig
+from .config import RuntimeConfig, read_key_file
 from .metrics import Metrics
 from .script import MODE_JSON, MODE_RAW, MODE_SCHEMA, InputError, RunError, UserScript
 from .swagger import Swagger, SwaggerError
@@ -296,8 +296,6 @@ class ScoringApp:
         if mtime == self._keys_mtime:
             return
         self._keys_mtime = mtime
-        from .config import read_key_file
-
         try:
             keys = tuple(dict.fromkeys((*self.cfg.env_keys, *read_key_file(self.cfg.keys_file))))
         except OSError as exc:

@@ -71,10 +71,10 @@ def rollback(
     tgt = get_target(target_name)
     current = tgt.get(service, env)
     current_id = current.image_id if current else None
+    serving = None  # the model version the environment serves now
+    if current is not None:
+        serving = current.version or model_origin(service, current, history, target_name).get("version")
     if if_serving is not None:
-        serving = None
-        if current is not None:
-            serving = current.version or model_origin(service, current, history, target_name).get("version")
         if serving is None or str(serving) != str(if_serving):
             what = f"v{serving}" if serving is not None else "nothing"
             why = f"{service} {env} serves {what}, not v{if_serving}: nothing to roll back"
@@ -93,9 +93,7 @@ def rollback(
             "PIPELINE_PLUGIN_SCORING_KEY) so that the restored version keeps requiring it"
         )
     cause = cause or f"user:{current_actor()}"
-    from_version = None
-    if current is not None:
-        from_version = current.version or model_origin(service, current, history, target_name).get("version")
+    from_version = serving
     say(f"rolling {service} {env} back to {rec.image_id}" + (f" (v{rec.version})" if rec.version else ""))
     if current is not None:
         spec = spec_for(current, env, rec.image_id, _port_of(current), keys, {})
