@@ -27,7 +27,7 @@ from pipeline_plugin.demo_services import LocalService, mlflow_argv, mlflow_env,
 
 REPO = Path(__file__).resolve().parent.parent
 #: a fixed Fernet key (urlsafe base64 of 32 bytes): MLflow encrypts webhook secrets with it; without a
-#: fixed key a multi-worker server silently drops deliveries (see shared/samples/README.md)
+#: fixed key a multi-worker server silently drops deliveries (see tests/sources/samples/README.md)
 MLFLOW_WEBHOOK_KEY = "cGlwZWxpbmUtcGx1Z2luLXRlc3RzLWZlcm5ldC1rZXk="
 DOCKER_REGISTRY_BIN = "/usr/bin/docker-registry"
 
@@ -93,7 +93,7 @@ def mlflow_server(
 
 def registry_config(port: int, root: Path, notify_url: str | None, notify_token: str | None) -> dict:
     """docker-registry (distribution 2.x) configuration, notifications as in
-    shared/samples/docker-distribution/registry-config.yml."""
+    tests/sources/samples/docker-distribution/registry-config.yml."""
     config: dict = {
         "version": 0.1,
         "log": {"level": "info", "fields": {"service": "registry"}},

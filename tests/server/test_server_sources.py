@@ -1,4 +1,4 @@
-"""Every source through the listener: recorded deliveries (shared/samples) with each source's
+"""Every source through the listener: recorded deliveries (tests/sources/samples) with each source's
 authentication are stored once as the right kind; the wrong credential is 401 and stores nothing;
 Event Grid's validation and the CloudEvents OPTIONS handshake are answered and store nothing."""
 
@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from pipeline_plugin.server import Listener, create_app
 
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "sources" / "samples"  # the repository's own copies
 TOKEN = "t0ken-for-sources"
 ENV = {
     "PIPELINE_PLUGIN_AZUREML_SECRET": TOKEN,
@@ -26,7 +26,7 @@ ENV = {
 def sample(relative: str) -> tuple[bytes, dict[str, str]]:
     path = SAMPLES / relative
     if not path.is_file():
-        pytest.fail(f"sample {path} is missing: the shared samples folder must sit beside the checkout")
+        pytest.fail(f"sample {path} is missing from the repository")
     data = json.loads(path.read_text())
     req = data.get("request", data)
     if data.get("raw_body") is not None:

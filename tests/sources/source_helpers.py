@@ -1,7 +1,7 @@
 """Helpers for source tests: load recorded deliveries, build signed requests, fuzz parsers.
 
-Samples are this folder's own copies (``samples/``) so the tests are self-contained; when a file is
-missing here the shared folder beside the checkout (``<repo>/../shared/samples``) is used.
+Samples are the repository's own copies (``tests/sources/samples/``, byte-identical to the recorded
+deliveries, provenance in its README): a fresh clone needs nothing beside it.
 """
 
 from __future__ import annotations
@@ -17,26 +17,23 @@ from pipeline_plugin.errors import PayloadError
 from pipeline_plugin.sources import Headers, Request
 
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent.parent
-OWN_SAMPLES = HERE / "samples"
-SHARED_SAMPLES = REPO_ROOT.parent / "shared" / "samples"
+SAMPLES = HERE / "samples"
 
 MLFLOW_SAMPLE_SECRET = "s3cr3t-for-test"
 
 
 def sample_path(relative: str) -> Path:
-    for base in (OWN_SAMPLES, SHARED_SAMPLES):
-        if (base / relative).is_file():
-            return base / relative
-    pytest.fail(f"sample {relative} is in neither {OWN_SAMPLES} nor {SHARED_SAMPLES}")
+    path = SAMPLES / relative
+    if not path.is_file():
+        pytest.fail(f"sample {relative} is missing from {SAMPLES}")
+    return path
 
 
 def all_samples(folder: str) -> list[str]:
-    names: set[str] = set()
-    for base in (OWN_SAMPLES, SHARED_SAMPLES):
-        if (base / folder).is_dir():
-            names.update(p.name for p in (base / folder).glob("*.json"))
-    return sorted(f"{folder}/{n}" for n in names)
+    names = sorted(p.name for p in (SAMPLES / folder).glob("*.json"))
+    if not names:
+        pytest.fail(f"no samples in {SAMPLES / folder}")
+    return [f"{folder}/{n}" for n in names]
 
 
 def load_sample(relative: str, **overrides: Any) -> Request:
