@@ -16,6 +16,7 @@ command -v docker-registry >/dev/null || [ -x /usr/bin/docker-registry ] || need
 command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_pkgs+=(nginx-light)
 command -v wrk >/dev/null || need_pkgs+=(wrk)  # load generator of bench/score
+command -v rsync >/dev/null || need_pkgs+=(rsync)  # gitlab-ci-local copies the repo with it (tests/ci_runners)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   $SUDO apt-get update -q
@@ -38,6 +39,14 @@ if ! .venv/bin/python -c 'import pipeline_plugin, mlflow, pytest' 2>/dev/null ||
   say "installing pipeline-plugin and its test dependencies into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
   touch .venv/.installed
+fi
+
+# gitlab-ci-local (npm) runs the rendered GitLab pipeline in tests/ci_runners; project-local in .tools
+GITLAB_CI_LOCAL_VERSION=4.64.0
+if [ "$(.tools/node_modules/.bin/gitlab-ci-local --version 2>/dev/null)" != "$GITLAB_CI_LOCAL_VERSION" ]; then
+  command -v npm >/dev/null || { say "gitlab-ci-local needs Node.js 20 and npm: install them (e.g. NodeSource node_20.x), then run this again"; exit 1; }
+  say "installing gitlab-ci-local@$GITLAB_CI_LOCAL_VERSION into .tools"
+  npm install --prefix .tools --no-audit --no-fund --loglevel=error "gitlab-ci-local@$GITLAB_CI_LOCAL_VERSION" >/dev/null
 fi
 
 bash scripts/services.sh base-image
