@@ -17,6 +17,7 @@ command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_pkgs+=(nginx-light)
 command -v wrk >/dev/null || need_pkgs+=(wrk)  # load generator of bench/score
 command -v rsync >/dev/null || need_pkgs+=(rsync)  # gitlab-ci-local copies the repo with it (tests/ci_runners)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)  # tests/store: the shared store on PostgreSQL
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   $SUDO apt-get update -q

@@ -42,3 +42,21 @@ def base_image(docker_client) -> str:
     except Exception:  # noqa: BLE001
         pytest.fail(f"base image {tag} is missing; build it with `bash scripts/services.sh base-image`")
     return tag
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL cluster for the session (tests/services.py); missing PostgreSQL fails."""
+    from tests.services import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres, request) -> str:
+    """A fresh, empty PostgreSQL database for one test: ``postgresql://postgres:...@127.0.0.1:PORT/NAME``."""
+    import re
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
+    return postgres.create_database(name)

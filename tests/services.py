@@ -178,3 +178,84 @@ def sagemaker_api(workdir: str | Path, timeout: float = 60) -> Iterator[Service]
     service = _start("sagemaker-api", [str(binary), "-H", "127.0.0.1", "-p", str(port)], env, workdir, port)
     with _running(service, "/moto-api/", timeout):
         yield service
+
+
+# ---- PostgreSQL (the shared store of CI jobs on different runners) -------------------------------
+POSTGRES_PASSWORD = "pp-test-s3cret"  # a test cluster on loopback; never printed by pipeline-plugin
+
+
+@dataclass
+class Postgres:
+    """A running PostgreSQL cluster (Debian's ``postgresql``) on 127.0.0.1: ``url`` is its
+    ``postgres`` database; :meth:`create_database` gives a fresh one."""
+
+    port: int
+    data_dir: Path
+    bin_dir: Path
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql://postgres:{POSTGRES_PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def url(self) -> str:
+        return self.url_for("postgres")
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url_for(name)
+
+
+def postgres_bin_dir() -> Path:
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[4]))
+    if not found:
+        raise ServiceMissing(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); install it with "
+            "`apt-get install postgresql` (or `make setup`)"
+        )
+    return Path(found[-1]).parent
+
+
+@contextmanager
+def postgres_server(timeout: float = 60) -> Iterator[Postgres]:
+    """A throwaway PostgreSQL cluster: ``initdb`` + ``pg_ctl`` in a temp dir on a free port, as the
+    ``postgres`` user when run as root (PostgreSQL refuses root), password auth on TCP only."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    bin_dir = postgres_bin_dir()
+    as_user: list[str] = []
+    top = Path(tempfile.mkdtemp(prefix="pipeline-plugin-pg-"))
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(top, "postgres", "postgres")
+    data = top / "data"
+    pwfile = top / "pw"
+    port = _free_port()
+
+    def run(argv: list[str]) -> None:
+        done = subprocess.run(as_user + argv, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise ServiceMissing(f"{' '.join(argv[:2])} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+
+    try:
+        pwfile.write_text(POSTGRES_PASSWORD + "\n")
+        if as_user:
+            shutil.chown(pwfile, "postgres", "postgres")
+        run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=scram-sha-256",
+             f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8"])
+        opts = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off -c max_connections=200"
+        run([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(top / "log"), "-w", "-t", str(int(timeout)), "-o", opts, "start"])
+        try:
+            yield Postgres(port=port, data_dir=data, bin_dir=bin_dir)
+        finally:
+            subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                           capture_output=True, timeout=60)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

@@ -35,7 +35,7 @@ _lock = threading.Lock()
 
 def mask(url: str) -> str:
     """``url`` with its password replaced by ``***`` (for messages and logs)."""
-    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", str(url))
+    return re.sub(r"([^/@:\s]*:)[^/@\s]*@", r"\1***@", str(url))
 
 
 def normalize_url(url: str, where: str = _WHERE) -> str:
