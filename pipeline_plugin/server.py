@@ -61,7 +61,8 @@ log = logging.getLogger("pipeline_plugin.server")
 
 MAX_BODY = 1024 * 1024
 SOURCE_CONFIG_KEYS = ("secret_env", "auth", "tracking_uri", "options")
-CONFIG_KEYS = ("sources",)
+CONFIG_KEYS = ("sources", "fetch")
+FETCH_CONFIG_KEYS = ("allowed_roots",)
 
 
 # ---- configuration --------------------------------------------------------------------------
@@ -76,6 +77,8 @@ class SourceConfig:
 class ServerConfig:
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     path: str | None = None
+    #: ``fetch: allowed_roots:``: folders below which local model paths named by events may be read
+    fetch_roots: tuple[str, ...] = ()
 
 
 def load_config(path: str | Path | None) -> ServerConfig:
@@ -120,7 +123,32 @@ def load_config(path: str | Path | None) -> ServerConfig:
         if settings.get("tracking_uri"):
             options["tracking_uri"] = str(settings["tracking_uri"])
         config.sources[name] = SourceConfig(secret_env=secret_env, auth=auth, options=options)
+    config.fetch_roots = _fetch_roots(p, data.get("fetch"))
     return config
+
+
+def _fetch_roots(p: Path, section: Any) -> tuple[str, ...]:
+    """``fetch: {allowed_roots: [folder, ...]}``: absolute, or relative to the config file."""
+    if section is None:
+        return ()
+    if not isinstance(section, dict):
+        raise ConfigError(f"{p}: fetch must be a mapping, e.g. fetch: {{allowed_roots: [/srv/models]}}")
+    for key in section:
+        if key not in FETCH_CONFIG_KEYS:
+            raise ConfigError(f"{p}: fetch: unknown key {key!r}.{suggest(str(key), FETCH_CONFIG_KEYS)}")
+    roots = section.get("allowed_roots") or []
+    if not isinstance(roots, list) or not all(isinstance(r, str) and r for r in roots):
+        raise ConfigError(f"{p}: fetch.allowed_roots must be a list of folders, got {roots!r}; "
+                          "e.g. allowed_roots: [/srv/models]")
+    out = []
+    for root in roots:
+        path = Path(root).expanduser()
+        path = path if path.is_absolute() else p.parent / path
+        if not path.is_dir():
+            raise ConfigError(f"{p}: fetch.allowed_roots: {root!r} is not a folder (resolved to {path}); "
+                              "list existing folders that hold model files")
+        out.append(str(path.resolve()))
+    return tuple(out)
 
 
 def _json_error(exc: PipelinePluginError, status: int | None = None) -> JSONResponse:
@@ -207,7 +235,8 @@ class Listener:
         # several workers run different models' pipelines at once (the inbox keeps each model's
         # events in order); each claims one event at a time so that none hoards the queue
         batch = 16 if self.workers_wanted == 1 else 1
-        self.workers = [Worker(Inbox(self.inbox.state_dir), self.rules, self.rules_dir, batch=batch)
+        self.workers = [Worker(Inbox(self.inbox.state_dir), self.rules, self.rules_dir, batch=batch,
+                               allowed_roots=self.config.fetch_roots)
                         for _ in range(self.workers_wanted)]
         self._stop.clear()
         self._threads = [threading.Thread(target=w.run_forever, args=(self._stop,), name=f"worker-{i}", daemon=True)

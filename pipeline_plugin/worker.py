@@ -67,8 +67,10 @@ class Worker:
         rules_dir: str | Path | None = None,
         get_provider: Callable[[str], Any] | None = None,
         batch: int = 16,
+        allowed_roots: tuple[str, ...] = (),
     ) -> None:
         self.inbox = inbox
+        self.allowed_roots = tuple(allowed_roots)  # the listener's fetch.allowed_roots
         self.rules = list(rules)
         self.rules_dir = Path(rules_dir) if rules_dir else None
         self.ctx = RulesContext(inbox)
@@ -211,6 +213,7 @@ class Worker:
                 event=claimed.event,
                 state_dir=self.inbox.state_dir,
                 rules_dir=Path(run.rules_dir) if run.rules_dir else None,
+                allowed_roots=self.allowed_roots,
             )
             try:
                 result = provider.dispatch(pipeline_run)

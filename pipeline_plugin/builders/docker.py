@@ -44,7 +44,7 @@ RUNTIME_REQUIREMENTS = ["uvicorn[standard]>=0.29", "inference-schema>=1.7", "num
 SCORERS = Path(__file__).resolve().parent / "scorers"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")  # as render accepts: 3+g1
 _REPOSITORY = re.compile(
     r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
 )
@@ -76,7 +76,7 @@ def check_model_ref(name: str, version: str, flag: str = "--model", value: str |
         )
     if not _VERSION.match(version):
         raise ConfigError(
-            f"{flag} '{shown}': version '{version}' may use letters, digits, '.', '_' and '-' only "
+            f"{flag} '{shown}': version '{version}' may use letters, digits, '.', '_', '+' and '-' only "
             "(it becomes a folder name), e.g. 3"
         )
 

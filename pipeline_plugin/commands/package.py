@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 from .. import output, settings
@@ -23,8 +24,13 @@ def register(subparsers) -> None:
         "--model",
         action="append",
         required=True,
-        metavar="NAME:VERSION=PATH",
-        help="a registered model version and its local file or folder; repeat for several models",
+        metavar="NAME:VERSION=URI",
+        help=(
+            "a registered model version and where its files are: models:/NAME/VERSION, models:/NAME@ALIAS, runs:/RUN/PATH "
+            "(MLflow, MLFLOW_TRACKING_URI), arn:aws:sagemaker:...:model-package/GROUP/VERSION or s3://BUCKET/KEY (boto3), "
+            "azureml://subscriptions/.../workspaces/W/models/NAME/versions/V (AZURE_ACCESS_TOKEN), hf://REPO[@REVISION] "
+            "(HF_ENDPOINT, HF_TOKEN), or a local file or folder; repeat for several models"
+        ),
     )
     parser.add_argument("--entry-script", type=Path, metavar="FILE", help="the scoring script with init() and run() (omit for no-code)")
     parser.add_argument("--source-dir", type=Path, metavar="DIR", help="folder copied with the entry script (its code and files)")
@@ -54,24 +60,27 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..builders.docker import parse_model_arg
-    from ..stages.package import PackageSpec, package
+    from ..stages.package import PackageSpec, fetch_models, model_dependencies, package
 
-    spec = PackageSpec(
-        models=[parse_model_arg(value) for value in args.model],
-        image=args.image,
-        entry_script=args.entry_script,
-        source_dir=args.source_dir,
-        requirements=args.requirements,
-        conda=args.conda,
-        base_image=args.base_image or settings.default_base_image(),
-        generate_dockerfile=args.generate_dockerfile,
-        source=args.source,
-        registry=args.registry,
-        push=args.push,
-        no_cache=args.no_cache,
-    )
-    result = package(spec, output.Progress(enabled=not args.quiet))
+    progress = output.Progress(enabled=not args.quiet)
+    with tempfile.TemporaryDirectory(prefix="pipeline-plugin-fetch-") as tmp:
+        fetched = fetch_models(args.model, Path(tmp), progress)
+        spec = PackageSpec(
+            models=[f.ref for f in fetched],
+            image=args.image,
+            entry_script=args.entry_script,
+            source_dir=args.source_dir,
+            requirements=args.requirements,
+            conda=args.conda,
+            base_image=args.base_image or settings.default_base_image(),
+            generate_dockerfile=args.generate_dockerfile,
+            source=args.source,
+            registry=args.registry,
+            push=args.push,
+            no_cache=args.no_cache,
+        )
+        model_dependencies(spec, [f.fetched for f in fetched], progress)
+        result = package(spec, progress)
     if result.image_id is None:
         human = f"wrote {result.dockerfile_dir}/Dockerfile and its context; build it with: docker build --network none -t {result.image} {result.dockerfile_dir}"
     else:

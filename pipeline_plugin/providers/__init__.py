@@ -37,6 +37,8 @@ class PipelineRun:
     event: ModelVersionEvent
     state_dir: Path | None = None
     rules_dir: Path | None = None  # where the rule file lives: relative paths in `pipeline` resolve here
+    #: folders below which local paths from events may be fetched (the listener's ``fetch.allowed_roots``)
+    allowed_roots: tuple[str, ...] = ()
 
 
 @dataclass

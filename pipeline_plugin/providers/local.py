@@ -2,9 +2,11 @@
 
 For one matched rule, ``dispatch(run)``:
 
-1. fetches the version's files from the registry that announced it (MLflow: through the MLflow
-   client, ``models:/<name>/<version>``, whatever the source URI scheme; a local ``artifact_uri``
-   for other sources);
+1. fetches the version's files from the registry that announced it through
+   :mod:`pipeline_plugin.fetch` (MLflow ``models:/<name>/<version>``, the SageMaker model package,
+   the Azure ML asset, ``hf://repo@sha``; a local path or ``file://`` ``artifact_uri`` only below the
+   listener's ``fetch.allowed_roots`` or the rule's ``allowed_roots``, else refused and recorded);
+   an ``image.pushed`` event is already an image: steps 1-2 are skipped and that digest deployed;
 2. packages them with the rule's ``entry_script``, ``source_dir``, ``requirements``/``conda`` (or
    none: no-code packaging of an MLflow model);
 3. deploys the image to ``staging`` (``target``, ``staging_port``, ``config``);
@@ -26,7 +28,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .. import settings, writeback
 from ..errors import ConfigError, PipelinePluginError, StageFailed
@@ -34,10 +36,13 @@ from ..events import ModelVersionEvent
 from ..history import History, Record
 from . import DispatchResult, PipelineRun
 
+if TYPE_CHECKING:
+    from ..fetch import FetchedModel
+
 log = logging.getLogger("pipeline_plugin.providers.local")
 
 #: events the local chain deploys; anything else (deleted, rejected ...) is recorded, not deployed
-DEPLOYABLE_KINDS = ("model_version.created", "model_version.approved", "alias.set", "tag.set")
+DEPLOYABLE_KINDS = ("model_version.created", "model_version.approved", "alias.set", "tag.set", "image.pushed")
 
 
 def service_name(pipeline: dict[str, Any], event: ModelVersionEvent) -> str:
@@ -57,64 +62,57 @@ def _path(value: Any, rules_dir: Path | None) -> Path | None:
     return p
 
 
-def _local_path(artifact_uri: str | None) -> Path | None:
-    """The existing local file or folder an artifact URI names (a path or file:// URI), else None."""
-    if not artifact_uri:
-        return None
-    local = Path(artifact_uri[len("file://"):]) if artifact_uri.startswith("file://") else Path(artifact_uri)
-    return local if local.is_absolute() and local.exists() else None
+def event_uri(event: ModelVersionEvent) -> str | None:
+    """Where the version's files are, as a URI :mod:`pipeline_plugin.fetch` takes: asked of the registry
+    that announced it when the event names one (MLflow ``models:/``, the SageMaker model package's
+    ARN, the Azure ML asset id), else the event's ``artifact_uri``."""
+    registry = dict(event.registry)
+    artifact = event.artifact_uri or ""
+    if event.source == "mlflow" and (registry.get("tracking_uri") or not artifact or "://" in artifact
+                                     or artifact.startswith(("models:/", "runs:/", "mlflow-artifacts:/"))):
+        return f"models:/{event.model}/{event.version}"
+    if event.source == "sagemaker" and registry.get("account") and registry.get("region"):
+        return (f"arn:aws:sagemaker:{registry['region']}:{registry['account']}:model-package/"
+                f"{registry.get('model_package_group') or event.model}/{event.version}")
+    return artifact or None
 
 
-def fetch_model(event: ModelVersionEvent, dest: Path, progress: Callable[[str], None]) -> Path:
-    """Download the version's files into ``dest``; return the model path (file or folder)."""
+def allowed_roots(run: PipelineRun, pipeline: dict[str, Any]) -> list[Path]:
+    """The folders local paths from events may lie below: the listener's ``fetch.allowed_roots``
+    and the rule's ``allowed_roots`` (relative to the rule file). None by default."""
+    roots = [Path(r) for r in run.allowed_roots]
+    for value in pipeline.get("allowed_roots") or ():
+        roots.append(_path(value, run.rules_dir))  # type: ignore[arg-type]
+    return roots
+
+
+def fetch_model(event: ModelVersionEvent, dest: Path, progress: Callable[[str], None],
+                roots: list[Path] | tuple[Path, ...] = ()) -> "FetchedModel":
+    """Download the version's files into ``dest`` (emptied first) through :mod:`pipeline_plugin.fetch`.
+    Local paths and ``file://`` URIs from the event are fetched only below ``roots``."""
+    from ..fetch import fetch
+
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    local = _local_path(event.artifact_uri)
-    # an MLflow version comes from its server; only a delivery from an unnamed server (no tracking_uri
-    # configured for the source) whose source is a local folder is copied from disk
-    if event.source == "mlflow" and (dict(event.registry).get("tracking_uri") or local is None):
-        registry = dict(event.registry)
-        uri = registry.get("tracking_uri")
-        if not uri:
-            raise StageFailed(
-                f"the MLflow event for {event.model} v{event.version} names no tracking_uri; "
-                "the webhook's source must say which MLflow server announced it"
-            )
-        import mlflow.artifacts
+    uri = event_uri(event)
+    if not uri:
+        raise StageFailed(f"the {event.source} event for {event.model} v{event.version} names no artifact_uri; "
+                          "nothing to fetch")
+    progress(f"fetching {event.model} v{event.version} from {uri}")
+    return fetch(uri, dest, registry=event.registry, allowed_roots=list(roots), progress=progress)
 
-        progress(f"fetching {event.model} v{event.version} from MLflow at {uri}")
-        from mlflow.tracking import MlflowClient
 
-        try:
-            # ask this registry (never the process-wide default) where the version's files are:
-            # runs:/, models:/m-..., mlflow-artifacts:/, s3://, file:// ... all resolve from here
-            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-            location = client.get_model_version_download_uri(event.model, event.version)
-            path = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=location, dst_path=str(dest / "download"), tracking_uri=uri, registry_uri=uri
-            ))
-        except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the message says which
-            raise StageFailed(f"could not fetch {event.model} v{event.version} from MLflow at {uri}: {exc}") from exc
-        if path.is_file():
-            return path
-        # one predictable name, as Azure ML names an MLflow model folder: $AZUREML_MODEL_DIR/model/MLmodel
-        model = dest / "model"
-        path.rename(model)
-        return model
-    if local is not None:
-        progress(f"copying {event.model} v{event.version} from {local}")
-        target = dest / local.name
-        if local.is_dir():
-            shutil.copytree(local, target)
-        else:
-            shutil.copy2(local, target)
-        return target
-    raise StageFailed(
-        f"the local provider cannot fetch files of {event.source} model {event.model} v{event.version} "
-        f"(artifact_uri {event.artifact_uri!r}); it fetches MLflow versions and local paths. Use a CI provider "
-        "(github, gitlab, azure-devops) for this registry"
-    )
+def pushed_image(event: ModelVersionEvent) -> str:
+    """The image an ``image.pushed`` event announced, by digest when it has one (``repo@sha256:...``)."""
+    ref = event.image_uri or event.model
+    if not event.digest:
+        return ref
+    name = ref.split("@")[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name = name[: len(name) - len(last)] + last.split(":")[0]
+    return f"{name}@{event.digest}"
 
 
 def input_example(model_path: Path) -> Any | None:
@@ -213,43 +211,17 @@ class LocalProvider:
             finally:
                 timings[name] = round(time.monotonic() - t0, 3)
 
-        # 1. fetch + package
-        try:
-            model_path = stage("fetch", lambda: fetch_model(event, work / "model", say))
-        except PipelinePluginError as exc:  # shown by `status` like any other stage
-            history.record(Record(action="fetch", status="failed", env="staging",
-                                  reason=f"could not fetch {event.model} v{event.version}: {exc.message}", **base))
-            raise
-        from ..stages.package import ModelRef, PackageSpec, package
-
-        entry = _path(pipeline.get("entry_script"), rules_dir)
-        repo = pipeline.get("image_repository") or f"pipeline-plugin/{service}"
-        tag = re.sub(r"[^A-Za-z0-9_.-]", "-", f"v{event.version}-{run.run_id[:8]}")[:128]
-        spec = PackageSpec(
-            models=[ModelRef(name=event.model, version=event.version, path=model_path)],
-            image=f"{repo}:{tag}",
-            entry_script=entry,
-            source_dir=_path(pipeline.get("source_dir"), rules_dir),
-            requirements=_path(pipeline.get("requirements"), rules_dir),
-            conda=_path(pipeline.get("conda"), rules_dir),
-            base_image=pipeline.get("base_image") or settings.default_base_image(),
-            source=event.source,
-            registry=event.registry_key(),
-            # the process target runs the image's build context as a folder, no Docker needed
-            generate_dockerfile=work / "package" if target_name == "process" else None,
-        )
-        if spec.generate_dockerfile is not None and spec.generate_dockerfile.exists():
-            shutil.rmtree(spec.generate_dockerfile)
-        say(f"packaging {event.model} v{event.version} as {spec.image}")
-        try:
-            built = stage("package", lambda: package(spec, say))
-        except PipelinePluginError as exc:
-            history.record(Record(action="package", status="failed", env="staging", reason=exc.message, **base))
-            raise
-        image_ref = str(built.dockerfile_dir) if built.image_id is None and built.dockerfile_dir else (built.image_id or built.image)
-        history.record(Record(action="package", status="succeeded", env="staging", image=built.image,
-                              image_id=built.image_id, reason=f"built {built.image_id and built.image or image_ref}",
-                              details={**origin, "model_digest": built.model_digest}, **base))
+        # 1. fetch + package (an image.pushed event is already an image: deploy that digest)
+        if event.kind == "image.pushed":
+            if target_name == "process":
+                raise ConfigError(f"rule {run.rule_name!r}: an image.pushed event is deployed on the docker (or "
+                                  "kubernetes) target; the process target runs packaged folders. Set target: docker")
+            image_ref = image_name = pushed_image(event)
+            image_id, model_path = None, None
+            say(f"{event.model} {event.version} is an image: deploying {image_ref} without packaging")
+        else:
+            image_ref, image_name, image_id, model_path = self._package(
+                run, pipeline, event, history, service, say, stage, base, origin, target_name, work)
 
         # 2. deploy staging
         tgt = get_target(target_name)
@@ -265,17 +237,18 @@ class LocalProvider:
         try:
             staging = stage("deploy_staging", lambda: tgt.update(staging_spec, say))
         except PipelinePluginError as exc:
-            history.record(Record(action="deploy", status="failed", env="staging", image=built.image,
-                                  image_id=built.image_id, reason=exc.message, details=origin, **base))
+            history.record(Record(action="deploy", status="failed", env="staging", image=image_name,
+                                  image_id=image_id, reason=exc.message, details=origin, **base))
             raise StageFailed(f"staging deployment failed: {exc.message}; production untouched") from exc
-        history.record(Record(action="deploy", status="succeeded", env="staging", image=built.image,
+        history.record(Record(action="deploy", status="succeeded", env="staging", image=image_name,
                               image_id=staging.image_id, scoring_uri=staging.scoring_uri,
                               reason=f"{event.kind} {event.model} v{event.version}", details=origin, **base))
 
         # 3. smoke test staging
         sample_path = _path(pipeline.get("sample"), rules_dir)
         expect_path = _path(pipeline.get("expect"), rules_dir)
-        sample = load_json_file(sample_path, "pipeline.sample") if sample_path else input_example(model_path)
+        sample = (load_json_file(sample_path, "pipeline.sample") if sample_path
+                  else input_example(model_path) if model_path is not None else None)
         if sample is None:
             raise ConfigError(
                 f"rule {run.rule_name!r} names no pipeline.sample and the model has no input example; add "
@@ -293,7 +266,7 @@ class LocalProvider:
         if expect_path is not None:
             details["expect"] = expect
         history.record(Record(action="smoke-test", status="passed" if report.passed else "failed", env="staging",
-                              image=built.image, image_id=staging.image_id, scoring_uri=staging.scoring_uri,
+                              image=image_name, image_id=staging.image_id, scoring_uri=staging.scoring_uri,
                               reason=report.reason(), details=details, **base))
         if not report.passed:
             info = writeback.WritebackInfo(source=event.source, registry=event.registry, scoring_uri=staging.scoring_uri,
@@ -319,6 +292,52 @@ class LocalProvider:
             return {**out, "status": "succeeded",
                     "detail": f"{event.model} v{event.version} serves production at {result.scoring_uri}"}
         return {**out, "status": "failed", "detail": result.reason}
+
+
+    def _package(self, run: PipelineRun, pipeline: dict[str, Any], event: ModelVersionEvent, history: History,
+                 service: str, say: Callable[[str], None], stage: Callable[..., Any], base: dict[str, Any],
+                 origin: dict[str, Any], target_name: str, work: Path) -> tuple[str, str, str | None, Path]:
+        """Fetch the version and build its image; (deployable ref, image name, image id, model path)."""
+        rules_dir = run.rules_dir
+        roots = allowed_roots(run, pipeline)
+        try:
+            fetched = stage("fetch", lambda: fetch_model(event, work / "model", say, roots))
+        except PipelinePluginError as exc:  # shown by `status` like any other stage
+            history.record(Record(action="fetch", status="failed", env="staging",
+                                  reason=f"could not fetch {event.model} v{event.version}: {exc.message}", **base))
+            raise
+        from ..stages.package import ModelRef, PackageSpec, model_dependencies, package
+
+        entry = _path(pipeline.get("entry_script"), rules_dir)
+        repo = pipeline.get("image_repository") or f"pipeline-plugin/{service}"
+        tag = re.sub(r"[^A-Za-z0-9_.-]", "-", f"v{event.version}-{run.run_id[:8]}")[:128]
+        spec = PackageSpec(
+            models=[ModelRef(name=event.model, version=event.version, path=fetched.path)],
+            image=f"{repo}:{tag}",
+            entry_script=entry,
+            source_dir=_path(pipeline.get("source_dir"), rules_dir),
+            requirements=_path(pipeline.get("requirements"), rules_dir),
+            conda=_path(pipeline.get("conda"), rules_dir),
+            base_image=pipeline.get("base_image") or settings.default_base_image(),
+            source=event.source,
+            registry=event.registry_key(),
+            # the process target runs the image's build context as a folder, no Docker needed
+            generate_dockerfile=work / "package" if target_name == "process" else None,
+        )
+        model_dependencies(spec, [fetched], say)
+        if spec.generate_dockerfile is not None and spec.generate_dockerfile.exists():
+            shutil.rmtree(spec.generate_dockerfile)
+        say(f"packaging {event.model} v{event.version} as {spec.image}")
+        try:
+            built = stage("package", lambda: package(spec, say))
+        except PipelinePluginError as exc:
+            history.record(Record(action="package", status="failed", env="staging", reason=exc.message, **base))
+            raise
+        image_ref = str(built.dockerfile_dir) if built.image_id is None and built.dockerfile_dir else (built.image_id or built.image)
+        history.record(Record(action="package", status="succeeded", env="staging", image=built.image,
+                              image_id=built.image_id, reason=f"built {built.image_id and built.image or image_ref}",
+                              details={**origin, "model_digest": built.model_digest}, **base))
+        return image_ref, built.image, built.image_id, fetched.path
 
 
 PROVIDER = LocalProvider()

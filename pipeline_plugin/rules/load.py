@@ -259,6 +259,18 @@ def _path(kind: str) -> Validator:
     return check
 
 
+def _folders(value: Any, folder: Path) -> Any:
+    """A list of existing folders (relative to the rule file): ``allowed_roots``."""
+    if not isinstance(value, list) or not value:
+        return (f"must be a list of folders, got {value!r}",
+                "e.g. allowed_roots: [/srv/models]; local model paths from events are read only below these")
+    for one in value:
+        problem = _path("dir")(one, folder)
+        if problem:
+            return problem
+    return None
+
+
 def _scalars(value: Any, _d: Path) -> str | None:
     if not isinstance(value, dict):
         return f"must be a mapping of names to values, got {value!r}"
@@ -377,7 +389,7 @@ def _ci(extra: dict[str, Validator], render_keys: tuple[str, ...]) -> dict[str, 
 
 #: the keys each provider accepts in a rule's ``pipeline:`` section (besides the common ones)
 PIPELINE_KEYS: dict[str, dict[str, Validator]] = {
-    "local": {**_STAGE_SETTINGS, **{k: _path(kind) for k, kind in _STAGE_PATHS.items()}},
+    "local": {**_STAGE_SETTINGS, **{k: _path(kind) for k, kind in _STAGE_PATHS.items()}, "allowed_roots": _folders},
     "github": _ci(
         {
             "repository": _github_repository,

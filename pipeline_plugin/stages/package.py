@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .. import settings
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..fetch import FetchedModel
 
 
 @dataclass(frozen=True)
@@ -93,3 +97,54 @@ def parse_model(value: str) -> ModelRef:
     from ..builders.docker import parse_model_arg
 
     return parse_model_arg(value)
+
+
+def split_model(value: str) -> tuple[str, str, str]:
+    """``NAME:VERSION=URI`` -> (name, version, uri), the URI as typed (``models:/churn/3``,
+    ``hf://acme/churn@v3``, a path ...); ConfigError naming the flag, value and fix."""
+    from ..builders.docker import check_model_ref
+
+    example = "e.g. --model churn:3=models:/churn/3 or --model churn:3=./outputs/model.pkl"
+    left, sep, uri = value.partition("=")
+    if not sep or not uri:
+        raise ConfigError(f"--model '{value}': expected NAME:VERSION=URI ({example})")
+    name, sep, version = left.rpartition(":")
+    if not sep or not name or not version:
+        raise ConfigError(f"--model '{value}': the part before '=' must be NAME:VERSION ({example})")
+    check_model_ref(name, version, "--model", value)
+    return name, version, uri
+
+
+@dataclass
+class FetchedRef:
+    ref: ModelRef
+    fetched: "FetchedModel"
+
+
+def fetch_models(values: list[str], dest: Path, progress: Callable[[str], None]) -> list[FetchedRef]:
+    """Each ``--model NAME:VERSION=URI`` fetched below ``dest`` (local paths are used in place: the
+    flag is the caller's own, so any path on their machine is allowed)."""
+    from ..fetch import fetch
+
+    out = []
+    for i, value in enumerate(values):
+        name, version, uri = split_model(value)
+        got = fetch(uri, Path(dest) / str(i), progress=progress)
+        out.append(FetchedRef(ModelRef(name=name, version=version, path=got.path), got))
+    return out
+
+
+def model_dependencies(spec: PackageSpec, fetched: list["FetchedModel"], progress: Callable[[str], None]) -> None:
+    """When ``spec`` names no requirements or conda file, use the model's own (MLflow's
+    ``requirements.txt``, else its ``conda.yaml``; a Hub repo's ``requirements.txt``). No-code
+    packaging of an MLflow model reads them itself; several models with their own files: none is picked."""
+    if spec.requirements is not None or spec.conda is not None or spec.entry_script is None:
+        return
+    found = [f for f in fetched if f.requirements or f.conda]
+    if len(found) != 1:
+        if found:
+            progress("several models carry their own requirements; pass --requirements to choose")
+        return
+    spec.requirements, spec.conda = found[0].requirements, found[0].conda
+    progress(f"using the model's own {'requirements' if spec.requirements else 'conda environment'}: "
+             f"{(spec.requirements or spec.conda).name}")

@@ -49,7 +49,15 @@ def test_cli_bad_model_flag_exits_2_with_the_message(capsys):
     code = cli.main(["package", "--model", "churn-1", "--entry-script", "score.py", "--image", "x:1"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "--model 'churn-1'" in err and "NAME:VERSION=PATH" in err
+    assert "--model 'churn-1'" in err and "NAME:VERSION=URI" in err
+
+
+def test_model_flag_takes_registry_uris_and_render_style_versions():
+    from pipeline_plugin.stages.package import split_model
+
+    assert split_model("churn:3+g1=models:/churn/3") == ("churn", "3+g1", "models:/churn/3")
+    assert split_model("acme:v2=hf://acme/churn@v2") == ("acme", "v2", "hf://acme/churn@v2")  # // kept as typed
+    assert parse_model("churn:3+g1=./m").version == "3+g1"
 
 
 def test_cli_requirements_and_conda_exclude_each_other(capsys):

@@ -24,7 +24,8 @@ from .models import SAMPLE, expected, write_version
 def dispatch(state: Path, rules_dir: Path, service: str, version: int, mode: str = "ok", **extra):
     files = write_version(rules_dir, version, mode)
     pipeline = {"provider": "local", "service": service, "target": "docker", "entry_script": files["entry_script"],
-                "sample": files["sample"], "expect": files["expect"], "tolerance": 1e-9, **extra}
+                "sample": files["sample"], "expect": files["expect"], "tolerance": 1e-9,
+                "allowed_roots": [str(rules_dir)], **extra}  # the event's artifact_uri is a local path
     event = ModelVersionEvent(source="cloudevents", kind="model_version.created", model="sums", version=str(version),
                               delivery_id=f"d-{secrets.token_hex(4)}", artifact_uri=str(files["model_file"]))
     run = PipelineRun(run_id=f"run-{service}-{version}-{secrets.token_hex(3)}", rule_name="e2e", pipeline=pipeline,

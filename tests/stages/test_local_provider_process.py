@@ -22,7 +22,8 @@ def local_run(tmp_path, monkeypatch, event_for, expect: bool = False, approval: 
     service = f"proc-{secrets.token_hex(3)}"
     files = write_version(tmp_path, 1)
     pipeline = {"provider": "local", "service": service, "target": "process", "entry_script": files["entry_script"],
-                "sample": files["sample"], "approval": approval}
+                "sample": files["sample"], "approval": approval,
+                "allowed_roots": [str(tmp_path)]}  # the event's artifact_uri is a local path: allow its folder
     if expect:
         pipeline["expect"] = files["expect"]
     run = PipelineRun(run_id=f"run-{service}", rule_name="proc", pipeline=pipeline, event=event_for(files),
