@@ -11,6 +11,7 @@ from ..history import History, Record, current_actor, use_state_dir
 from ..output import Progress, add_json_flag, emit
 from ..stages.promote import promote
 from .promote import EXIT, human
+from ..store import add_database_url_flag, use_database_url
 
 KEY_ENV = "PIPELINE_PLUGIN_SCORING_KEY"
 
@@ -28,12 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--by", help="who approves (default: the CI user or login name)")
     p.add_argument("--key", help=f"production scoring key (default: ${KEY_ENV})")
     p.add_argument("--state-dir", type=Path, help="state dir (default $PIPELINE_PLUGIN_STATE_DIR)")
+    add_database_url_flag(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     use_state_dir(args.state_dir)
+    use_database_url(args.database_url)
     history = History(args.state_dir)
     if args.list:
         pending = [a.to_dict() for a in history.approvals(status="pending")]

@@ -13,6 +13,7 @@ from .. import ci_output, deployconfig
 from ..errors import ConfigError, PipelinePluginError
 from ..output import Progress, add_json_flag, emit
 from ..targets import BACKENDS, check_spec
+from ..store import add_database_url_flag, use_database_url
 
 KEY_ENV = "PIPELINE_PLUGIN_SCORING_KEY"
 
@@ -42,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ready-timeout", type=float, default=None,
                    help="seconds the new version has to get ready (default 180; kubernetes: the whole rollout, default 600)")
     p.add_argument("--state-dir", type=Path, help="state dir (default $PIPELINE_PLUGIN_STATE_DIR)")
+    add_database_url_flag(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -86,6 +88,7 @@ def human(d: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.state_dir:
         os.environ["PIPELINE_PLUGIN_STATE_DIR"] = str(args.state_dir.resolve())
+    use_database_url(args.database_url)
     config = deployconfig.load(args.config) if args.config else None
     if args.key is not None or os.environ.get(KEY_ENV):
         keys = tuple(args.key or [os.environ[KEY_ENV]])

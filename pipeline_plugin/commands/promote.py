@@ -11,6 +11,7 @@ from .. import ci_output
 from ..history import History, use_state_dir
 from ..output import Progress, add_json_flag, emit
 from ..stages.promote import DEFAULT_CANARY_SECONDS, DEFAULT_CANARY_WEIGHT, STRATEGIES, promote
+from ..store import add_database_url_flag, use_database_url
 
 KEY_ENV = "PIPELINE_PLUGIN_SCORING_KEY"
 #: exit code per result status
@@ -49,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--p99-ms", type=float, help="production p99 latency budget in ms (default: staging's)")
     p.add_argument("--no-writeback", action="store_true", help="do not write aliases and tags back to the registry")
     p.add_argument("--state-dir", type=Path, help="state dir (default $PIPELINE_PLUGIN_STATE_DIR)")
+    add_database_url_flag(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -101,6 +103,7 @@ def smoke_overrides(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     use_state_dir(args.state_dir)
+    use_database_url(args.database_url)
     key = args.key or os.environ.get(KEY_ENV)
     result = promote(
         args.name, from_env=args.from_env, to_env=args.to_env, target=args.target, port=args.port,

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..history import History, use_state_dir
 from ..output import Progress, add_json_flag, emit
 from ..stages.rollback import rollback
+from ..store import add_database_url_flag, use_database_url
 
 KEY_ENV = "PIPELINE_PLUGIN_SCORING_KEY"
 
@@ -31,12 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reason", help="why, recorded in the history")
     p.add_argument("--no-writeback", action="store_true", help="do not move the registry's aliases")
     p.add_argument("--state-dir", type=Path, help="state dir (default $PIPELINE_PLUGIN_STATE_DIR)")
+    add_database_url_flag(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     use_state_dir(args.state_dir)
+    use_database_url(args.database_url)
     key = args.key or os.environ.get(KEY_ENV)
     result = rollback(
         args.name, env=args.env, to_version=args.to_version, target=args.target, keys=(key,) if key else (),

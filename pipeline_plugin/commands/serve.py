@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..settings import default_state_dir
+from ..store import add_database_url_flag, use_database_url
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     p.add_argument("--state-dir", type=Path, help="where the inbox lives (default $PIPELINE_PLUGIN_STATE_DIR)")
+    add_database_url_flag(p)
     p.add_argument("--triggers", type=Path, help="folder of trigger rule files (default: ./triggers if present)")
     p.add_argument(
         "--insecure-no-auth",
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     rules = load_rules(triggers) if triggers is not None else []
     if triggers is None:
         logging.getLogger("pipeline_plugin.server").warning("no --triggers folder: events are stored, none match")
+    use_database_url(args.database_url)  # history and approvals of the local provider's runs
     config = load_config(args.config)
     listener = Listener(
         args.state_dir or default_state_dir(),

@@ -11,6 +11,7 @@ from .. import ci_output
 from ..history import History, Record, current_actor, use_state_dir
 from ..output import Progress, add_json_flag, emit
 from ..stages import smoke_test as stage
+from ..store import add_database_url_flag, use_database_url
 
 KEY_ENV = "PIPELINE_PLUGIN_SCORING_KEY"
 
@@ -39,12 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--env", default="staging", help="environment of --name (default staging)")
     p.add_argument("--target", help="deploy target of --name (default: from the history, else docker/process)")
     p.add_argument("--state-dir", type=Path, help="state dir (default $PIPELINE_PLUGIN_STATE_DIR)")
+    add_database_url_flag(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     use_state_dir(args.state_dir)
+    use_database_url(args.database_url)
     sample = stage.load_json_file(args.sample, "--sample")
     expect = stage.load_json_file(args.expect, "--expect") if args.expect else None
     key = args.key or os.environ.get(KEY_ENV) or None

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import NotFoundError
 from ..history import History, use_state_dir
 from ..output import add_json_flag, emit
+from ..store import add_database_url_flag, use_database_url
 
 ENV_ORDER = ("staging", "production")
 
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target", help="deploy target to ask what runs (default: from the history)")
     p.add_argument("--limit", type=int, default=20, help="history entries to show (default 20)")
     p.add_argument("--state-dir", type=Path, help="state dir (default $PIPELINE_PLUGIN_STATE_DIR)")
+    add_database_url_flag(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -99,6 +101,7 @@ def human(data: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     use_state_dir(args.state_dir)
+    use_database_url(args.database_url)
     data = collect(args.name, History(args.state_dir), args.target, args.limit)
     emit(args, data, human(data))
     return 0

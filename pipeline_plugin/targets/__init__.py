@@ -121,6 +121,25 @@ def state_root(target_name: str, state_dir: Path | None = None) -> Path:
     return Path(state_dir or settings.default_state_dir()) / "targets" / target_name
 
 
+#: the host folder of stable addresses (nginx prefixes) when the store is a shared database
+PROXY_DIR_ENV = "PIPELINE_PLUGIN_PROXY_DIR"
+
+
+def address_root(target_name: str, store: Any, state_dir: Path | None = None) -> Path:
+    """Where a local target puts the folders of new stable addresses (``<root>/<service>/<env>``;
+    each deployment records its own folder). ``$PIPELINE_PLUGIN_PROXY_DIR/<database>/<target>`` when
+    set; else, with the embedded store, ``<state dir>/targets/<target>`` as before; else, with a shared
+    database, ``~/.local/state/pipeline-plugin/addresses/<database>/<target>``: one folder per host and
+    database, the same for every job's state dir (``<database>`` is ``store.scope``, no secrets)."""
+    import os
+
+    if os.environ.get(PROXY_DIR_ENV):
+        return Path(os.environ[PROXY_DIR_ENV]).expanduser().resolve() / store.scope / target_name
+    if store.embedded:
+        return state_root(target_name, state_dir)
+    return Path.home() / ".local" / "state" / "pipeline-plugin" / "addresses" / store.scope / target_name
+
+
 def stable_uris(host: str, port: int) -> dict[str, str]:
     base = f"http://{host}:{port}"
     return {"scoring_uri": f"{base}/score", "swagger_uri": f"{base}/swagger.json", "health_uri": f"{base}/"}

@@ -7,11 +7,12 @@ scoring keys of the spec, and labels naming the service, env, image digest, mode
 
 ``update`` starts the new container, waits until ``GET /readyz`` answers 200, switches nginx
 (reload: old workers finish their in-flight requests), waits for that drain, then stops and removes
-the old container; its record is kept in ``history.jsonl``. If the new container never gets ready,
+the old container; its record is kept in the store's history of replaced deployments. If the new container never gets ready,
 it is removed and the old one keeps serving.
 
-State lives in Docker labels and the state dir (``deployment.json`` and the nginx prefix), so
-``get``/``list`` work from any process.
+State lives in Docker labels, the store (the deployment record; shared through
+``--database-url``) and the nginx prefix folder the record names, so ``get``/``list``/``update``/
+``delete`` work from any process on this host, whatever its state dir.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from typing import Any
 
 from .. import settings
 from ..errors import ConfigError, NotFoundError
-from . import Deployment, DeploymentSpec, ProgressFn, stable_uris
+from . import Deployment, DeploymentSpec, ProgressFn, stable_uris, state_root
 from .nginx_proxy import pick_port
 from .state import LocalTarget, ServiceState, now, wait_ready
 
@@ -169,23 +169,23 @@ class ProcessTarget(LocalTarget):
         super().__init__(state_dir, ready_timeout)
 
     # -- images: package directories, addressable by digest once deployed ---------------------
-    def _index(self) -> dict[str, str]:
-        try:
-            return json.loads((self.root / "images.json").read_text())
-        except (OSError, ValueError):
-            return {}
+    def _location(self, digest: str) -> str | None:
+        """The package directory deployed as ``digest`` (recorded in the store)."""
+        records = self.records()
+        found = records.image_location(digest)
+        if found is None and records.store.embedded:  # an images.json from before the store
+            try:
+                found = json.loads((state_root(self.name, self._state_dir) / "images.json").read_text()).get(digest)
+            except (OSError, ValueError):
+                found = None
+        return found
 
     def _remember(self, digest: str, path: Path) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        index = self._index()
-        index[digest] = str(path)
-        tmp = self.root / f"images.json.{os.getpid()}"
-        tmp.write_text(json.dumps(index, indent=2, sort_keys=True))
-        os.replace(tmp, self.root / "images.json")
+        self.records().remember_image(digest, str(path))
 
     def resolve(self, image: str) -> tuple[PackageDir, str]:
         if image.startswith("sha256:"):
-            path = self._index().get(image)
+            path = self._location(image)
             if path is None:
                 raise NotFoundError(
                     f"image {image!r} was never deployed with the process target, so its package directory is unknown; "

@@ -1,17 +1,23 @@
-"""On-disk state of one (service, env) of a local target (``docker``, ``process``).
+"""State of one (service, env) of a local target (``docker``, ``process``).
 
-``<state dir>/targets/<target>/<service>/<env>/`` holds:
+The records live in the store (:mod:`pipeline_plugin.store.targets`), so a later process with another
+state dir and the same database (``--database-url``) sees them:
 
-- ``deployment.json``: the active deployment (what the stable address points at), its port and
-  the nginx config generation;
-- ``history.jsonl``: one line per deployment that was replaced or deleted, with when and by what;
-- ``lock``: held while a verb changes this (service, env), so two updates never interleave;
-- the nginx prefix of the stable address (``nginx.conf``, ``nginx.pid``, logs, temp files).
+- the active deployment (what the stable address points at), its port, the nginx config
+  generation and ``prefix``: the folder of its stable address;
+- the deployments that were replaced or deleted, with when and by what;
+- a lock held while a verb changes this (service, env), so two updates never interleave (across
+  every process sharing the database: see ``Store.lock``).
+
+The stable address's folder (``nginx.conf``, ``nginx.pid``, logs, temp files; the process target's
+instances) is recorded with the deployment and defaults to :func:`~pipeline_plugin.targets.address_root`:
+``<state dir>/targets/<target>/<service>/<env>`` with the embedded store (as before the store
+existed), else a host folder (``$PIPELINE_PLUGIN_PROXY_DIR``) named after the database. A
+``deployment.json`` / ``history.jsonl`` written before the store existed is imported once.
 """
 
 from __future__ import annotations
 
-import fcntl
 import http.client
 import json
 import os
@@ -22,7 +28,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import StageFailed
-from . import Deployment, DeploymentSpec, ProgressFn, check_name, check_spec, state_root
+from ..store import Store, open_store
+from ..store.targets import TargetRecords
+from . import Deployment, DeploymentSpec, ProgressFn, address_root, check_name, check_spec, state_root
 from .nginx_proxy import StableAddress
 
 
@@ -31,72 +39,64 @@ def now() -> str:
 
 
 class ServiceState:
-    def __init__(self, root: Path, service: str, env: str) -> None:
+    def __init__(self, records: TargetRecords, service: str, env: str, default_root: Path, legacy_root: Path | None = None) -> None:
+        self.records = records
         self.service = service
         self.env = env
-        self.directory = Path(root) / service / env
+        self.legacy = None if legacy_root is None else Path(legacy_root) / service / env
+        record = self.read()
+        prefix = (record or {}).get("prefix")
+        self.directory = Path(prefix) if prefix else Path(default_root) / service / env
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / "lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with self.records.lock(self.service, self.env):
+            self.directory.mkdir(parents=True, exist_ok=True)
+            yield
 
     def read(self) -> dict[str, Any] | None:
+        record = self.records.read(self.service, self.env)
+        if record is None and self.legacy is not None:
+            record = self._import_legacy()
+        return record
+
+    def _import_legacy(self) -> dict[str, Any] | None:
+        """A ``deployment.json`` (and ``history.jsonl``) from before the store: moved into it, once."""
+        old = self.legacy / "deployment.json"
         try:
-            return json.loads((self.directory / "deployment.json").read_text())
+            record = json.loads(old.read_text())
         except (OSError, ValueError):
             return None
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.directory / "deployment.json.new"
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-        os.replace(tmp, self.directory / "deployment.json")
-
-    def clear(self) -> None:
+        record.setdefault("prefix", str(self.legacy))
         try:
-            (self.directory / "deployment.json").unlink()
-        except FileNotFoundError:
-            pass
-
-    def append_history(self, deployment: dict[str, Any], event: str, **extra: Any) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        line = {"event": event, "at": now(), **extra, "deployment": deployment}
-        with open(self.directory / "history.jsonl", "a") as fh:
-            fh.write(json.dumps(line, sort_keys=True) + "\n")
-
-    def history(self) -> list[dict[str, Any]]:
-        try:
-            text = (self.directory / "history.jsonl").read_text()
+            lines = (self.legacy / "history.jsonl").read_text().splitlines()
         except OSError:
-            return []
-        out = []
-        for line in text.splitlines():
+            lines = []
+        for line in lines:
             try:
-                out.append(json.loads(line))
+                item = json.loads(line)
             except ValueError:
                 continue
-        return out
+            extra = {k: v for k, v in item.items() if k not in ("event", "at", "deployment")}
+            self.records.append_history(self.service, self.env, item.get("deployment") or {}, item.get("event", "replaced"), **extra)
+        self.records.write(self.service, self.env, record)
+        os.replace(old, old.with_name("deployment.json.imported"))
+        if lines:
+            os.replace(self.legacy / "history.jsonl", self.legacy / "history.jsonl.imported")
+        return record
 
+    def write(self, record: dict[str, Any]) -> None:
+        record["prefix"] = str(self.directory)
+        self.records.write(self.service, self.env, record)
 
-def all_states(root: Path, service: str | None = None) -> list[ServiceState]:
-    """Every (service, env) under ``root`` with an active deployment, sorted."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    out = []
-    for svc in sorted(p for p in root.iterdir() if p.is_dir()):
-        if service is not None and svc.name != service:
-            continue
-        for env in sorted(p for p in svc.iterdir() if p.is_dir()):
-            if (env / "deployment.json").exists():
-                out.append(ServiceState(root, svc.name, env.name))
-    return out
+    def clear(self) -> None:
+        self.records.clear(self.service, self.env)
+
+    def append_history(self, deployment: dict[str, Any], event: str, **extra: Any) -> None:
+        self.records.append_history(self.service, self.env, deployment, event, **extra)
+
+    def history(self) -> list[dict[str, Any]]:
+        return self.records.history(self.service, self.env)
 
 
 def _quiet(_msg: str) -> None:
@@ -104,8 +104,8 @@ def _quiet(_msg: str) -> None:
 
 
 class LocalTarget:
-    """The verbs the local targets (``docker``, ``process``) share: per-(service, env) state under
-    ``<state dir>/targets/<name>`` and a stable nginx address in that folder.
+    """The verbs the local targets (``docker``, ``process``) share: per-(service, env) records in the
+    store and a stable nginx address in the recorded folder.
 
     A subclass defines ``name``, ``_apply(spec, progress)`` (create or replace under the lock),
     ``_stop_all(state)`` (stop every instance of the (service, env)) and ``_problems(record)`` (why
@@ -117,12 +117,26 @@ class LocalTarget:
         self._state_dir = state_dir
         self.ready_timeout = ready_timeout
 
+    def store(self) -> Store:
+        """The store of this target's state dir (or of ``$PIPELINE_PLUGIN_DATABASE_URL``), opened now:
+        the module-level ``TARGET`` follows the command's ``--state-dir`` / ``--database-url``."""
+        return open_store(self._state_dir)
+
+    def records(self) -> TargetRecords:
+        return TargetRecords(self.store(), self.name)
+
     @property
     def root(self) -> Path:
-        return state_root(self.name, self._state_dir)
+        """Where new stable addresses get their folders (``<root>/<service>/<env>``)."""
+        return address_root(self.name, self.store(), self._state_dir)
 
     def _state(self, service: str, env: str) -> ServiceState:
-        return ServiceState(self.root, check_name("service", service), check_name("env", env))
+        store = self.store()
+        legacy = state_root(self.name, self._state_dir) if store.embedded else None
+        return ServiceState(
+            TargetRecords(store, self.name), check_name("service", service), check_name("env", env),
+            address_root(self.name, store, self._state_dir), legacy,
+        )
 
     def _address(self, state: ServiceState) -> StableAddress:
         return StableAddress(state.directory, f"{state.service}/{state.env}")
@@ -144,8 +158,14 @@ class LocalTarget:
     def list(self, service: str | None = None) -> list[Deployment]:
         if service is not None:
             check_name("service", service)
+        if self.store().embedded:  # folders from before the store: imported on first sight
+            legacy = state_root(self.name, self._state_dir)
+            for old in sorted(legacy.glob("*/*/deployment.json")) if legacy.is_dir() else []:
+                if service is None or old.parent.parent.name == service:
+                    self._state(old.parent.parent.name, old.parent.name)
         out = []
-        for state in all_states(self.root, service):
+        for svc, env in self.records().keys(service):
+            state = self._state(svc, env)
             record = state.read()
             if record is not None:
                 out.append(self._refresh(state, record))
