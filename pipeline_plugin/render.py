@@ -35,6 +35,8 @@ TEMPLATES: dict[str, tuple[str, str, str]] = {
 
 #: dispatch provider name -> render provider name
 RENDER_NAME = {"github": "github", "azure-devops": "azure-pipelines", "gitlab": "gitlab"}
+#: render accepts both names of Azure's CI (``--provider azure-devops`` is ``azure-pipelines`` here)
+RENDER_ALIASES = {"azure-devops": "azure-pipelines"}
 
 # ---- strict patterns for values that come from an event ----------------------------------------
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -153,7 +155,8 @@ SETTINGS: dict[str, _Setting] = {
     "strategy": _Setting("blue-green", r"^(blue-green|canary)$"),
     "runs_on": _Setting("ubuntu-latest", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
     "action": _Setting("pipeline-plugin/pipeline-plugin@v0", r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}@[A-Za-z0-9._/-]{1,100}$"),
-    "install": _Setting("pipeline-plugin", r"^[A-Za-z0-9][A-Za-z0-9._=<>!~\[\],@:/+-]{0,254}$"),
+    # "": the version that renders the pipeline (default_install); a rule's `install:` must be pinned
+    "install": _Setting("", r"^[A-Za-z0-9./][A-Za-z0-9._=<>!~\[\],@:/+%-]{0,254}$"),
     "python": _Setting("3.12", r"^3\.[0-9]{1,2}$"),
     "event_type": _Setting("pipeline-plugin.deploy", r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"),
     "vm_image": _Setting("ubuntu-latest", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
@@ -183,6 +186,54 @@ def template_settings(pipeline: Mapping[str, Any], rule_name: str = "rule") -> d
                 raise ConfigError(f"{where} is {value!r}; it must match {spec.pattern}")
         out[key] = value
     return out
+
+
+# ---- the install line of the rendered jobs -------------------------------------------------------
+#: the extras a job needs, by the event's source (its registry client: fetch and write-back) and by
+#: the deploy target; ``postgres`` always (PIPELINE_PLUGIN_DATABASE_URL may name a PostgreSQL store)
+SOURCE_EXTRAS = {"mlflow": "mlflow", "sagemaker": "sagemaker", "huggingface": "huggingface"}
+TARGET_EXTRAS = {"kubernetes": "kubernetes"}
+_PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?===?[0-9][A-Za-z0-9.+!-]*$")
+_DIRECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?@(.+)$")
+_GIT_PINNED = re.compile(r"^git\+(https|ssh|file)://[^@\s]+(\.git)?@[A-Za-z0-9._/-]+(#.*)?$|^git\+ssh://git@[^@\s]+@[A-Za-z0-9._/-]+(#.*)?$")
+
+
+def default_install(target: str, source: str) -> str:
+    """The exact version that renders the pipeline, with the extras its jobs need:
+    ``pipeline-plugin[mlflow,postgres]==0.1.0`` for an MLflow event on the docker target."""
+    extras = {"postgres", SOURCE_EXTRAS.get(source, ""), TARGET_EXTRAS.get(target, "")} - {""}
+    return f"pipeline-plugin[{','.join(sorted(extras))}]=={__version__}"
+
+
+def install_problem(spec: str) -> str | None:
+    """Why ``spec`` (what the jobs pass to pip install) is not pinned to one build, or None. Pinned:
+    ``NAME[extras]==VERSION``, a wheel or sdist URL or path, ``NAME @ URL``, a git URL with ``@REF``."""
+    text = spec.strip()
+    direct = _DIRECT.match(text)
+    if direct:
+        text = direct.group(2)
+    if _PINNED.match(text) and not direct:
+        return None
+    if text.startswith("git+"):
+        return None if _GIT_PINNED.match(text) else "a git URL must name the commit or tag: git+https://HOST/REPO.git@v0.1.0"
+    if text.split("#", 1)[0].endswith((".whl", ".tar.gz", ".zip")) or text.startswith(("file://", "./", "/")):
+        return None
+    return ("it names no exact version: a bare or ranged name installs whatever the package index holds under "
+            "that name (pipeline-plugin is not published on PyPI, so anyone could register it)")
+
+
+def install_spec(pipeline: Mapping[str, Any], target: str, source: str, rule_name: str = "rule") -> str:
+    """The rule's ``install:`` (checked: pinned to one build) or :func:`default_install`."""
+    spec = pipeline.get("install")
+    if spec in (None, ""):
+        return default_install(target, source)
+    problem = install_problem(str(spec))
+    if problem:
+        raise ConfigError(
+            f"rule {rule_name!r}: pipeline.install is {spec!r}; {problem}. Give the exact build the jobs install, "
+            f"e.g. {default_install(target, source)!r}, a wheel URL, or git+https://HOST/REPO.git@TAG"
+        )
+    return str(spec)
 
 
 # ---- rendering -----------------------------------------------------------------------------------
@@ -237,12 +288,14 @@ def render_pipeline(
     template_dir: Path | None = None,
 ) -> Rendered:
     """Render the pipeline file for ``provider`` (``github``, ``azure-pipelines``, ``gitlab``)."""
+    provider = RENDER_ALIASES.get(provider, provider)
     if provider not in TEMPLATES:
         raise ConfigError(f"no pipeline template for provider {provider!r}.{suggest(provider, TEMPLATES)}")
     folder_name, file_name, out_path = TEMPLATES[provider]
     run_id = run_id or event_id(event, rule_name)
     inputs = pipeline_inputs(event, pipeline, run_id)
     opts = template_settings(pipeline, rule_name)
+    opts["install"] = install_spec(pipeline, opts["target"], event.source, rule_name)
     if not opts["service"]:
         opts["service"] = inputs["model"].lower()
     context = {

@@ -158,6 +158,7 @@ REGISTRY_KEYS = (
     "repository", "host",  # huggingface, docker-registry
 )
 PROVIDERS = ("local", "github", "gitlab", "azure-devops")
+PROVIDER_ALIASES = {"azure-pipelines": "azure-devops"}  # as providers.ALIASES
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -351,6 +352,16 @@ def _rendered(key: str) -> Validator:
     return check
 
 
+def _install(value: Any, _d: Path) -> Any:
+    from ..render import install_problem
+
+    if isinstance(value, str) and install_problem(value):
+        return (f"{value!r}: {install_problem(value)}",
+                "pin the build the jobs install: install: 'pipeline-plugin[mlflow,postgres]==VERSION', a wheel URL, "
+                "or git+https://HOST/REPO.git@TAG (default: the version that renders the pipeline)")
+    return None
+
+
 def _forward_tags(value: Any, _d: Path) -> Any:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         return f"must be a list of tag names, got {value!r}", "e.g. forward_tags: [stage_hint, git_sha]"
@@ -383,6 +394,7 @@ def _ci(extra: dict[str, Validator], render_keys: tuple[str, ...]) -> dict[str, 
     keys["push"] = _boolean
     for key in ("install", "python", *render_keys):
         keys[key] = _all_of(_string, _rendered(key))
+    keys["install"] = _all_of(keys["install"], _install)
     keys.update(extra)
     return keys
 
@@ -618,6 +630,8 @@ def _pipeline(out: _Collector, section: Any, line: int, folder: Path) -> dict | 
         out.add(section.line, "pipeline.provider", "pipeline has no provider",
                 "add provider: " + " | ".join(PROVIDERS) + " (or remove pipeline: to only record matches)")
         return None
+    if provider in PROVIDER_ALIASES:  # the same backend under its other name
+        provider = PROVIDER_ALIASES[provider]
     if provider not in PROVIDERS:
         out.add(section.value_lines["provider"], "pipeline.provider", f"unknown provider {str(provider)!r}",
                 did_you_mean(provider, PROVIDERS, "valid providers"))
@@ -640,7 +654,9 @@ def _pipeline(out: _Collector, section: Any, line: int, folder: Path) -> dict | 
     if section.get("staging_port") is not None and section.get("staging_port") == section.get("production_port"):
         out.add(section.value_lines["production_port"], "pipeline.production_port",
                 f"staging_port and production_port are both {section['production_port']}", "use two different ports")
-    return _plain(section)
+    plain = _plain(section)
+    plain["provider"] = provider  # its canonical name (azure-pipelines -> azure-devops)
+    return plain
 
 
 def _rule(out: _Collector, data: Any, line: int, file: Path, index: str) -> Rule | None:
