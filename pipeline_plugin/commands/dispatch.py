@@ -8,7 +8,7 @@ from typing import Any
 from .. import ci_output, output
 from ..errors import ConfigError
 from ..events import ModelVersionEvent
-from ..providers import BACKENDS, PipelineRun, get_provider
+from ..providers import ALIASES, BACKENDS, PipelineRun, canonical, get_provider
 from ..render import event_id
 from .render import add_rule_event_arguments, find_rule
 
@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
             "401/403/404/422 fail at once with what to fix. Prints the run's URL."
         ),
     )
-    add_rule_event_arguments(parser, BACKENDS, "the rule whose pipeline to start")
+    add_rule_event_arguments(parser, [*BACKENDS, *ALIASES], "the rule whose pipeline to start")
     output.add_json_flag(parser)
     parser.set_defaults(func=run)
 
@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     if not rule.pipeline:
         raise ConfigError(f"rule {rule.name!r} ({rule.location}) has no pipeline: section; nothing to dispatch",
                           field="--rule")
-    if rule.pipeline.get("provider") != args.provider:
+    args.provider = canonical(args.provider)
+    if canonical(str(rule.pipeline.get("provider"))) != args.provider:
         raise ConfigError(
             f"rule {rule.name!r} dispatches to {rule.pipeline.get('provider')!r}, not {args.provider!r}; pass "
             f"--provider {rule.pipeline.get('provider')}",

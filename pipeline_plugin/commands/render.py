@@ -9,7 +9,7 @@ from typing import Any, Iterable
 from .. import ci_output, output
 from ..errors import ConfigError, suggest
 from ..events import ModelVersionEvent
-from ..render import TEMPLATES, render_pipeline
+from ..render import RENDER_ALIASES, TEMPLATES, render_pipeline
 
 
 def register(subparsers: Any) -> None:
@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
             "with -o writes it where it belongs in a repository (e.g. .github/workflows/deploy-model.yml)."
         ),
     )
-    add_rule_event_arguments(parser, TEMPLATES, "the rule whose pipeline settings apply")
+    add_rule_event_arguments(parser, [*TEMPLATES, *RENDER_ALIASES], "the rule whose pipeline settings apply")
     parser.add_argument("-o", "--output-dir", metavar="DIR", help="write the file under DIR (a repository root)")
     parser.add_argument(
         "--templates",

@@ -28,6 +28,14 @@ BACKENDS: dict[str, str] = {
     "azure-devops": "azure_devops",
 }
 
+#: other names of the same backend: Azure DevOps runs Azure Pipelines, and users say either
+ALIASES: dict[str, str] = {"azure-pipelines": "azure-devops"}
+
+
+def canonical(name: str) -> str:
+    """The backend name for ``name`` (``azure-pipelines`` -> ``azure-devops``; others unchanged)."""
+    return ALIASES.get(name, name)
+
 
 @dataclass
 class PipelineRun:
@@ -75,6 +83,7 @@ class Provider(Protocol):
 
 
 def get_provider(name: str) -> Provider:
+    name = canonical(name)
     if name not in BACKENDS:
         raise ConfigError(f"no CI provider {name!r}.{suggest(name, BACKENDS)} Installed: {', '.join(BACKENDS)}")
     module = importlib.import_module(f"{__name__}.{BACKENDS[name]}")

@@ -38,10 +38,12 @@ class ApiFailure(Exception):
     retry_after: float | None = None
     retryable: bool | None = None  # override (e.g. GitHub's 403 secondary rate limit)
     delivered: bool = False  # no answer, but the request may have reached the service
+    url: str = ""  # where the request went (scheme, host, port and path; never credentials or query)
 
     @classmethod
     def no_answer(cls, service: str, exc: BaseException) -> "ApiFailure":
-        return cls(None, f"no answer from {service} ({type(exc).__name__}: {exc})", delivered=maybe_delivered(exc))
+        return cls(None, f"no answer from {service} ({type(exc).__name__}: {exc})", delivered=maybe_delivered(exc),
+                   url=request_url(exc))
 
     def __str__(self) -> str:
         return f"HTTP {self.status}: {self.message}" if self.status else self.message
@@ -67,6 +69,53 @@ def maybe_delivered(exc: BaseException) -> bool:
                                                       "Failed to establish a new connection"))
         current = getattr(current, "inner_exception", None) or current.__cause__ or current.__context__
     return True  # unknown kind of "no answer": assume it may have arrived
+
+
+def _causes(exc: BaseException):
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = getattr(current, "inner_exception", None) or current.__cause__ or current.__context__
+
+
+def request_url(exc: BaseException) -> str:
+    """The URL a failed request went to (from requests' exception, also wrapped by msrest), without
+    credentials, query or fragment, so that it can go into a message; empty if unknown."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    for current in _causes(exc):
+        request = getattr(current, "request", None)
+        url = getattr(request, "url", None)
+        if isinstance(url, str) and url:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+            if ":" in host:
+                host = f"[{host}]"
+            netloc = host + (f":{parts.port}" if parts.port else "")
+            return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return ""
+
+
+#: where each service's address comes from, for "cannot connect" messages
+URL_SETTINGS = {
+    "GitHub": "GITHUB_API_URL",
+    "GitLab": "the rule's pipeline.url or CI_SERVER_URL",
+    "Azure DevOps": "the rule's pipeline.organization or SYSTEM_COLLECTIONURI",
+}
+
+
+def connection_problem(failure: ApiFailure) -> str:
+    """What kind of "no answer" it was, in a few words."""
+    text = failure.message
+    if "Connection refused" in text or "ConnectionRefused" in text:
+        return "the connection was refused (nothing listens at that address)"
+    if "NameResolution" in text or "Name or service not known" in text or "nodename nor servname" in text:
+        return "the host name does not resolve"
+    if "ConnectTimeout" in text or "timed out" in text:
+        return "no answer within PIPELINE_PLUGIN_HTTP_TIMEOUT"
+    return "no answer"
 
 
 def timeout() -> float:
@@ -133,6 +182,16 @@ def call(
                 "may need a longer PIPELINE_PLUGIN_HTTP_TIMEOUT.",
                 service=service,
                 outcome="unknown",
+            ) from None
+        if attempt > retries and status is None:
+            where = f" at {failure.url}" if failure.url else ""
+            raise ServiceError(
+                f"cannot connect to {service}{where} to {action}: {connection_problem(failure)}, "
+                f"after {attempt} attempts; last error: {failure}. Check the address "
+                f"({URL_SETTINGS.get(service, 'the service URL')}) and that {service} is reachable from this "
+                "machine (proxy, firewall, VPN).",
+                service=service,
+                url=failure.url,
             ) from None
         if attempt > retries:
             raise ServiceError(
