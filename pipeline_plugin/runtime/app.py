@@ -1,7 +1,8 @@
 """The scoring HTTP app: a small raw-ASGI application (no framework on the hot path).
 
-Routes: ``POST|GET|OPTIONS /score``, ``GET /`` (liveness, answers ``Healthy`` even during init),
-``GET /readyz`` (503 until init() finished in every worker), ``GET /swagger.json``, ``GET /metrics``.
+Routes: ``POST|GET|OPTIONS /score``, ``GET /`` and ``GET /readyz`` (503 until init() succeeded in every
+worker, then 200), ``GET /livez`` (liveness: answers while init() runs), ``GET /swagger.json``,
+``GET /metrics``.
 Response and error shapes follow azureml-inference-server-http 1.5.1 (``{"message": ...}``,
 ``x-ms-run-function-failed``, ``x-ms-run-fn-exec-ms``, ``x-request-id``, ``x-ms-request-id``,
 ``x-ms-client-request-id``), except where the issue asks for more precise statuses (400 for input
@@ -25,10 +26,9 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qsl
 
-from . import aml
 from .config import RuntimeConfig, read_key_file
 from .metrics import Metrics
-from .script import MODE_JSON, MODE_RAW, MODE_SCHEMA, InputError, RunError, UserScript
+from .script import MODE_JSON, MODE_RAW, MODE_SCHEMA, InputError, RunError, UserScript, too_deep
 from .swagger import Swagger, SwaggerError
 
 log = logging.getLogger("pipeline_plugin.runtime")
@@ -74,6 +74,8 @@ def _parse_query(query: bytes) -> dict[str, Any]:
             value = json.loads(v)
         except ValueError:
             value = v
+        except RecursionError:
+            raise too_deep(f"the query parameter {k!r}") from None
         grouped.setdefault(k, []).append(value)
     return {k: v[0] if len(v) == 1 else v for k, v in grouped.items()}
 
@@ -237,23 +239,32 @@ class ScoringApp:
             started = time.perf_counter()
             try:
                 status, body, extra = await self.score(scope, receive, method, h, request_id)
+            except Exception:  # noqa: BLE001 - a bug of ours must still be a counted, logged JSON 500
+                log.error("request %s: the runtime failed:\n%s", request_id, traceback.format_exc())
+                status, body, extra = 500, _error_body(
+                    f"internal error of the scoring runtime; the traceback is in the server log under request id "
+                    f"{request_id}", request_id), [_JSON, _FAIL_FLAG]
             finally:
                 self.metrics.score_finished(time.perf_counter() - started)
             headers += extra
+            if type(body) is not bytes:  # a streamed AMLResponse
+                return await self._stream(send, path, status, body, headers, request_id)
             return await self._finish(send, path, status, body, headers)
 
-        if path not in ("/", "/readyz", "/swagger.json", "/metrics"):
+        if path not in ("/", "/readyz", "/livez", "/swagger.json", "/metrics"):
             return await self._finish(send, path, 404, _error_body(NOT_FOUND, request_id), headers + [_JSON])
         if method not in ("GET", "HEAD"):
             return await self._finish(send, path, 405, _error_body(NOT_ALLOWED, request_id), headers + [_JSON])
-        if path == "/":
-            return await self._finish(send, path, 200, b"Healthy", headers + [_TEXT])
-        if path == "/readyz":
+        if path == "/livez":
+            return await self._finish(send, path, 200, b"Alive", headers + [_TEXT])
+        if path in ("/", "/readyz"):
+            # as Azure's GET /: healthy once init() succeeded (here: in every worker)
             if self.all_ready():
-                return await self._finish(send, path, 200, b"Ready", headers + [_TEXT])
+                return await self._finish(send, path, 200, b"Healthy" if path == "/" else b"Ready",
+                                          headers + [_TEXT])
             return await self._finish(send, path, 503, _error_body(
-                "init() has not finished yet; the service is starting", request_id),
-                headers + [_JSON, (b"retry-after", b"1")])
+                "init() has not finished yet; the service is starting (GET /livez answers meanwhile)",
+                request_id), headers + [_JSON, (b"retry-after", b"1")])
         if path == "/metrics":
             return await self._finish(send, path, 200, self.metrics.render(),
                                       headers + [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
@@ -278,6 +289,35 @@ class ScoringApp:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self.metrics.count(route, status)
+
+    async def _stream(self, send, route: str, status: int, response, headers: list, request_id: str) -> None:
+        """Send a streamed (generator) AMLResponse chunked, as Azure does. Each chunk is produced in
+        the scoring thread (it is the script's code); an exception midway is logged and the
+        connection is closed without the final chunk, so the client sees the answer is cut."""
+        chunks = response.iter_encoded()
+        loop = asyncio.get_running_loop()
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        self.metrics.count(route, status)
+        try:
+            while True:
+                if self.inline:
+                    chunk = next(chunks, None)
+                else:
+                    chunk = await loop.run_in_executor(self.pool, next, chunks, None)
+                if chunk is None:
+                    break
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except Exception:  # noqa: BLE001 - the script's generator (or a client gone): log, drop the connection
+            log.error("request %s: the streamed response stopped midway:\n%s", request_id, traceback.format_exc())
+        finally:
+            close = getattr(response, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:  # noqa: BLE001
+                    pass
 
     def _key_file_mtime(self) -> float | None:
         try:
@@ -367,17 +407,12 @@ class ScoringApp:
                 if method == "GET":
                     kwargs = {self.script.first_param: json.dumps(_parse_query(query))}
                 else:
+                    # as Azure: run() gets the text as sent, even if it is not JSON (a script may answer
+                    # that itself); if run() fails decoding it, script.invoke makes that a 400
                     try:
-                        text = body.decode("utf-8")
+                        kwargs = {self.script.first_param: body.decode("utf-8")}
                     except UnicodeDecodeError as exc:
                         raise InputError(f"Input cannot be decoded as UTF-8: {exc}") from None
-                    if not text.strip():
-                        raise InputError("POST body is empty. Expecting a JSON document.")
-                    try:
-                        json.loads(text)
-                    except ValueError as exc:
-                        raise InputError(f"POST body could not be decoded as JSON: {exc}") from None
-                    kwargs = {self.script.first_param: text}
             elif mode == MODE_SCHEMA:
                 if method == "GET":
                     data = _parse_query(query)
@@ -392,16 +427,15 @@ class ScoringApp:
                         data = json.loads(body)
                     except ValueError as exc:
                         raise InputError(f"POST body could not be decoded as JSON: {exc}") from None
+                    except RecursionError:
+                        raise too_deep("the POST body") from None
                 if not isinstance(data, dict):
                     raise InputError("POST body should be a JSON dictionary whose keys are run()'s parameters.")
                 kwargs = self.script.extract_parameters(data)
             else:
-                client = scope.get("client")
-                request = aml.AMLRequest(
-                    method, scope["path"], query,
-                    aml.Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]),
-                    body, remote_addr=client[0] if client else None, scheme=scope.get("scheme", "http"))
-                kwargs = {self.script.first_param: request}
+                from .wrappers import AMLRequest  # werkzeug: loaded for @rawhttp scripts only
+
+                kwargs = {self.script.first_param: AMLRequest.from_scope(scope, body)}
         except InputError as exc:
             log.info("request %s: %d %s", request_id, exc.status, exc.message)
             return exc.status, _error_body(exc.message, request_id), err
@@ -438,8 +472,8 @@ class ScoringApp:
 
         # --- the response
         timing = (b"x-ms-run-fn-exec-ms", f"{elapsed_ms:.3f}".encode())
-        if type(output) not in _PLAIN and (isinstance(output, aml.AMLResponse) or (
-                hasattr(output, "status_code") and hasattr(output, "get_data") and hasattr(output, "headers"))):
+        if type(output) not in _PLAIN and hasattr(output, "status_code") and hasattr(output, "headers") and (
+                hasattr(output, "get_data") or hasattr(output, "iter_encoded")):
             return self._user_response(output, timing)
         if output is None:
             return 200, b"{}", [_JSON, _OK_FLAG, timing]
@@ -453,18 +487,31 @@ class ScoringApp:
         return 200, data, [_JSON, _OK_FLAG, timing]
 
     @staticmethod
-    def _user_response(output: Any, timing: tuple) -> tuple[int, bytes, list]:
+    def _user_response(output: Any, timing: tuple) -> tuple[int, Any, list]:
+        """An AMLResponse, or any Flask/werkzeug Response (Azure's own AMLResponse class), as
+        azureml-inference-server-http sends it: its status and headers, x-ms-run-function-failed
+        forced to True for 5xx; a streamed (generator) body is sent chunked."""
         status = int(output.status_code)
-        if isinstance(output, aml.AMLResponse):
-            body = output.body
-            pairs = [(k, v) for k, v in output.headers if k.lower() != "content-length"]
-            failed = output.run_function_failed
-        else:  # a Flask/werkzeug Response (e.g. Azure's own AMLResponse class)
-            body = output.get_data()
-            pairs = [(k, v) for k, v in output.headers.items()
-                     if k.lower() not in ("content-length", "x-ms-run-function-failed")]
-            failed = False
-        headers = [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in pairs]
-        headers.append(_FAIL_FLAG if failed or status >= 500 else _OK_FLAG)
+        items = output.headers.items() if hasattr(output.headers, "items") else output.headers
+        headers = []
+        failed = None
+        for k, v in items:
+            name = k.lower()
+            if name == "content-length":
+                continue
+            if name == "x-ms-run-function-failed":
+                failed = str(v)
+                continue
+            headers.append((k.encode("latin-1"), str(v).encode("latin-1")))
+        if status >= 500:
+            headers.append(_FAIL_FLAG)
+        elif failed is not None:
+            headers.append((b"x-ms-run-function-failed", failed.encode("latin-1")))
         headers.append(timing)
+        if getattr(output, "is_streamed", False):
+            return status, output, headers
+        body = output.get_data()
+        close = getattr(output, "close", None)
+        if callable(close):
+            close()
         return status, body, headers

@@ -30,6 +30,9 @@ SCORING_KEYS = "PIPELINE_PLUGIN_SCORING_KEYS"
 SCORING_KEYS_FILE = "PIPELINE_PLUGIN_SCORING_KEYS_FILE"
 MAX_BODY_BYTES = "PIPELINE_PLUGIN_MAX_BODY_BYTES"
 SCORING_THREADS = "PIPELINE_PLUGIN_SCORING_THREADS"
+SHUTDOWN_TIMEOUT_MS = "PIPELINE_PLUGIN_SHUTDOWN_TIMEOUT_MS"
+#: after SIGTERM, requests still open this long past SCORING_TIMEOUT_MS are cut and the process exits
+SHUTDOWN_MARGIN_MS = 5_000
 PORT = "PORT"
 HOST = "PIPELINE_PLUGIN_HOST"
 SERVICE_NAME = "SERVICE_NAME"
@@ -58,6 +61,9 @@ class RuntimeConfig:
     keys_file: Path | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     threads: int = DEFAULT_THREADS
+    #: how long SIGTERM waits for open requests (a client still sending its body, a run() still
+    #: working) before closing them and exiting; default SCORING_TIMEOUT_MS + 5 s
+    shutdown_timeout_ms: int = DEFAULT_TIMEOUT_MS + SHUTDOWN_MARGIN_MS
     service_name: str = "ML service"
     service_version: str = "1.0"
     service_path_prefix: str = ""
@@ -145,6 +151,7 @@ def load(env: dict | None = None, *, entry_script: str | None = None, port: int 
             f"no entry script: set {ENTRY_SCRIPT} (for example score.py) or pass --entry-script PATH")
     script = resolve_entry_script(entry, app_root, source_dir)
 
+    timeout_ms = _int(env, SCORING_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, 1)
     origins = tuple(o.strip() for o in env.get(CORS_ORIGINS, "").split(",") if o.strip())
     prefix = env.get(SERVICE_PATH_PREFIX, "")
     return RuntimeConfig(
@@ -155,7 +162,8 @@ def load(env: dict | None = None, *, entry_script: str | None = None, port: int 
         host=host or env.get(HOST) or "0.0.0.0",
         port=_int(env, PORT, DEFAULT_PORT, 1, 65535, flag=port),
         workers=_int(env, WORKER_COUNT, 1, 1, 64, flag=workers),
-        timeout_ms=_int(env, SCORING_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, 1),
+        timeout_ms=timeout_ms,
+        shutdown_timeout_ms=_int(env, SHUTDOWN_TIMEOUT_MS, timeout_ms + SHUTDOWN_MARGIN_MS, 0),
         cors_origins=origins,
         keys=read_keys(env),
         env_keys=read_keys({SCORING_KEYS: env.get(SCORING_KEYS, "")}),

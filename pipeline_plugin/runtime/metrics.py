@@ -8,7 +8,7 @@ from __future__ import annotations
 import bisect
 from multiprocessing.sharedctypes import RawArray
 
-ROUTES = ("/score", "/", "/readyz", "/swagger.json", "/metrics", "other")
+ROUTES = ("/score", "/", "/readyz", "/livez", "/swagger.json", "/metrics", "other")
 STATUSES = (200, 201, 204, 400, 401, 403, 404, 405, 413, 415, 431, 500, 503, 504, 0)  # 0 = any other
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import logging
 import os
 import sys
@@ -54,6 +55,35 @@ class BadInput(InputError):
 
 class RunError(Exception):
     """run() raised; ``__cause__`` holds the script's exception."""
+
+
+def too_deep(what: str) -> InputError:
+    return InputError(f"{what} is nested too deeply to decode as JSON (more than about "
+                      f"{sys.getrecursionlimit()} levels of arrays/objects); send flatter input")
+
+
+_JSON_DIR = os.path.dirname(json.__file__)
+
+
+def _client_problem(exc: BaseException, mode: str, raw_input: Any) -> InputError | None:
+    """An exception from run() that is the client's doing, as a 400 (or the 4xx werkzeug chose):
+    the script's ``json.loads`` of the body it was handed failed (not JSON, empty, or nested too
+    deeply), or ``request.get_json()`` refused the body. None for anything else (a 500)."""
+    if isinstance(exc, json.JSONDecodeError) and mode == MODE_JSON and exc.doc == raw_input:
+        if not exc.doc.strip():
+            return InputError("POST body is empty. Expecting a JSON document.")
+        return InputError(f"POST body could not be decoded as JSON: {exc}")
+    if isinstance(exc, RecursionError):
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is not None and os.path.dirname(tb.tb_frame.f_code.co_filename) == _JSON_DIR:
+            return too_deep("the request body" if mode != MODE_SCHEMA else "the input")
+    if type(exc).__module__ == "werkzeug.exceptions":  # e.g. get_json() on a body that is not JSON
+        code = getattr(exc, "code", None)
+        if isinstance(code, int) and 400 <= code < 500:
+            return InputError(str(getattr(exc, "description", "") or exc), code)
+    return None
 
 
 def _is_rawhttp(run: Callable) -> bool:
@@ -169,6 +199,9 @@ class UserScript:
         except InputError:
             raise  # the script said the input is the client's problem (BadInput)
         except Exception as exc:
+            problem = _client_problem(exc, self.mode, kwargs.get(self.first_param))
+            if problem is not None:
+                raise problem from exc
             if self.mode == MODE_SCHEMA:
                 problem = self._schema_problem(exc)
                 if problem is not None:

@@ -1,5 +1,6 @@
 """Process model: one listening socket, WORKER_COUNT worker processes (spawned, each importing the
-entry script and calling init() itself), SIGTERM drains in-flight requests before exiting."""
+entry script and calling init() itself), SIGTERM drains in-flight requests before exiting, for at
+most PIPELINE_PLUGIN_SHUTDOWN_TIMEOUT_MS (then what is left is closed)."""
 
 from __future__ import annotations
 
@@ -66,14 +67,18 @@ def run_worker(cfg: RuntimeConfig, sock: socket.socket, block, ready_flags, inde
     app = ScoringApp(cfg, Metrics(block, index, cfg.workers), ready_flags, index, fatal)
     server = uvicorn.Server(uvicorn.Config(
         app, loop=os.environ.get("PIPELINE_PLUGIN_LOOP", "auto"), lifespan="on", access_log=False, log_level="warning", server_header=False,
-        timeout_graceful_shutdown=None, backlog=2048))
+        timeout_graceful_shutdown=cfg.shutdown_timeout_ms / 1000.0, backlog=2048))
     # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the handler found at start:
     # a no-op one makes a drained shutdown exit 0 instead of dying by the signal
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
     server.run(sockets=[sock])
-    if exit_code:
-        sys.exit(exit_code)
+    # every answer is sent (or was cut by PIPELINE_PLUGIN_SHUTDOWN_TIMEOUT_MS): exit now, without
+    # waiting for a scoring thread still inside an abandoned run() (Python would join it at exit)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)
 
 
 def serve(cfg: RuntimeConfig) -> int:

@@ -1,8 +1,10 @@
 """The ``kubernetes`` target: a Deployment, a Service and a HorizontalPodAutoscaler per (service, env).
 
 ``manifests(spec)`` builds them (``pipeline-plugin deploy --target kubernetes --dry-run`` prints
-them): the runtime's health route (``GET /``) is the liveness and startup probe, its readiness
-route (``GET /readyz``) the readiness probe; CPU and memory requests and limits come from the
+them): the runtime's liveness route (``GET /livez``, answers while init() loads the model) is the
+startup and liveness probe, its readiness route (``GET /readyz``, 200 once init() succeeded) the
+readiness probe; the grace period after SIGTERM covers the preStop pause and the runtime's bounded
+shutdown (``PIPELINE_PLUGIN_SHUTDOWN_TIMEOUT_MS``, default ``SCORING_TIMEOUT_MS`` + 5 s); CPU and memory requests and limits come from the
 deployment config; the rolling update has ``maxUnavailable: 0`` (a new pod must be ready before an
 old one goes); pods run as uid 10001 without privileges. Scoring keys go into a Secret that the
 pods read as ``PIPELINE_PLUGIN_SCORING_KEYS``; the Secret is applied but never printed.
@@ -56,6 +58,19 @@ def memory_quantity(gb: float) -> str:
     return f"{max(1, round(gb * 1024))}Mi"
 
 
+def _grace_period_s(variables: dict[str, str]) -> int:
+    """preStop's 5 s + the runtime's bounded shutdown (PIPELINE_PLUGIN_SHUTDOWN_TIMEOUT_MS, default
+    SCORING_TIMEOUT_MS + 5 s) + 5 s to exit: Kubernetes' SIGKILL must not cut a drain the runtime allows."""
+    def number(name: str, default: int) -> int:
+        try:
+            return max(0, int(variables.get(name, "") or default))
+        except ValueError:
+            return default
+
+    shutdown_ms = number("PIPELINE_PLUGIN_SHUTDOWN_TIMEOUT_MS", number("SCORING_TIMEOUT_MS", 60_000) + 5_000)
+    return 5 + -(-shutdown_ms // 1000) + 5
+
+
 def manifests(spec: DeploymentSpec, namespace: str | None = None, with_secret: bool = False) -> list[dict[str, Any]]:
     """Deployment, Service and HorizontalPodAutoscaler (and, with ``with_secret``, the Secret holding
     the scoring keys) for ``spec``, as plain dicts ready for YAML/JSON or the API."""
@@ -106,8 +121,9 @@ def manifests(spec: DeploymentSpec, namespace: str | None = None, with_secret: b
         "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": "http", "containerPort": settings.RUNTIME_PORT, "protocol": "TCP"}],
         "env": env,
-        "startupProbe": {"httpGet": {"path": "/", **probe}, "periodSeconds": 2, "failureThreshold": 90, "timeoutSeconds": 2},
-        "livenessProbe": {"httpGet": {"path": "/", **probe}, "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 3},
+        # /livez answers while init() loads the model (a slow load is not restarted); /readyz once it succeeded
+        "startupProbe": {"httpGet": {"path": "/livez", **probe}, "periodSeconds": 2, "failureThreshold": 90, "timeoutSeconds": 2},
+        "livenessProbe": {"httpGet": {"path": "/livez", **probe}, "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 3},
         "readinessProbe": {"httpGet": {"path": "/readyz", **probe}, "periodSeconds": 5, "failureThreshold": 2, "timeoutSeconds": 3},
         # let the Service drop the pod from its endpoints before the runtime stops accepting
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
@@ -138,7 +154,7 @@ def manifests(spec: DeploymentSpec, namespace: str | None = None, with_secret: b
                 }},
                 "spec": {
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001},
-                    "terminationGracePeriodSeconds": 40,
+                    "terminationGracePeriodSeconds": _grace_period_s(variables),
                     "containers": [container],
                 },
             },

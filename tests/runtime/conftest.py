@@ -38,6 +38,8 @@ class Runtime:
         self.proc = subprocess.Popen([python, "-m", module, *args], env=full_env,
                                      cwd=cwd or REPO, stdout=self._log, stderr=subprocess.STDOUT)
         self.client = httpx.Client(base_url=self.url, timeout=30)
+        # ours answers GET /livez while init() runs; Azure's server has only GET / (once init() is done)
+        self.live_path = "/livez" if module == "pipeline_plugin.runtime" else "/"
 
     def wait_listening(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -45,7 +47,7 @@ class Runtime:
             if self.proc.poll() is not None:
                 raise AssertionError(f"runtime exited with {self.proc.returncode}:\n{self.logs()}")
             try:
-                if self.client.get("/").status_code == 200:
+                if self.client.get(self.live_path).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

@@ -265,15 +265,22 @@ def test_key_auth_guards_score_but_not_health(runtime, tmp_path):
     assert "holds no key; keeping the keys in use" in rt.logs() and "rotated-1" not in rt.logs()
 
 
-def test_readyz_is_503_until_init_finished_while_health_answers(runtime):
+def test_health_and_readyz_are_503_until_init_succeeded_while_livez_answers(runtime):
+    """As with Azure's server, a client (or deployment check) that waits for GET / and then scores
+    must not get a 503: GET / says Healthy only once init() succeeded; GET /livez answers meanwhile."""
     rt = runtime("slow_score.py", {"INIT_SLEEP": "2"}, ready=False)
     rt.wait_listening()
-    assert rt.client.get("/").text == "Healthy"
-    r = rt.client.get("/readyz")
-    assert r.status_code == 503
+    assert rt.client.get("/livez").status_code == 200
+    for path in ("/", "/readyz"):
+        r = rt.client.get(path)
+        assert r.status_code == 503 and "init()" in r.json()["message"]
     assert rt.client.post("/score", json={"sleep": 0}).status_code == 503
-    rt.wait_ready()
+    deadline = time.monotonic() + 30
+    while rt.client.get("/").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rt.client.get("/").text == "Healthy"
     assert rt.client.post("/score", json={"sleep": 0}).status_code == 200
+    assert rt.client.get("/livez").status_code == 200
 
 
 def test_init_failure_stops_the_process_with_the_traceback(runtime, tmp_path):

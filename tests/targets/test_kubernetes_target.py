@@ -35,7 +35,9 @@ def test_manifests_are_valid_and_carry_probes_resources_and_rollout():
     assert dep["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     c = dep["template"]["spec"]["containers"][0]
     assert c["image"] == IMAGE
-    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert c["startupProbe"]["httpGet"]["path"] == "/livez"  # answers while init() loads the model
+    assert dep["template"]["spec"]["terminationGracePeriodSeconds"] >= 5 + 65  # preStop + bounded shutdown
     assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1536Mi"}, "limits": {"cpu": "500m", "memory": "1536Mi"}}
     env = {e["name"]: e for e in c["env"]}
     assert env["LOG_LEVEL"]["value"] == "debug" and env["PORT"]["value"] == "5001"
