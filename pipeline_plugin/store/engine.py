@@ -108,11 +108,14 @@ def engine_for(url: str):
 
 def _create(url: str):
     from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import NullPool
 
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        # no pool: a connection per use is cheap on SQLite, and a process that opens many state dirs
+        # (the test suite, the demo) keeps no files open
+        engine = create_engine(url, connect_args={"timeout": 30}, poolclass=NullPool)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # noqa: ANN001
