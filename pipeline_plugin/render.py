@@ -33,6 +33,13 @@ TEMPLATES: dict[str, tuple[str, str, str]] = {
     "gitlab": ("gitlab", "deploy-model.gitlab-ci.yml.j2", ".gitlab-ci.yml"),
 }
 
+#: the action's reference that rendered workflows, `init`, README and docs/ci.md use: the major
+#: tag moves to each release of that major version; pin `@vX.Y.Z` or a commit SHA to freeze it
+ACTION_REF = f"pipeline-plugin/pipeline-plugin@v{__version__.split('.')[0]}"
+
+#: the variable every stage reads the shared store's URL from (`--database-url` otherwise)
+DATABASE_URL_VARIABLE = "PIPELINE_PLUGIN_DATABASE_URL"
+
 #: dispatch provider name -> render provider name
 RENDER_NAME = {"github": "github", "azure-devops": "azure-pipelines", "gitlab": "gitlab"}
 #: render accepts both names of Azure's CI (``--provider azure-devops`` is ``azure-pipelines`` here)
@@ -52,6 +59,9 @@ PATTERNS: dict[str, str] = {
     # no $ { } ` \ < > quotes or control characters, at most 256 characters
     "tag value": r"^[^$`{}\\<>\"'\x00-\x1f\x7f]{0,256}$",
     "artifact uri": r"^[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9._~:/?#@!&*+,;=%-]{1,1024}$",
+    # one key=value pair of the registry identity; ModelVersionEvent.registry_key() joins them with
+    # `;` for `package --registry` (image labels promote's write-back reads), so no `;` in a value
+    "registry": r"^[A-Za-z][A-Za-z0-9_.-]{0,63}=[A-Za-z0-9._~:/?#@!&*+,=%-]{0,1024}$",
 }
 _PATTERN_HELP = {
     "tag value": "at most 256 characters without $ { } ` \\ < > quotes or control characters",
@@ -106,6 +116,9 @@ INPUT_VARIABLES = {
     "event-id": "EVENT_ID",
     "tags": "MODEL_TAGS",
     "artifact-uri": "ARTIFACT_URI",
+    "registry": "MODEL_REGISTRY",
+    # not MLFLOW_TRACKING_URI itself: a pipeline variable would hide the CI/CD variable of that name
+    "tracking-uri": "MODEL_TRACKING_URI",
 }
 
 
@@ -120,9 +133,21 @@ def pipeline_inputs(event: ModelVersionEvent, pipeline: Mapping[str, Any], run_i
         "event-id": check_value("event_id", run_id),
         "tags": json.dumps(forwarded_tags(event, pipeline), sort_keys=True, separators=(",", ":")),
         "artifact-uri": "",
+        # the registry identity travels to `package --source --registry` (image labels), so that
+        # promote in CI writes back to the registry the version came from
+        "registry": "",
+        # MLflow's tracking URI when the event names it; the pipelines use it as MLFLOW_TRACKING_URI
+        # (else the MLFLOW_TRACKING_URI the CI system's variables give)
+        "tracking-uri": "",
     }
     if event.artifact_uri:
         values["artifact-uri"] = check_value("artifact_uri", event.artifact_uri, "artifact uri")
+    for key, value in sorted(event.registry.items()):
+        check_value(f"registry.{key}", f"{key}={value}", "registry")
+    values["registry"] = event.registry_key()
+    tracking_uri = dict(event.registry).get("tracking_uri")
+    if tracking_uri:
+        values["tracking-uri"] = check_value("registry.tracking_uri", tracking_uri, "artifact uri")
     return values
 
 
@@ -153,13 +178,18 @@ SETTINGS: dict[str, _Setting] = {
     "production_port": _Setting(8891, kind=int),
     "config": _Setting("", _PATH),
     "strategy": _Setting("blue-green", r"^(blue-green|canary)$"),
-    "runs_on": _Setting("ubuntu-latest", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
-    "action": _Setting("pipeline-plugin/pipeline-plugin@v0", r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}@[A-Za-z0-9._/-]{1,100}$"),
+    # runner labels, comma-separated; default: see runner_defaults()
+    "runs_on": _Setting("", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(,[ ]?[A-Za-z0-9][A-Za-z0-9._-]{0,63}){0,15}$"),
+    "action": _Setting(ACTION_REF, r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}@[A-Za-z0-9._/-]{1,100}$"),
+    # the GitHub secret / Azure secret variable holding PIPELINE_PLUGIN_DATABASE_URL (GitLab: a masked
+    # CI/CD variable of that name); a name, rendered into ${{ secrets.NAME }} / $(NAME)
+    "database_secret": _Setting(DATABASE_URL_VARIABLE, r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"),
     # "": the version that renders the pipeline (default_install); a rule's `install:` must be pinned
     "install": _Setting("", r"^[A-Za-z0-9./][A-Za-z0-9._=<>!~\[\],@:/+%-]{0,254}$"),
     "python": _Setting("3.12", r"^3\.[0-9]{1,2}$"),
     "event_type": _Setting("pipeline-plugin.deploy", r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"),
-    "vm_image": _Setting("ubuntu-latest", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
+    "vm_image": _Setting("", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),  # a Microsoft-hosted agent image
+    "pool": _Setting("", r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,63}$"),  # a self-hosted agent pool's name
     "image": _Setting("python:3.12-slim", r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,254}$"),
     "runner_tags": _Setting("", r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,63}(,[ ]?[A-Za-z0-9][A-Za-z0-9._ -]{0,63}){0,15}$"),
 }
@@ -185,6 +215,26 @@ def template_settings(pipeline: Mapping[str, Any], rule_name: str = "rule") -> d
             if not isinstance(value, str) or (value and spec.pattern and not re.fullmatch(spec.pattern, value)):
                 raise ConfigError(f"{where} is {value!r}; it must match {spec.pattern}")
         out[key] = value
+    return out
+
+
+def runner_defaults(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """Where the jobs run, consistent with the target unless the rule says otherwise.
+
+    The docker and process targets serve on the machine that ran `deploy`, and smoke-test and
+    promote must reach that machine: the jobs run on one self-hosted machine (GitHub label
+    ``self-hosted``, Azure's self-hosted agent pool ``Default``; GitLab: the rule's
+    ``runner_tags``). The kubernetes target serves in a cluster, so hosted runners
+    (``ubuntu-latest``) work.
+    """
+    hosted = opts["target"] == "kubernetes"
+    labels = [l.strip() for l in (opts["runs_on"] or ("ubuntu-latest" if hosted else "self-hosted")).split(",")]
+    out: dict[str, Any] = {"runs_on": labels[0] if len(labels) == 1 else labels}
+    # Azure: pool.name (self-hosted) or pool.vmImage (Microsoft-hosted); a rule's vm_image wins
+    if opts["vm_image"] or (hosted and not opts["pool"]):
+        out["pool_key"], out["pool_value"] = "vmImage", opts["vm_image"] or "ubuntu-latest"
+    else:
+        out["pool_key"], out["pool_value"] = "name", opts["pool"] or "Default"
     return out
 
 
@@ -238,7 +288,10 @@ def install_spec(pipeline: Mapping[str, Any], target: str, source: str, rule_nam
 
 # ---- rendering -----------------------------------------------------------------------------------
 def _yaml_scalar(value: Any) -> str:
-    """A YAML double-quoted scalar (JSON strings are valid YAML; non-ASCII is \\u-escaped)."""
+    """A YAML double-quoted scalar (JSON strings are valid YAML; non-ASCII is \\u-escaped); a list
+    becomes a flow sequence of such scalars."""
+    if isinstance(value, (list, tuple)):
+        return json.dumps([str(v) for v in value], ensure_ascii=True)
     if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
         return json.dumps(value)
     return json.dumps(str(value), ensure_ascii=True)
@@ -296,6 +349,7 @@ def render_pipeline(
     inputs = pipeline_inputs(event, pipeline, run_id)
     opts = template_settings(pipeline, rule_name)
     opts["install"] = install_spec(pipeline, opts["target"], event.source, rule_name)
+    opts.update(runner_defaults(opts))
     if not opts["service"]:
         opts["service"] = inputs["model"].lower()
     context = {

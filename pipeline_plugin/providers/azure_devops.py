@@ -2,10 +2,11 @@
 the azure-devops SDK.
 
 Rule ``pipeline`` keys: ``project``, and either ``pipeline_id`` (Runs - Run Pipeline with
-``templateParameters`` model, version, source, kind, eventId, tags, artifactUri; see
+``templateParameters`` model, version, source, kind, eventId, tags, artifactUri, registry,
+trackingUri; see
 ``templates/azure-pipelines``) or ``release_definition_id`` (Releases - Create with the release
 variables ``MODEL_NAME``, ``MODEL_VERSION``, ``MODEL_SOURCE``, ``EVENT_ID``, ``MODEL_TAGS``,
-``ARTIFACT_URI`` — mark them "Settable at release time" in the definition — and, with
+``ARTIFACT_URI``, ``MODEL_REGISTRY``, ``MODEL_TRACKING_URI`` — mark them "Settable at release time" in the definition — and, with
 ``artifact_alias``, the model version as that artifact's version, like the model artifact trigger's
 ``Release.Artifacts.{alias}.DefinitionName``/``BuildNumber``). ``ref`` (YAML pipelines: branch to run,
 default the pipeline's default branch), ``parameters`` (static extra template parameters or
@@ -37,10 +38,12 @@ TEMPLATE_PARAMETERS = {
     "event-id": "eventId",
     "tags": "tags",
     "artifact-uri": "artifactUri",
+    "registry": "registry",
+    "tracking-uri": "trackingUri",
 }
 FIXES = {
     400: "Azure DevOps rejected the request: a YAML pipeline must declare the parameters model, version, source, "
-    "kind, eventId, tags and artifactUri (`pipeline-plugin init --provider azure-devops` writes one); a release "
+    "kind, eventId, tags, artifactUri, registry and trackingUri (`pipeline-plugin init --provider azure-devops` writes one); a release "
     "definition must define the variables MODEL_NAME, MODEL_VERSION ... as settable at release time.",
     401: "Set AZURE_DEVOPS_EXT_PAT to a valid personal access token (or SYSTEM_ACCESSTOKEN inside a pipeline); "
     "the one given was rejected.",

@@ -11,7 +11,7 @@ https://HOST/api/v3), ``GITHUB_TOKEN`` (or ``GH_TOKEN``), or a GitHub App: ``GIT
 ``GITHUB_APP_PRIVATE_KEY`` (PEM text or a file path) and ``GITHUB_APP_INSTALLATION_ID``.
 
 The workflow receives the inputs ``model``, ``version``, ``source``, ``kind``, ``event-id``, ``tags``
-(JSON) and ``artifact-uri`` (see ``templates/github``); repository_dispatch sends the same keys in
+(JSON), ``artifact-uri``, ``registry`` and ``tracking-uri`` (see ``templates/github``); repository_dispatch sends the same keys in
 ``client_payload``. GitHub's limits are checked before sending: 25 workflow inputs, 10
 ``client_payload`` keys, 64 KB of payload.
 """
@@ -41,7 +41,8 @@ FIXES = {
     404: "Check the rule's pipeline.repository and pipeline.workflow (the workflow file must exist on the "
     "default branch, and on pipeline.ref) and that the token can see the repository.",
     422: "GitHub rejected the request: check pipeline.ref names a branch or tag, and that the workflow declares "
-    "workflow_dispatch with the inputs model, version, source, kind, event-id, tags and artifact-uri "
+    "workflow_dispatch with the inputs model, version, source, kind, event-id, tags, artifact-uri, registry and "
+    "tracking-uri "
     "(`pipeline-plugin init --provider github` writes one).",
 }
 

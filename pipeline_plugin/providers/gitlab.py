@@ -10,7 +10,8 @@ instance instead) and
 ``GITLAB_TOKEN`` (a token with the ``api`` scope, needed unless a trigger token is used).
 
 The pipeline receives the variables ``MODEL_NAME``, ``MODEL_VERSION``, ``MODEL_SOURCE``,
-``MODEL_EVENT_KIND``, ``EVENT_ID``, ``MODEL_TAGS`` (JSON) and ``ARTIFACT_URI`` (see ``templates/gitlab``).
+``MODEL_EVENT_KIND``, ``EVENT_ID``, ``MODEL_TAGS`` (JSON), ``ARTIFACT_URI``, ``MODEL_REGISTRY`` and
+``MODEL_TRACKING_URI`` (see ``templates/gitlab``).
 """
 
 from __future__ import annotations

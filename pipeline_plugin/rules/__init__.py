@@ -40,13 +40,13 @@ are paths inside the CI repository, and every value must match the rendered pipe
 
 - ``github``: ``repository`` (owner/name, required), ``workflow`` (file name or id; required for
   ``mode: workflow_dispatch``, the default), ``ref``, ``mode`` (``workflow_dispatch`` |
-  ``repository_dispatch``), ``event_type``, ``inputs``; rendering: ``runs_on``, ``action``;
+  ``repository_dispatch``), ``event_type``, ``inputs``; rendering: ``runs_on``, ``action``, ``database_secret``;
   added: ``return_run_details`` (bool, read by ``providers.github``)
 - ``gitlab``: ``project`` (required), ``ref``, ``trigger_token_env`` (the NAME of an environment
   variable, never the token), ``variables``; rendering: ``image``. The server is
   ``CI_SERVER_URL`` (environment), not a rule key.
 - ``azure-devops``: ``project`` (required), ``pipeline_id`` or ``release_definition_id`` (one
-  required), ``artifact_alias``, ``ref``, ``parameters``; rendering: ``vm_image``. The
+  required), ``artifact_alias``, ``ref``, ``parameters``; rendering: ``vm_image``, ``pool``, ``database_secret``. The
   organization is ``SYSTEM_COLLECTIONURI`` (environment), not a rule key.
 - every CI provider (rendering): ``forward_tags`` (list of tag names), ``install``, ``python``
 

@@ -412,7 +412,7 @@ PIPELINE_KEYS: dict[str, dict[str, Validator]] = {
             "inputs": _scalars,
             "return_run_details": _boolean,
         },
-        ("runs_on", "action"),
+        ("runs_on", "action", "database_secret"),
     ),
     "gitlab": _ci(
         {
@@ -432,7 +432,7 @@ PIPELINE_KEYS: dict[str, dict[str, Validator]] = {
             "ref": _ref,
             "parameters": _scalars,
         },
-        ("vm_image",),
+        ("vm_image", "pool", "database_secret"),
     ),
 }
 
