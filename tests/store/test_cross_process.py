@@ -67,3 +67,44 @@ def test_stages_in_separate_state_dirs_share_one_database(store_url, tmp_path, m
         monkeypatch.setenv("PIPELINE_PLUGIN_PROXY_DIR", str(tmp_path / "addresses"))
         for env in ("staging", "production"):
             ProcessTarget(state_dir=tmp_path / "jobs" / "cleanup").delete(service, env)
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(600)
+def test_docker_target_promote_and_delete_from_other_state_dirs(postgres_url, docker_client, base_image, tmp_path, monkeypatch):
+    """The docker target's record, containers and nginx are found by a job with another state dir."""
+    import shutil
+
+    from pipeline_plugin.targets.docker import DockerTarget
+
+    app = Path(__file__).resolve().parent.parent / "targets" / "app"
+    ctx = tmp_path / "image"
+    ctx.mkdir()
+    shutil.copy(app / "server.py", ctx / "server.py")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {base_image}\nCOPY server.py /app/server.py\nUSER 10001\n"
+        "LABEL io.pipeline-plugin.model.name=test-model io.pipeline-plugin.model.version=7\n"
+        'ENV VERSION=7\nCMD ["python3", "/app/server.py"]\n'
+    )
+    tag = f"pp-store-test:{secrets.token_hex(3)}"
+    docker_client.images.build(path=str(ctx), tag=tag, rm=True)
+    service = f"d-{secrets.token_hex(3)}"
+    sample = tmp_path / "sample.json"
+    sample.write_text("[1]")
+    monkeypatch.setenv("PIPELINE_PLUGIN_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("PIPELINE_PLUGIN_PROXY_DIR", str(tmp_path / "addresses"))
+    try:
+        staged = run(tmp_path, postgres_url, "deploy", "deploy", "--name", service, "--env", "staging", "--target", "docker",
+                     "--image", tag)
+        run(tmp_path, postgres_url, "smoke", "smoke-test", "--url", staged["scoring_uri"], "--sample", str(sample),
+            "--name", service, "--requests", "3")
+        promoted = run(tmp_path, postgres_url, "promote", "promote", "--name", service, "--no-writeback", "--requests", "3")
+        assert promoted["status"] == "promoted", promoted
+        other = DockerTarget(state_dir=tmp_path / "jobs" / "cleanup")
+        assert {d.env: d.status for d in other.list(service)} == {"production": "running", "staging": "running"}
+    finally:
+        for env in ("staging", "production"):
+            DockerTarget(state_dir=tmp_path / "jobs" / "cleanup").delete(service, env)
+        docker_client.images.remove(tag, force=True)
+    left = docker_client.containers.list(all=True, filters={"label": f"io.pipeline-plugin.deployment.service={service}"})
+    assert left == []
