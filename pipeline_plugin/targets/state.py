@@ -21,6 +21,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -87,6 +88,7 @@ class ServiceState:
 
     def write(self, record: dict[str, Any]) -> None:
         record["prefix"] = str(self.directory)
+        record["host"] = socket.gethostname()
         self.records.write(self.service, self.env, record)
 
     def clear(self) -> None:
@@ -201,6 +203,14 @@ class LocalTarget:
     def _refresh(self, state: ServiceState, record: dict[str, Any]) -> Deployment:
         """The recorded deployment with its status checked against its instances and nginx now."""
         d = Deployment(**record["deployment"])
+        here = socket.gethostname()
+        if record.get("host") not in (None, here):  # its pids, containers and nginx are on that host
+            d.status = "failed"
+            d.details = {**d.details, "problems": [
+                f"{d.service}/{d.env} was deployed on host {record['host']!r} and this is {here!r}: a {self.name} "
+                f"deployment is reachable only on its host (run this job there, or use the kubernetes target)"
+            ]}
+            return d
         problems = self._problems(record)
         if not self._address(state).running():
             problems.append(f"nginx for 127.0.0.1:{record['port']} is not running")

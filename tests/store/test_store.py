@@ -197,3 +197,15 @@ def test_named_lock_excludes_other_processes(store_url, tmp_path):
     # in/out strictly alternate per process: no two holders at once
     pairs = [lines[i:i + 4] for i in range(0, len(lines), 4)]
     assert len(pairs) == 3 and all(p[0] == p[2] and p[1] == "in" and p[3] == "out" for p in pairs)
+
+
+def test_a_deployment_recorded_on_another_host_says_so(tmp_path, monkeypatch):
+    from pipeline_plugin.targets.process import ProcessTarget
+
+    monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
+    deployment = {"service": "churn", "env": "staging", "image": "/x", "image_id": "sha256:1", "version": "3",
+                  "scoring_uri": "http://127.0.0.1:1/score", "swagger_uri": "", "health_uri": ""}
+    TargetRecords(open_store(tmp_path), "process").write(
+        "churn", "staging", {"port": 1, "host": "runner-7", "instance": {"pid": 1}, "deployment": deployment})
+    found = ProcessTarget(state_dir=tmp_path).get("churn", "staging")
+    assert found.status == "failed" and "deployed on host 'runner-7'" in found.details["problems"][0]
