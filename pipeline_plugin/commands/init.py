@@ -12,7 +12,7 @@ import yaml
 from .. import output
 from ..errors import ConfigError
 from ..events import ModelVersionEvent
-from ..render import check_value, render_pipeline
+from ..render import ACTION_REF, DATABASE_URL_VARIABLE, check_value, render_pipeline
 
 #: init --provider -> (render provider, dispatch provider)
 PROVIDERS = {
@@ -46,12 +46,53 @@ SETTINGS = {
     "azure-devops": "SYSTEM_COLLECTIONURI=https://dev.azure.com/ORG/ and AZURE_DEVOPS_EXT_PAT",
 }
 
+#: where the jobs run, per (dispatch provider, target kind): the docker and process targets serve on
+#: the machine that ran `deploy`, so every job runs on that one self-hosted machine; the kubernetes
+#: target serves in a cluster, so hosted runners work (the image is pushed where the cluster pulls)
+_RUNNER = {
+    ("github", "local"): (
+        "  # {target} serves on the machine that ran deploy: every job runs on one self-hosted runner\n"
+        "  # with the Docker Engine (Settings > Actions > Runners, label self-hosted)\n"
+        "  runs_on: self-hosted\n"
+    ),
+    ("github", "cluster"): (
+        "  # the cluster serves: GitHub-hosted runners work\n"
+        "  runs_on: ubuntu-latest\n"
+    ),
+    ("gitlab", "local"): (
+        "  # {target} serves on the machine that ran deploy: every job runs on one runner there, a\n"
+        "  # shell-executor runner on the machine with the Docker Engine, registered with this tag\n"
+        "  runner_tags: pipeline-plugin\n"
+    ),
+    ("gitlab", "cluster"): (
+        "  # package builds the image with the Docker Engine: a runner with Docker, registered with this tag\n"
+        "  runner_tags: pipeline-plugin\n"
+    ),
+    ("azure-devops", "local"): (
+        "  # {target} serves on the machine that ran deploy: every job runs on a self-hosted agent\n"
+        "  # there, in this agent pool (Organization settings > Agent pools)\n"
+        "  pool: Default\n"
+    ),
+    ("azure-devops", "cluster"): (
+        "  # the cluster serves: Microsoft-hosted agents work\n"
+        "  vm_image: ubuntu-latest\n"
+    ),
+}
+
+_CLUSTER = (
+    "  push: true                       # the cluster pulls the image from image_repository\n"
+    "  image_repository: registry.example.com/models\n"
+)
+
 RULE = """\
-# Trigger rule written by `pipeline-plugin init --provider {provider}`.
+# Trigger rule written by `pipeline-plugin init --provider {provider} --target {target}`.
 # When a new version of {model} is registered in MLflow, start the deploy pipeline
 # ({pipeline_file}) through the {provider} API. Check the target below, give `serve`
 # the API settings ({settings}), then remove `enabled: false`. Try it: pipeline-plugin rules explain
 # --triggers {triggers} --event EVENT.json
+# The jobs read from the CI system's secrets/variables: {database} (the store all jobs
+# share, a postgresql:// URL), MLFLOW_TRACKING_URI (when the event does not name it) and
+# MLFLOW_TRACKING_TOKEN if MLflow needs one (pipeline-plugin's docs/walkthrough.md).
 name: deploy-{model_lower}
 description: new {model} versions -> package, staging, smoke test, production
 enabled: false
@@ -61,11 +102,13 @@ match:
   model: {model}
 pipeline:
   provider: {dispatch}
-{target}  service: {model_lower}
+{dispatch_target}  service: {model_lower}
   approval: true
   entry_script: score.py
+  requirements: requirements.txt   # the scoring code's packages (scikit-learn for a scikit-learn model)
   sample: sample.json
-"""
+  target: {target}
+{runner}{cluster}{action}"""
 
 
 def register(subparsers: Any) -> None:
@@ -83,6 +126,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--dir", default=".", metavar="REPO", help="the repository root (default: .)")
     parser.add_argument("--model", default="my-model", metavar="NAME", help="the registered model to deploy")
     parser.add_argument("--triggers", default="triggers", metavar="DIR", help="rule folder inside REPO")
+    parser.add_argument(
+        "--target",
+        default="docker",
+        choices=("docker", "process", "kubernetes"),
+        help="where the model serves (default: docker). docker and process serve on the machine that ran "
+        "deploy, so the jobs run on one self-hosted runner / agent; kubernetes serves in a cluster, so "
+        "hosted runners work and the image is pushed to a registry",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
     output.add_json_flag(parser)
     parser.set_defaults(func=run)
@@ -120,7 +171,12 @@ def run(args: argparse.Namespace) -> int:
         pipeline_file=_PIPELINE_FILE,  # in a comment: filled in once the pipeline is rendered
         triggers=args.triggers,
         settings=SETTINGS[dispatch_provider],
-        target=_TARGET[dispatch_provider].format(repository=_repository_name(repo)),
+        dispatch_target=_TARGET[dispatch_provider].format(repository=_repository_name(repo)),
+        database=DATABASE_URL_VARIABLE,
+        target=args.target,
+        runner=_RUNNER[dispatch_provider, "cluster" if args.target == "kubernetes" else "local"].format(target=args.target),
+        cluster=_CLUSTER if args.target == "kubernetes" else "",
+        action=f"  action: {ACTION_REF}   # pin @vX.Y.Z or a commit SHA to freeze it\n" if dispatch_provider == "github" else "",
     )
     # the pipeline is rendered from the rule just written, so what it says (approval: true is a
     # manual gate in GitLab, entry script, sample) is what the pipeline does
