@@ -209,3 +209,25 @@ def test_a_deployment_recorded_on_another_host_says_so(tmp_path, monkeypatch):
         "churn", "staging", {"port": 1, "host": "runner-7", "instance": {"pid": 1}, "deployment": deployment})
     found = ProcessTarget(state_dir=tmp_path).get("churn", "staging")
     assert found.status == "failed" and "deployed on host 'runner-7'" in found.details["problems"][0]
+
+
+def test_a_local_target_state_from_before_the_store_is_imported_once(tmp_path, monkeypatch):
+    import json
+
+    from pipeline_plugin.targets.process import ProcessTarget
+
+    monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
+    old = tmp_path / "targets" / "process" / "churn" / "staging"
+    old.mkdir(parents=True)
+    deployment = {"service": "churn", "env": "staging", "image": "/x", "image_id": "sha256:2", "version": "2",
+                  "scoring_uri": "http://127.0.0.1:1/score", "swagger_uri": "", "health_uri": ""}
+    (old / "deployment.json").write_text(json.dumps({"port": 1, "instance": {"pid": 1, "name": "p"}, "deployment": deployment}))
+    (old / "history.jsonl").write_text(json.dumps({"event": "replaced", "at": "t", "replaced_by": "sha256:2",
+                                                   "deployment": {**deployment, "version": "1"}}) + "\n")
+    target = ProcessTarget(state_dir=tmp_path)
+    [listed] = target.list()
+    assert (listed.version, listed.status) == ("2", "failed")  # pid 1 is not its process
+    assert [h["deployment"]["version"] for h in target.history("churn", "staging")] == ["1"]
+    assert not (old / "deployment.json").exists() and (old / "deployment.json.imported").exists()
+    record = TargetRecords(open_store(tmp_path), "process").read("churn", "staging")
+    assert record["prefix"] == str(old)  # its nginx stays where it was
