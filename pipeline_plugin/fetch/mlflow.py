@@ -11,11 +11,30 @@ folder: ``$AZUREML_MODEL_DIR/model/MLmodel``).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
 from ..errors import ConfigError, NotFoundError, ServiceError
 from . import FetchContext, missing_client
+
+
+MODELS = re.compile(r"^models:/([^/@]+)(?:/(\d+)|@([^/]+))/?$")
+
+
+def _resolve(uri: str, tracking: str, registry: str) -> str:
+    """Where a registered version's files are, asked of *this* registry through a client of its own
+    (``download_artifacts`` alone resolves ``models:/`` against the process-wide default server)."""
+    m = MODELS.match(uri)
+    if not m:
+        return uri
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking, registry_uri=registry)
+    name, version, alias = m.groups()
+    if alias:
+        version = client.get_model_version_by_alias(name, alias).version
+    return client.get_model_version_download_uri(name, version)
 
 
 class MlflowBackend:
@@ -44,8 +63,9 @@ class MlflowBackend:
             shutil.rmtree(download)
         download.mkdir(parents=True)
         try:
+            location = _resolve(uri, tracking, registry)
             path = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=str(download), tracking_uri=tracking, registry_uri=registry))
+                artifact_uri=location, dst_path=str(download), tracking_uri=tracking, registry_uri=registry))
         except MlflowException as exc:
             code = getattr(exc, "error_code", "")
             if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
