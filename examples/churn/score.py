@@ -12,6 +12,11 @@ from inference_schema.parameter_types.numpy_parameter_type import NumpyParameter
 from inference_schema.parameter_types.standard_py_parameter_type import StandardPythonParameterType
 from inference_schema.schema_decorators import input_schema, output_schema
 
+try:
+    from pipeline_plugin.runtime import BadInput  # answered 400 with its message
+except ImportError:  # served by another server
+    BadInput = ValueError
+
 model = None
 
 
@@ -29,6 +34,9 @@ def init():
 @input_schema("data", NumpyParameterType(np.array([[24.0, 70.5, 2.0, 1.0]])))
 @output_schema(StandardPythonParameterType({"predictions": [0], "probabilities": [0.5]}))
 def run(data):
+    # NaN and infinity (JSON's NaN/Infinity, or 1e400) fit the schema but are no customer data
+    if not np.isfinite(data).all():
+        raise BadInput("data holds values that are not finite numbers (NaN or infinity); send finite numbers")
     probabilities = model.predict_proba(data)[:, 1]
     return {
         "predictions": [int(p >= 0.5) for p in probabilities],

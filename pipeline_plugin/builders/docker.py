@@ -40,7 +40,7 @@ APP_DIR = "/var/azureml-app"
 MODELS_DIR = APP_DIR + "/azureml-models"
 UID = 10001
 #: what the scoring runtime imports, when the installed metadata cannot say (kept equal to pyproject's `runtime` extra)
-RUNTIME_REQUIREMENTS = ["uvicorn[standard]>=0.29", "inference-schema>=1.7", "numpy"]
+RUNTIME_REQUIREMENTS = ["uvicorn[standard]>=0.29", "werkzeug>=3.0", "inference-schema>=1.7", "numpy"]
 SCORERS = Path(__file__).resolve().parent / "scorers"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
@@ -211,7 +211,13 @@ def runtime_requirements() -> list[str]:
     except importlib.metadata.PackageNotFoundError:
         return list(RUNTIME_REQUIREMENTS)
     found = [r.split(";")[0].strip() for r in reqs if re.search(r"extra\s*==\s*['\"]runtime['\"]", r)]
-    return found or list(RUNTIME_REQUIREMENTS)
+    # an install made before a requirement was added (an editable checkout) still gets it
+    names = {_project_name(r) for r in found}
+    return found + [r for r in RUNTIME_REQUIREMENTS if _project_name(r) not in names]
+
+
+def _project_name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
 
 
 _INDEX_OPTION = re.compile(r"^(--index-url|-i|--extra-index-url|--find-links|-f|--trusted-host|--no-index|--pre|--prefer-binary)\b")

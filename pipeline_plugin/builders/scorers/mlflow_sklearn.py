@@ -74,12 +74,28 @@ def _features(body):
     raise ValueError("no input found: send {\"input_data\": {\"columns\": [...], \"data\": [[...]]}} or {\"data\": [[...]]}")
 
 
+def _check_finite(features):
+    """NaN and infinity (JSON's NaN/Infinity, or 1e400) pass the request's shape but are no input to
+    score: a model would refuse them with its own error, or worse, answer with them."""
+    import numpy as np
+
+    if hasattr(features, "select_dtypes"):
+        values = features.select_dtypes(include="number").to_numpy()
+    else:
+        values = np.asarray(features)
+    if values.dtype.kind in "fc" and values.size and not np.isfinite(values).all():
+        bad = int(values.size - np.isfinite(values).sum())
+        raise BadInput(f"the input holds {bad} value(s) that are not finite numbers (NaN or infinity, e.g. a "
+                       f"number beyond 1.8e308); send finite numbers")
+
+
 def run(raw_data):
     body = json.loads(raw_data) if isinstance(raw_data, (str, bytes)) else raw_data
     try:
         features = _features(body)
     except (ValueError, TypeError, KeyError) as exc:
         raise BadInput(f"the input cannot be read: {exc}") from exc
+    _check_finite(features)
     try:
         predictions = model.predict(features)
     except (ValueError, TypeError) as exc:  # wrong number of features, text where numbers go ...

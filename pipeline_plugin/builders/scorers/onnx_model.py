@@ -41,6 +41,7 @@ def run(raw_data):
     body = json.loads(raw_data) if isinstance(raw_data, (str, bytes)) else raw_data
     try:
         feeds = _feeds(body)
+        _check_finite(feeds)
         outputs = session.run(None, feeds)
     except BadInput:
         raise
@@ -51,6 +52,16 @@ def run(raw_data):
             raise BadInput(f"the model cannot score this input: {exc}") from exc
         raise
     return {node.name: np.asarray(value).tolist() for node, value in zip(session.get_outputs(), outputs)}
+
+
+def _check_finite(feeds):
+    """NaN and infinity (JSON's NaN/Infinity, or 1e400) pass the input's shape and type but are no
+    input to score: the model would answer with NaN."""
+    for name, value in feeds.items():
+        if value.dtype.kind in "fc" and value.size and not np.isfinite(value).all():
+            bad = int(value.size - np.isfinite(value).sum())
+            raise BadInput(f"model input {name!r} holds {bad} value(s) that are not finite numbers (NaN or "
+                           f"infinity, e.g. a number beyond 1.8e308); send finite numbers")
 
 
 def _feeds(body):
