@@ -1,0 +1,214 @@
+"""The GitLab pipeline `pipeline-plugin render --provider gitlab` writes, run by a real third-party
+runner (gitlab-ci-local, shell executor) on this machine's Docker Engine: package -> deploy-staging
+-> smoke-test -> promote-production, each job in its own copy of the project, installing the tool
+the way the template does (`pip install "$PLUGIN_SPEC"` into a fresh venv; here the wheel built from
+this checkout), handing IMAGE / SCORING_URI on through dotenv reports.
+
+A version whose answer differs from the expected output then stops in staging, and production keeps
+serving the version before it.
+
+What the jobs share is set in `runner_variables` (the CI/CD variables a GitLab project would hold):
+today one state dir for every job and the model as a file in the project; with the shared store,
+each job gets its own empty state dir and `PIPELINE_PLUGIN_DATABASE_URL`, and with `package`
+fetching `models:/`, `MLFLOW_TRACKING_URI` replaces `ARTIFACT_URI`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from conftest import unused_port
+
+from . import gitlab_local
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "churn"
+JOBS = ["package", "deploy-staging", "smoke-test", "promote-production", "rollback-production"]
+LABEL = "io.pipeline-plugin.deployment."
+
+
+@pytest.fixture(scope="module")
+def runner():
+    try:
+        return gitlab_local.executable()
+    except gitlab_local.MissingTool as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """This checkout's commit (HEAD, as CI's clone has it) as the wheel a release would publish; the
+    jobs' PLUGIN_SPEC points at it."""
+    out, src = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("source")
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+    proc = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(src)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    [whl] = out.glob("pipeline_plugin-*.whl")
+    return whl
+
+
+@pytest.fixture(scope="module")
+def shared_state(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("gitlab-state")
+
+
+@pytest.fixture(scope="module")
+def service(docker_client, base_image, shared_state, tmp_path_factory):
+    name = f"gl-{secrets.token_hex(3)}"
+    yield name
+    # the state dirs the jobs used: the shared one, and any a job made in its own copy of a project
+    states = [shared_state, *tmp_path_factory.getbasetemp().glob(f"**/{gitlab_local.STATE}/builds/*/.state-*")]
+    cleanup(docker_client, name, states)
+
+
+def cleanup(docker_client, service: str, state_dirs: list[Path]) -> None:
+    """Stop what the pipelines started: the stable nginx addresses through the target's own delete
+    (per state dir), then any container still labelled with the service."""
+    from pipeline_plugin.targets.docker import DockerTarget
+
+    for state in state_dirs:
+        for env in ("staging", "production"):
+            try:
+                DockerTarget(state_dir=state).delete(service, env)
+            except Exception:  # noqa: BLE001 - nothing deployed from this state dir
+                pass
+    for container in containers(docker_client, service):
+        try:
+            container.remove(force=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+    for image in docker_client.images.list(name=f"localhost:5000/{service}/churn"):
+        docker_client.images.remove(image.id, force=True)
+
+
+def containers(docker_client, service: str, env: str | None = None, running: bool = False) -> list:
+    filters = [f"{LABEL}service={service}"] + ([f"{LABEL}env={env}"] if env else [])
+    return docker_client.containers.list(all=not running, filters={"label": filters})
+
+
+def serving(docker_client, service: str, env: str) -> set[str]:
+    """The model versions the running containers of (service, env) carry in their labels."""
+    return {c.labels.get(LABEL + "version", "?") for c in containers(docker_client, service, env, running=True)}
+
+
+def rule(service: str, staging: int, production: int) -> str:
+    return yaml.safe_dump({
+        "name": "deploy-churn",
+        "match": {"source": "mlflow", "model": "churn"},
+        "pipeline": {
+            "provider": "gitlab",
+            "project": "acme/models",
+            "service": service,
+            "target": "docker",
+            "entry_script": "score.py",
+            "requirements": "requirements.txt",
+            "sample": "sample.json",
+            "expect": "expected.json",
+            "staging_port": staging,
+            "production_port": production,
+            "image_repository": f"localhost:5000/{service}",  # images of this test only
+        },
+    }, sort_keys=False)
+
+
+def render(workdir: Path, service: str, ports: tuple[int, int], version: str) -> str:
+    """`pipeline-plugin render --provider gitlab` for a registry event, as a user runs it."""
+    triggers = workdir / "triggers"
+    triggers.mkdir(parents=True, exist_ok=True)
+    (triggers / "deploy-churn.yml").write_text(rule(service, *ports))
+    event = workdir / "event.json"
+    event.write_text(json.dumps({"source": "mlflow", "kind": "model_version.created", "model": "churn",
+                                 "version": version, "tags": {"stage": "candidate"}, "delivery_id": f"d-{version}"}))
+    out = workdir / "rendered"
+    proc = subprocess.run([str(Path(sys.executable).with_name("pipeline-plugin")), "render", "--provider", "gitlab",
+                           "--triggers", str(triggers), "--rule", "deploy-churn", "--event", str(event), "-o", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return (out / ".gitlab-ci.yml").read_text()
+
+
+def project_files(pipeline: str, expected: dict) -> dict:
+    """The repository the pipeline runs in: the rendered `.gitlab-ci.yml` and what the rule names."""
+    return {
+        ".gitlab-ci.yml": pipeline,
+        "score.py": EXAMPLE / "score.py",
+        "requirements.txt": EXAMPLE / "requirements.txt",
+        "sample.json": EXAMPLE / "sample.json",
+        "expected.json": json.dumps(expected),
+        # the model version's artifacts, until `package` fetches models:/NAME/VERSION itself
+        "model.pkl": EXAMPLE / "model.pkl",
+    }
+
+
+def runner_variables(wheel: Path, shared_state: Path) -> dict[str, str]:
+    """The project's CI/CD variables. Trigger variables win over the file's own, like GitLab's."""
+    return {
+        # the template's own install line, pointed at this checkout's wheel
+        "PLUGIN_SPEC": str(wheel),
+        # a file in the repository instead of models:/churn/VERSION (set MLFLOW_TRACKING_URI then)
+        "ARTIFACT_URI": "model.pkl",
+        # one state dir for every job; with a shared database: "$CI_PROJECT_DIR/.state-$CI_JOB_NAME"
+        # and PIPELINE_PLUGIN_DATABASE_URL
+        "PIPELINE_PLUGIN_STATE_DIR": str(shared_state),
+    }
+
+
+def score(url: str) -> dict:
+    r = requests.post(url, json=json.loads((EXAMPLE / "sample.json").read_text()), timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def assert_close(answer: dict, expected: dict) -> None:
+    assert answer["predictions"] == expected["predictions"]
+    assert answer["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-4)
+
+
+def test_rendered_gitlab_pipeline_deploys_under_gitlab_ci_local_and_a_wrong_answer_stops_in_staging(
+        runner, wheel, service, shared_state, tmp_path, docker_client):
+    expected = json.loads((EXAMPLE / "expected.json").read_text())
+    ports = (unused_port(), unused_port())
+    variables = runner_variables(wheel, shared_state)
+
+    # 1. version 1: every stage passes, production answers POST /score
+    good = gitlab_local.make_project(tmp_path / "run1" / "project",
+                                     project_files(render(tmp_path / "run1", service, ports, "1"), expected))
+    run1 = gitlab_local.run(good, variables)
+    assert run1.status() == {
+        "package": "success", "deploy-staging": "success", "smoke-test": "success",
+        "promote-production": "success", "rollback-production": "skipped",
+    }, run1.explain()
+    assert run1.returncode == 0, run1.explain()
+    assert run1.dotenv("package")["IMAGE"].endswith(":1"), run1.explain()
+    staging_uri = run1.dotenv("deploy-staging")["SCORING_URI"]
+    production_uri = run1.dotenv("promote-production")["SCORING_URI"]
+    assert f":{ports[0]}/" in staging_uri and f":{ports[1]}/" in production_uri, (staging_uri, production_uri)
+    assert_close(score(production_uri), expected)
+    assert serving(docker_client, service, "production") == {"1"}
+
+    # 2. version 2 with an expected output it does not give: stops at the staging smoke test
+    wrong = {**expected, "predictions": [1 - p for p in expected["predictions"]]}
+    bad = gitlab_local.make_project(tmp_path / "run2" / "project",
+                                    project_files(render(tmp_path / "run2", service, ports, "2"), wrong))
+    run2 = gitlab_local.run(bad, variables)
+    assert run2.status() == {
+        "package": "success", "deploy-staging": "success", "smoke-test": "failed",
+        "promote-production": "skipped", "rollback-production": "skipped",
+    }, run2.explain()
+    assert run2.returncode != 0
+    assert "predictions" in run2.jobs["smoke-test"].log, run2.explain()
+    assert serving(docker_client, service, "staging") == {"2"}
+    assert serving(docker_client, service, "production") == {"1"}
+    assert_close(score(production_uri), expected)
