@@ -15,7 +15,7 @@ def run(request: AMLRequest):
     headers = dict(request.headers)
     return AMLResponse({
         "names": sorted(name for name, _ in request.headers if name.startswith(("X-", "Content-"))),
-        "content_type": headers.get("Content-Type"),
+        "content_type": headers.get("Content-Type", "").split(";")[0],  # (the multipart boundary varies)
         "multi": request.headers.get("X-Multi"),
         "args": {k: request.args.getlist(k) for k in request.args},
         "form": {k: request.form.getlist(k) for k in request.form},
