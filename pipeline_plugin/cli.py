@@ -75,8 +75,9 @@ def _crash(exc: BaseException, json_output: bool) -> int:
     if isinstance(exc, ImportError):
         missing = f"module {exc.name!r}" if getattr(exc, "name", None) else "a module"
         message += (f"; {missing} cannot be imported: reinstall pipeline-plugin with its dependencies and the "
-                    "extras of what you use (ci, mlflow, kubernetes, sagemaker), e.g. "
-                    "pip install 'pipeline-plugin[ci]==VERSION'; if it is still missing, report it as a bug")
+                    "extras of what you use (ci, mlflow, postgres, kubernetes, sagemaker, huggingface), e.g. "
+                    f"pip install 'pipeline-plugin[ci,mlflow,postgres]=={__version__}'; if it is still missing, "
+                    "report it as a bug")
     else:
         message += "; this is a bug in pipeline-plugin, please report it with the traceback above"
     # the traceback always goes to the log (stderr); the annotation and the summary get the one line
