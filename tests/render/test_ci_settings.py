@@ -288,3 +288,11 @@ def test_dispatch_sends_the_same_registry_values_the_pipelines_declare():
 
     az = render("azure-pipelines", tracking_uri=TRACKING)
     assert {TEMPLATE_PARAMETERS[k] for k in values} <= {p["name"] for p in az["parameters"]}
+
+
+def test_github_stages_after_package_name_the_target_so_the_action_installs_its_client():
+    """Each job installs the tool in a fresh venv: promote and rollback on the kubernetes target
+    need the Kubernetes client there, which the action adds for target kubernetes."""
+    steps = github_stage_steps(render("github", {"target": "kubernetes", "push": True}))
+    for stage in ("deploy", "smoke-test", "promote", "rollback"):
+        assert steps[stage]["with"]["target"] == "kubernetes", stage
