@@ -12,6 +12,7 @@ run by different CI jobs, each with its own empty state dir, share one state.
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -50,8 +51,6 @@ class Store:
 
 def open_store(state_dir: str | Path | None = None, url: str | None = None) -> Store:
     """The store: ``url``, else ``$PIPELINE_PLUGIN_DATABASE_URL``, else ``<state dir>/history.sqlite``."""
-    import os
-
     embedded = not url and not os.environ.get(DATABASE_URL_ENV)
     return Store(database_url(state_dir, url), embedded=embedded)
 
