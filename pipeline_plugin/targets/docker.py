@@ -110,15 +110,21 @@ class DockerTarget(LocalTarget):
         sharing one Docker Engine never stop or replace each other's containers."""
         return hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]
 
-    def _containers(self, service: str, env: str | None = None, all: bool = True) -> list[Any]:
-        filters = [f"{LABEL}scope={self.scope}", f"{LABEL}service={service}"]
+    @staticmethod
+    def _scope(state: ServiceState) -> str:
+        """The scope of one (service, env): of the folder its record names (``<root>/<service>/<env>``),
+        so every job finds its containers even when its own default folder differs."""
+        return hashlib.sha256(str(state.directory.parent.parent.resolve()).encode()).hexdigest()[:16]
+
+    def _containers(self, service: str, env: str | None = None, all: bool = True, scope: str | None = None) -> list[Any]:
+        filters = [f"{LABEL}scope={scope or self.scope}", f"{LABEL}service={service}"]
         if env is not None:
             filters.append(f"{LABEL}env={env}")
         return self.client().containers.list(all=all, filters={"label": filters})
 
     # -- internals ---------------------------------------------------------------------------
     def _stop_all(self, state: ServiceState) -> None:
-        for container in self._containers(state.service, state.env):
+        for container in self._containers(state.service, state.env, scope=self._scope(state)):
             self._remove(container)
 
     def _apply(self, spec: DeploymentSpec, progress: ProgressFn) -> Deployment:
@@ -141,7 +147,7 @@ class DockerTarget(LocalTarget):
             generation = int((record or {}).get("generation") or 0) + 1
             started: list[tuple[Any, int]] = []
             try:
-                self._start_ready(spec, image, port, wanted, generation, progress, started)
+                self._start_ready(spec, image, port, wanted, generation, progress, started, self._scope(state))
                 address.switch(port, [f"127.0.0.1:{hp}" for _c, hp in started], str(generation), progress)
             except BaseException:
                 if record is not None and old_running and address.running():
@@ -166,18 +172,18 @@ class DockerTarget(LocalTarget):
             if record is not None:
                 state.append_history(record["deployment"], "replaced", replaced_by=image.id)
             keep = set(new_record["container_ids"])
-            for other in self._containers(spec.service, spec.env):
+            for other in self._containers(spec.service, spec.env, scope=self._scope(state)):
                 if other.id not in keep:
                     progress(f"stopping the previous container {other.name}")
                     self._remove(other)
             return self._refresh(state, new_record)
 
     def _start_ready(self, spec: DeploymentSpec, image: Any, port: int, wanted: str, generation: int,
-                     progress: ProgressFn, started: list[tuple[Any, int]]) -> None:
+                     progress: ProgressFn, started: list[tuple[Any, int]], scope: str) -> None:
         """Start ``spec.replicas`` containers (appended to ``started``, so the caller can remove them
         on failure) and wait until each is ready."""
         for _ in range(spec.replicas):
-            started.append(self._start(spec, image, port, wanted, generation, progress))
+            started.append(self._start(spec, image, port, wanted, generation, progress, scope))
         for container, host_port in started:
             what = f"container {container.name}"
             try:
@@ -212,7 +218,8 @@ class DockerTarget(LocalTarget):
             generation = int(record["generation"]) + 1
             started: list[tuple[Any, int]] = []
             try:
-                self._start_ready(spec, image, port, spec_hash(spec, image.id, port), generation, progress, started)
+                self._start_ready(spec, image, port, spec_hash(spec, image.id, port), generation, progress, started,
+                                  self._scope(state))
             except BaseException:
                 for container, _hp in started:
                     self._remove(container)
@@ -276,7 +283,8 @@ class DockerTarget(LocalTarget):
         except docker.errors.NotFound:
             return False
 
-    def _start(self, spec: DeploymentSpec, image: Any, port: int, wanted: str, generation: int, progress: ProgressFn):
+    def _start(self, spec: DeploymentSpec, image: Any, port: int, wanted: str, generation: int, progress: ProgressFn,
+               scope: str):
         import docker
 
         labels_in = image.labels or {}
@@ -292,7 +300,7 @@ class DockerTarget(LocalTarget):
                 raise ConfigError(f"label {key!r} uses the reserved prefix {LABEL}; choose another name")
         labels = {
             **{str(k): str(v) for k, v in spec.labels.items()},
-            LABEL + "scope": self.scope,
+            LABEL + "scope": scope,
             LABEL + "service": spec.service,
             LABEL + "env": spec.env,
             LABEL + "image": spec.image,

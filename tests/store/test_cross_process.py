@@ -92,7 +92,8 @@ def test_docker_target_promote_and_delete_from_other_state_dirs(postgres_url, do
     sample = tmp_path / "sample.json"
     sample.write_text("[1]")
     monkeypatch.setenv("PIPELINE_PLUGIN_DATABASE_URL", postgres_url)
-    monkeypatch.setenv("PIPELINE_PLUGIN_PROXY_DIR", str(tmp_path / "addresses"))
+    # this job's own default folder differs from the deploying jobs': the recorded folder and scope win
+    monkeypatch.setenv("PIPELINE_PLUGIN_PROXY_DIR", str(tmp_path / "elsewhere"))
     try:
         staged = run(tmp_path, postgres_url, "deploy", "deploy", "--name", service, "--env", "staging", "--target", "docker",
                      "--image", tag)
