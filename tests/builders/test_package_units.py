@@ -160,6 +160,19 @@ def test_model_digest_follows_contents_not_argument_order(tmp_path):
 
 # ---------------------------------------------------------------- requirements and conda
 
+def test_the_image_gets_werkzeug_for_rawhttp_scripts_even_from_an_older_install(monkeypatch):
+    """AMLRequest/AMLResponse are werkzeug's wrappers: the image's requirements must hold werkzeug,
+    also when the installed metadata predates it (an editable checkout installed earlier)."""
+    import importlib.metadata
+
+    names = [builder._project_name(r) for r in builder.runtime_requirements()]
+    assert "werkzeug" in names and "uvicorn" in names and len(names) == len(set(names))
+    monkeypatch.setattr(importlib.metadata, "requires", lambda _name: [
+        "uvicorn[standard]>=0.29; extra == 'runtime'", "numpy; extra == 'runtime'", "PyYAML>=6"])
+    reqs = builder.runtime_requirements()
+    assert reqs[:2] == ["uvicorn[standard]>=0.29", "numpy"] and "werkzeug>=3.0" in reqs and "PyYAML>=6" not in reqs
+
+
 def test_requirement_includes_are_inlined_and_index_options_split(tmp_path):
     (tmp_path / "base.txt").write_text("numpy>=1.26  # pinned below\n")
     req = tmp_path / "requirements.txt"
