@@ -4,17 +4,12 @@ One module per registry, each defining ``BACKEND`` with ``name``, ``prefixes`` (
 takes), ``extra`` (the pip extra that brings its client) and ``fetch(uri, dest, ctx) -> Path``. SDKs
 are imported only inside their backend module.
 
-==========================================================================  ==============
-URI                                                                         backend
-==========================================================================  ==============
-``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``runs:/RUN/PATH``,         ``mlflow``
-``mlflow-artifacts:/...``
-``arn:aws:sagemaker:REGION:ACCOUNT:model-package/GROUP/VERSION``,             ``sagemaker``
-``s3://BUCKET/KEY`` (a ``.tar.gz`` is unpacked; else a prefix)
-``azureml://subscriptions/S/resourceGroups/RG/workspaces/W/models/N/versions/V``  ``azureml``
-``hf://REPO`` (``main``), ``hf://REPO@REVISION``                                  ``huggingface``
-a path, ``file://PATH``                                                      ``local``
-==========================================================================  ==============
+- ``mlflow``: ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``runs:/RUN/PATH``, ``mlflow-artifacts:/...``
+- ``sagemaker``: ``arn:aws:sagemaker:REGION:ACCOUNT:model-package/GROUP/VERSION``, ``s3://BUCKET/KEY``
+  (a ``.tar.gz`` is unpacked; else an object or a prefix)
+- ``azureml``: ``azureml://subscriptions/S/resourceGroups/RG/workspaces/W/models/NAME/versions/V``
+- ``huggingface``: ``hf://REPO`` (``main``), ``hf://REPO@REVISION``
+- ``local``: a path, ``file://PATH``
 
 **A sender never reads the host's disk.** ``allowed_roots=None`` means the caller typed the URI
 (the CLI's ``--model``): any local path is fetched. A sequence (the local provider: the listener's
@@ -155,7 +150,3 @@ def fetch(
     requirements, conda = model_dependencies(path)
     return FetchedModel(uri=uri, path=path, backend=backend.name, requirements=requirements, conda=conda)
 
-
-def is_remote(uri: str) -> bool:
-    """True when ``uri`` names a registry (not a local path)."""
-    return backend_for(uri).name != "local"
