@@ -99,3 +99,14 @@ def test_a_failed_check_still_exits_1_and_a_passing_run_0(tmp_path):
                                text=True, timeout=120) for expect in (expect_ok, expect_bad)]
     assert [r.returncode for r in runs] == [0, 1], [r.stderr for r in runs]
     assert "crashed" not in runs[1].stderr
+
+
+def test_under_azure_pipelines_the_crash_is_a_logissue(monkeypatch, capsys):
+    for var in CI_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TF_BUILD", "True")
+    monkeypatch.setattr(cli, "build_parser", _parser_with_failing_command(RuntimeError("disk; full]")))
+    assert cli.main(["boom"]) == 3
+    out = capsys.readouterr().out
+    # the message escaped as Azure expects (; and ] would end the command)
+    assert "##vso[task.logissue type=error]pipeline-plugin crashed: RuntimeError: disk%3B full%5D" in out
