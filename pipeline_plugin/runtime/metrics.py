@@ -79,6 +79,11 @@ class Metrics:
             "# HELP pipeline_plugin_score_in_flight Score requests being processed now.",
             "# TYPE pipeline_plugin_score_in_flight gauge",
             f"pipeline_plugin_score_in_flight {self._total(_INFLIGHT):.0f}",
+            "# HELP pipeline_plugin_worker_score_requests_total POST /score requests answered, by worker process "
+            "(shows how evenly connections spread).",
+            "# TYPE pipeline_plugin_worker_score_requests_total counter",
+            *(f'pipeline_plugin_worker_score_requests_total{{worker="{w}"}} '
+              f'{sum(self.block[w * ROW + s] for s in range(len(STATUSES))):.0f}' for w in range(self.workers)),
             "# HELP pipeline_plugin_workers Worker processes serving requests.",
             "# TYPE pipeline_plugin_workers gauge",
             f"pipeline_plugin_workers {self.workers}",

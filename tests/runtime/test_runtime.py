@@ -346,6 +346,35 @@ def test_workers_each_run_init_and_metrics_add_up(runtime, tmp_path):
     assert 'pipeline_plugin_requests_total{route="/score",status="200"} 40' in rt.client.get("/metrics").text
 
 
+@pytest.mark.parametrize("reuseport", ["1", "0"])
+def test_a_burst_of_connections_spreads_over_the_workers(runtime, reuseport):
+    """32 connections opened together (as wrk does) must not all land on one worker: with a socket
+    per worker (SO_REUSEPORT) the kernel spreads them; /metrics shows each worker's share."""
+    import socket as socketlib
+
+    rt = runtime("slow_score.py", {"PIPELINE_PLUGIN_REUSEPORT": reuseport}, workers=2)
+    request = (b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 12\r\n\r\n{\"sleep\": 0}")
+    conns = [socketlib.create_connection(("127.0.0.1", rt.port)) for _ in range(32)]
+    try:
+        for c in conns:
+            c.sendall(request)
+        pids = set()
+        for c in conns:
+            data = b""
+            while b"}" not in data.split(b"\r\n\r\n", 1)[-1]:
+                data += c.recv(4096)
+            pids.add(json.loads(data.split(b"\r\n\r\n", 1)[1])["pid"])
+    finally:
+        for c in conns:
+            c.close()
+    shares = [float(line.rsplit(" ", 1)[1]) for line in rt.client.get("/metrics").text.splitlines()
+              if line.startswith("pipeline_plugin_worker_score_requests_total{")]
+    assert len(shares) == 2 and sum(shares) == 32
+    if reuseport == "1":
+        assert len(pids) == 2 and min(shares) >= 4, shares  # 4 or fewer of 32: p < 1e-5 for a fair hash
+
+
 def test_rawhttp_gets_the_request_and_returns_status_and_headers(runtime):
     rt = runtime("raw_score.py")
     r = rt.client.post("/score?x=1", content=b"\x00\x01binary", headers={"content-type": "application/octet-stream"})
