@@ -142,11 +142,11 @@ def job_names(project: Path, exe: Path | None = None) -> list[str]:
 
 
 def _env(project: Path, extra: dict[str, str] | None) -> dict[str, str]:
-    """A runner's environment: the system PATH (not the test's venv), a HOME of its own, and what the
-    test passes (Docker's address, pip's settings)."""
+    """A runner's environment: the system PATH (not the test's venv), the runner user's HOME (its pip
+    cache), and what the test passes (Docker's address, pip's settings)."""
     env = {
         "PATH": ":".join(SYSTEM_PATH),
-        "HOME": str(project.parent / "runner-home"),
+        "HOME": os.environ.get("HOME") or str(project.parent / "runner-home"),
         "LANG": "C.UTF-8",
         "FORCE_COLOR": "0",
     }

@@ -8,9 +8,9 @@ A version whose answer differs from the expected output then stops in staging, a
 serving the version before it.
 
 What the jobs share is set in `runner_variables` (the CI/CD variables a GitLab project would hold):
-today one state dir for every job and the model as a file in the project; with the shared store,
-each job gets its own empty state dir and `PIPELINE_PLUGIN_DATABASE_URL`, and with `package`
-fetching `models:/`, `MLFLOW_TRACKING_URI` replaces `ARTIFACT_URI`.
+today each job its own empty state dir, one PostgreSQL database (`PIPELINE_PLUGIN_DATABASE_URL`) for all,
+and the model as a file in the project (with `package` fetching `models:/` from MLflow,
+`MLFLOW_TRACKING_URI` replaces `ARTIFACT_URI`).
 """
 
 from __future__ import annotations
@@ -60,30 +60,45 @@ def wheel(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def shared_state(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("gitlab-state")
+def service(docker_client, base_image):
+    return f"gl-{secrets.token_hex(3)}"
 
 
 @pytest.fixture(scope="module")
-def service(docker_client, base_image, shared_state, tmp_path_factory):
-    name = f"gl-{secrets.token_hex(3)}"
-    yield name
-    # the state dirs the jobs used: the shared one, and any a job made in its own copy of a project
-    states = [shared_state, *tmp_path_factory.getbasetemp().glob(f"**/{gitlab_local.STATE}/builds/*/.state-*")]
-    cleanup(docker_client, name, states)
+def database_url(postgres, service) -> str:
+    """One empty PostgreSQL database: the store every job of both pipelines shares."""
+    return postgres.create_database(f"t_{service.replace('-', '_')}")
 
 
-def cleanup(docker_client, service: str, state_dirs: list[Path]) -> None:
+@pytest.fixture(scope="module")
+def deployed(docker_client, service, database_url, tmp_path_factory):
+    """Everything the pipelines start is stopped afterwards."""
+    proxy_dir = tmp_path_factory.mktemp("addresses")
+    yield proxy_dir
+    cleanup(docker_client, service, database_url, proxy_dir)
+
+
+def cleanup(docker_client, service: str, database_url: str, proxy_dir: Path) -> None:
     """Stop what the pipelines started: the stable nginx addresses through the target's own delete
-    (per state dir), then any container still labelled with the service."""
+    (reading the shared store), then any container still labelled with the service."""
+    import os
+
     from pipeline_plugin.targets.docker import DockerTarget
 
-    for state in state_dirs:
+    saved = {k: os.environ.get(k) for k in ("PIPELINE_PLUGIN_DATABASE_URL", "PIPELINE_PLUGIN_PROXY_DIR")}
+    os.environ.update({"PIPELINE_PLUGIN_DATABASE_URL": database_url, "PIPELINE_PLUGIN_PROXY_DIR": str(proxy_dir)})
+    try:
         for env in ("staging", "production"):
             try:
-                DockerTarget(state_dir=state).delete(service, env)
-            except Exception:  # noqa: BLE001 - nothing deployed from this state dir
-                pass
+                DockerTarget(state_dir=proxy_dir / "cleanup-state").delete(service, env)
+            except Exception as exc:  # noqa: BLE001 - cleanup goes on with the containers
+                print(f"cleanup {service}/{env}: {exc}")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     for container in containers(docker_client, service):
         try:
             container.remove(force=True)
@@ -152,17 +167,31 @@ def project_files(pipeline: str, expected: dict) -> dict:
     }
 
 
-def runner_variables(wheel: Path, shared_state: Path) -> dict[str, str]:
-    """The project's CI/CD variables. Trigger variables win over the file's own, like GitLab's."""
+def runner_variables(wheel: Path, database_url: str, proxy_dir: Path) -> dict[str, str]:
+    """The project's CI/CD variables (and the runner's environment). Like GitLab's, they win over
+    the file's own; gitlab-ci-local expands `$CI_...` in them per job."""
     return {
-        # the template's own install line, pointed at this checkout's wheel
-        "PLUGIN_SPEC": str(wheel),
+        # the template's own install line, pointed at this checkout's wheel with the extras it needs
+        "PLUGIN_SPEC": f"pipeline-plugin[postgres] @ {wheel.as_uri()}",
         # a file in the repository instead of models:/churn/VERSION (set MLFLOW_TRACKING_URI then)
         "ARTIFACT_URI": "model.pkl",
-        # one state dir for every job; with a shared database: "$CI_PROJECT_DIR/.state-$CI_JOB_NAME"
-        # and PIPELINE_PLUGIN_DATABASE_URL
-        "PIPELINE_PLUGIN_STATE_DIR": str(shared_state),
+        # every job its own empty state dir; what they share is the database
+        "PIPELINE_PLUGIN_STATE_DIR": "$CI_PROJECT_DIR/.state-$CI_JOB_NAME",
+        "PIPELINE_PLUGIN_DATABASE_URL": database_url,
+        # the runner host's folder for the stable addresses (nginx) of the docker target
+        "PIPELINE_PLUGIN_PROXY_DIR": str(proxy_dir),
     }
+
+
+def serves(service: str, database_url: str, tmp_path: Path) -> dict[str, str]:
+    """`pipeline-plugin status` from another machine (an empty state dir) through the shared store:
+    the version each environment serves."""
+    empty = tmp_path / f"elsewhere-{secrets.token_hex(3)}"
+    proc = subprocess.run([str(Path(sys.executable).with_name("pipeline-plugin")), "status", "--name", service,
+                           "--target", "docker", "--state-dir", str(empty), "--database-url", database_url, "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {env: e["version"] for env, e in json.loads(proc.stdout)["environments"].items() if e.get("version")}
 
 
 def score(url: str) -> dict:
@@ -177,10 +206,10 @@ def assert_close(answer: dict, expected: dict) -> None:
 
 
 def test_rendered_gitlab_pipeline_deploys_under_gitlab_ci_local_and_a_wrong_answer_stops_in_staging(
-        runner, wheel, service, shared_state, tmp_path, docker_client):
+        runner, wheel, service, database_url, deployed, tmp_path, docker_client):
     expected = json.loads((EXAMPLE / "expected.json").read_text())
     ports = (unused_port(), unused_port())
-    variables = runner_variables(wheel, shared_state)
+    variables = runner_variables(wheel, database_url, proxy_dir=deployed)
 
     # 1. version 1: every stage passes, production answers POST /score
     good = gitlab_local.make_project(tmp_path / "run1" / "project",
@@ -191,6 +220,10 @@ def test_rendered_gitlab_pipeline_deploys_under_gitlab_ci_local_and_a_wrong_answ
         "promote-production": "success", "rollback-production": "skipped",
     }, run1.explain()
     assert run1.returncode == 0, run1.explain()
+    # the jobs kept nothing in their own state dirs: what they shared is the database, which any
+    # machine now reads
+    assert not list(good.glob(f"{gitlab_local.STATE}/builds/**/*.sqlite")), "a job used an embedded store"
+    assert serves(service, database_url, tmp_path) == {"staging": "1", "production": "1"}
     assert run1.dotenv("package")["IMAGE"].endswith(":1"), run1.explain()
     staging_uri = run1.dotenv("deploy-staging")["SCORING_URI"]
     production_uri = run1.dotenv("promote-production")["SCORING_URI"]
@@ -210,5 +243,6 @@ def test_rendered_gitlab_pipeline_deploys_under_gitlab_ci_local_and_a_wrong_answ
     assert run2.returncode != 0
     assert "predictions" in run2.jobs["smoke-test"].log, run2.explain()
     assert serving(docker_client, service, "staging") == {"2"}
+    assert serves(service, database_url, tmp_path) == {"staging": "2", "production": "1"}
     assert serving(docker_client, service, "production") == {"1"}
     assert_close(score(production_uri), expected)
