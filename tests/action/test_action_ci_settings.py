@@ -127,3 +127,14 @@ def test_without_the_secrets_the_stages_see_no_empty_settings(tmp_path, stub):
         assert env["MLFLOW_TRACKING_URI"] == "https://mlflow.example.com", stage
     argv = seen["package"]["argv"]
     assert argv[argv.index("--source") + 1] == "mlflow" and "--registry" not in argv
+
+
+def test_the_repository_tracking_uri_wins_over_the_event_s(tmp_path, stub):
+    """The MLflow credentials go to the server the repository names, never to an address an event
+    carries (an event's tracking URI may come from a webhook URL's unsigned query string)."""
+    event = ModelVersionEvent.from_dict({"source": "mlflow", "kind": "model_version.created", "model": "churn",
+                                         "version": "3", "registry": {"tracking_uri": "http://elsewhere.example:5000"}})
+    seen, _ = run_workflow(event, {"MLFLOW_TRACKING_TOKEN": "tok-1"}, {"MLFLOW_TRACKING_URI": "https://mlflow.example.com"},
+                           tmp_path, stub)
+    for stage, call in seen.items():
+        assert call["env"]["MLFLOW_TRACKING_URI"] == "https://mlflow.example.com", stage

@@ -1,6 +1,6 @@
 """What the stages need on separate runners reaches every stage of every rendered pipeline: the
-shared store's URL from a secret (never in script text), MLflow's tracking URI (the event's, else
-the CI system's variable) and the event's source and registry identity for `package` (the image
+shared store's URL from a secret (never in script text), MLflow's tracking URI (the CI system's
+variable, else the event's) and the event's source and registry identity for `package` (the image
 labels promote's write-back reads). The scripts are run with a stand-in `pipeline-plugin` that
 records its arguments and environment, with the variables each CI system would give them."""
 
@@ -22,6 +22,7 @@ from pipeline_plugin.render import render_pipeline
 STAGES = ("package", "deploy", "smoke-test", "promote", "rollback")
 SECRET_URL = "postgresql://deployer:s3cr3t-pw@db.internal:5432/pipeline"
 TRACKING = "http://mlflow.internal:5000"
+FALLBACK = "http://fallback.internal:5000"  # the CI system's own MLFLOW_TRACKING_URI variable
 
 
 def mlflow_event(**registry: str) -> ModelVersionEvent:
@@ -183,16 +184,23 @@ def azure_env(value: str, params: dict[str, str], variables: dict[str, str]) -> 
     return re.sub(r"\$\(([\w.]+)\)", lambda m: variables.get(m.group(1), m.group(0)), value)
 
 
+def expected_tracking(configured: bool, event_tracking: str | None) -> str | None:
+    """The CI system's own MLFLOW_TRACKING_URI wins: MLflow credentials never go to an address an
+    event names when the project names its server; the event's is used only when none is set."""
+    return FALLBACK if configured else event_tracking
+
+
 @pytest.mark.parametrize("defined", [True, False])
+@pytest.mark.parametrize("configured", [True, False])
 @pytest.mark.parametrize("event_tracking", [TRACKING, None])
-def test_azure_scripts_receive_store_tracking_uri_and_registry(stub, tmp_path, defined, event_tracking):
+def test_azure_scripts_receive_store_tracking_uri_and_registry(stub, tmp_path, defined, configured, event_tracking):
     bin_dir, calls = stub
     registry = {"tracking_uri": event_tracking} if event_tracking else {}
     doc = render("azure-pipelines", **registry)
     params = {p["name"]: str(p["default"]) for p in doc["parameters"]}
     secrets = {"PIPELINE_PLUGIN_DATABASE_URL": SECRET_URL, "MLFLOW_TRACKING_TOKEN": "mlflow-token"} if defined else {}
-    plain = {"MLFLOW_TRACKING_URI": "http://fallback.internal:5000", "SERVICE": "churn",
-             "IMAGE_REPOSITORY": "localhost:5000/models", "IMAGE": "img:3", "SCORING_URI": "http://x/score"}
+    plain = {"SERVICE": "churn", "IMAGE_REPOSITORY": "localhost:5000/models", "IMAGE": "img:3",
+             "SCORING_URI": "http://x/score", **({"MLFLOW_TRACKING_URI": FALLBACK} if configured else {})}
     variables = {**plain, **secrets}
     for stage, step in azure_stage_steps(doc).items():
         env = {k: azure_env(str(v), params, variables) for k, v in step["env"].items()}
@@ -207,7 +215,7 @@ def test_azure_scripts_receive_store_tracking_uri_and_registry(stub, tmp_path, d
         else:  # an undefined secret variable is its literal macro text: never passed on as a URL
             assert "PIPELINE_PLUGIN_DATABASE_URL" not in env, stage
             assert "MLFLOW_TRACKING_TOKEN" not in env, stage
-        assert env["MLFLOW_TRACKING_URI"] == (event_tracking or "http://fallback.internal:5000"), stage
+        assert env.get("MLFLOW_TRACKING_URI") == expected_tracking(configured, event_tracking), stage
     package = seen["package"]["argv"]
     assert flag(package, "--source") == "mlflow"
     assert flag(package, "--registry") == (f"tracking_uri={event_tracking}" if event_tracking else None)
@@ -226,12 +234,13 @@ def gitlab_job_env(doc: dict, job: dict, project: dict[str, str]) -> dict[str, s
     return {**env, **project}
 
 
+@pytest.mark.parametrize("configured", [True, False])
 @pytest.mark.parametrize("event_tracking", [TRACKING, None])
-def test_gitlab_jobs_receive_store_tracking_uri_and_registry(stub, tmp_path, event_tracking):
+def test_gitlab_jobs_receive_store_tracking_uri_and_registry(stub, tmp_path, configured, event_tracking):
     bin_dir, calls = stub
     registry = {"tracking_uri": event_tracking} if event_tracking else {}
     doc = render("gitlab", **registry)
-    project = {"PIPELINE_PLUGIN_DATABASE_URL": SECRET_URL, "MLFLOW_TRACKING_URI": "http://fallback.internal:5000"}
+    project = {"PIPELINE_PLUGIN_DATABASE_URL": SECRET_URL, **({"MLFLOW_TRACKING_URI": FALLBACK} if configured else {})}
     dotenv = {"IMAGE": "img:3", "SCORING_URI": "http://x/score"}  # from the previous jobs' reports
     # the default before_script, without the lines that install the tool (the stand-in is on PATH)
     before = [line for line in doc["default"]["before_script"] if "pip" not in line and "venv" not in line]
@@ -242,7 +251,7 @@ def test_gitlab_jobs_receive_store_tracking_uri_and_registry(stub, tmp_path, eve
     assert set(seen) == set(STAGES)
     for stage, call in seen.items():
         assert call["env"]["PIPELINE_PLUGIN_DATABASE_URL"] == SECRET_URL, stage
-        assert call["env"]["MLFLOW_TRACKING_URI"] == (event_tracking or "http://fallback.internal:5000"), stage
+        assert call["env"].get("MLFLOW_TRACKING_URI") == expected_tracking(configured, event_tracking), stage
     package = seen["package"]["argv"]
     assert flag(package, "--source") == "mlflow"
     assert flag(package, "--registry") == (f"tracking_uri={event_tracking}" if event_tracking else None)
