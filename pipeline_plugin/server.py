@@ -23,6 +23,7 @@ Config file (YAML, ``--config``)::
         secret_env: MLFLOW_WEBHOOK_SECRET     # read the secret from this variable instead
         auth: standard-webhooks               # another scheme from sources.auth.SCHEMES
         tracking_uri: http://mlflow:5000      # registry identity for events of this source
+        tracking_uris: [http://a:5000]        # servers a webhook URL's ?tracking_uri= may name
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from .metrics import CONTENT_TYPE, UNKNOWN_SOURCE, Metrics
 log = logging.getLogger("pipeline_plugin.server")
 
 MAX_BODY = 1024 * 1024
-SOURCE_CONFIG_KEYS = ("secret_env", "auth", "tracking_uri", "options")
+SOURCE_CONFIG_KEYS = ("secret_env", "auth", "tracking_uri", "tracking_uris", "options")
 CONFIG_KEYS = ("sources", "fetch")
 FETCH_CONFIG_KEYS = ("allowed_roots",)
 
@@ -122,6 +123,12 @@ def load_config(path: str | Path | None) -> ServerConfig:
         options = dict(settings.get("options") or {})
         if settings.get("tracking_uri"):
             options["tracking_uri"] = str(settings["tracking_uri"])
+        uris = settings.get("tracking_uris")
+        if uris is not None:
+            if not isinstance(uris, list) or not all(isinstance(u, str) and u for u in uris):
+                raise ConfigError(f"{where}.tracking_uris: must be a list of MLflow server URLs (the values a "
+                                  f"webhook URL's ?tracking_uri= may name), got {uris!r}")
+            options["tracking_uris"] = list(uris)
         config.sources[name] = SourceConfig(secret_env=secret_env, auth=auth, options=options)
     config.fetch_roots = _fetch_roots(p, data.get("fetch"))
     return config

@@ -18,8 +18,9 @@ and budget events
 ====================================  =========================  ==============================
 
 ``registry`` holds ``tracking_uri`` when known: ``request.options["tracking_uri"]`` (server
-config) or the webhook URL's ``?tracking_uri=`` query; plus ``workspace`` when MLflow runs with
-workspaces. ``delivery_id`` is ``X-MLflow-Delivery-Id`` (stable across MLflow's retries).
+config) or the webhook URL's ``?tracking_uri=`` query, which must name a server the config lists
+(``tracking_uri`` or ``tracking_uris``: the query is outside MLflow's signature); plus
+``workspace`` when MLflow runs with workspaces. ``delivery_id`` is ``X-MLflow-Delivery-Id`` (stable across MLflow's retries).
 
 MLflow's "test webhook" button (``mlflow.webhooks.delivery.test_webhook``) sends a fixed example
 payload for model ``example_model`` with a valid signature and nothing marking it as a test. Such a
@@ -119,14 +120,18 @@ class MlflowSource(BaseSource):
             alias = P.string(data, "data", "alias")
 
         registry: dict[str, str] = {}
-        tracking_uri = (request.options or {}).get("tracking_uri") or _query(request, "tracking_uri")
-        if isinstance(tracking_uri, str) and tracking_uri:
+        tracking_uri, from_query = _tracking_uri(request)
+        if tracking_uri:
             registry["tracking_uri"] = tracking_uri
         workspace = P.string(body, "", "workspace", required=False)
         if workspace:
             registry["workspace"] = workspace
 
         delivery_id = request.headers.get("X-MLflow-Delivery-Id") or P.body_digest(request.body)
+        if from_query:
+            # the query is outside the signature: a delivery replayed with another allowed server's
+            # URI is a delivery of its own, never the duplicate that swallows the genuine one
+            delivery_id = f"{delivery_id}@{tracking_uri}"
         return [
             ModelVersionEvent(
                 source=self.name,
@@ -148,6 +153,32 @@ class MlflowSource(BaseSource):
 def _query(request: Request, name: str) -> str | None:
     value = (request.query or {}).get(name)
     return value if isinstance(value, str) else None
+
+
+def _tracking_uri(request: Request) -> tuple[str | None, bool]:
+    """The MLflow server a delivery came from, and whether the webhook URL's query named it.
+
+    MLflow signs ``delivery_id.timestamp.body``, not the URL: a ``?tracking_uri=`` could be changed
+    by whoever replays a captured delivery, and the stages download from (and send MLflow's
+    credentials to) that address. So the query only picks among the servers the listener's config
+    names (``tracking_uri``, ``tracking_uris``); any other value is refused."""
+    options = request.options or {}
+    configured = options.get("tracking_uri") if isinstance(options.get("tracking_uri"), str) else None
+    allowed = [u for u in (options.get("tracking_uris") or []) if isinstance(u, str)]
+    if configured:
+        allowed.append(configured)
+    asked = _query(request, "tracking_uri")
+    if not asked:
+        return configured or None, False
+    if asked.rstrip("/") not in {u.rstrip("/") for u in allowed}:
+        listed = ", ".join(sorted(set(allowed))) or "none"
+        raise PayloadError(
+            f"?tracking_uri={asked!r} is not a server the listener's config names (allowed: {listed}); the "
+            "query is not covered by MLflow's signature, so list the server under sources.mlflow.tracking_uris "
+            "(or set sources.mlflow.tracking_uri) in the listener config",
+            field="?tracking_uri",
+        )
+    return asked, True
 
 
 SOURCE = MlflowSource()

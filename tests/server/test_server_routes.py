@@ -282,3 +282,42 @@ def test_config_mistakes_fail_at_load(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
         load_config(cfg)
     assert message.lower() in err.value.message.lower() and str(cfg) in err.value.message
+
+
+def test_a_replayed_delivery_cannot_change_the_tracking_uri(tmp_path):
+    """MLflow signs the body, not the URL: a captured delivery re-sent with another ?tracking_uri=
+    is refused (400, nothing stored), and the genuine delivery that follows is still accepted."""
+    listener, c = client(tmp_path)
+    body, headers = mlflow_delivery(delivery_id="d-replay")
+    r = c.post("/webhooks/mlflow?tracking_uri=http://evil.example:5000", content=body, headers=headers)
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "?tracking_uri" and "tracking_uris" in r.json()["message"]
+    assert listener.inbox.list() == []
+    r = c.post("/webhooks/mlflow", content=body, headers=headers)
+    assert r.status_code == 200 and not r.json().get("duplicate"), r.text
+    [stored] = listener.inbox.list()
+    assert "tracking_uri" not in stored.event.registry
+
+
+def test_the_query_picks_only_among_the_servers_the_config_lists(tmp_path):
+    cfg = tmp_path / "listener.yml"
+    cfg.write_text("sources:\n  mlflow:\n    tracking_uris: [http://mlflow-a:5000, http://mlflow-b:5000]\n")
+    listener, c = client(tmp_path, config=load_config(cfg))
+    body, headers = mlflow_delivery(delivery_id="d-1")
+    # a captured delivery for server A, replayed for server B: a delivery of its own, so A's genuine
+    # delivery is never swallowed as B's duplicate
+    r = c.post("/webhooks/mlflow?tracking_uri=http://mlflow-b:5000", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    r = c.post("/webhooks/mlflow?tracking_uri=http://mlflow-a:5000", content=body, headers=headers)
+    assert r.status_code == 200 and not r.json().get("duplicate"), r.text
+    servers = sorted(e.event.registry["tracking_uri"] for e in listener.inbox.list())
+    assert servers == ["http://mlflow-a:5000", "http://mlflow-b:5000"]
+    assert c.post("/webhooks/mlflow?tracking_uri=http://mlflow-c:5000", content=body, headers=headers).status_code == 400
+
+
+def test_tracking_uris_must_be_a_list_of_urls(tmp_path):
+    cfg = tmp_path / "listener.yml"
+    cfg.write_text("sources:\n  mlflow:\n    tracking_uris: http://mlflow-a:5000\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert "tracking_uris" in err.value.message and "list" in err.value.message

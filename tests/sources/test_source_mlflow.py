@@ -64,8 +64,13 @@ def test_tracking_uri_comes_from_config_or_query():
     name = all_samples("mlflow")[0]
     [from_options] = SOURCE.parse(load_sample(name, options={"tracking_uri": "http://mlflow:5000"}))
     assert from_options.registry == {"tracking_uri": "http://mlflow:5000"}
-    [from_query] = SOURCE.parse(load_sample(name, query={"tracking_uri": "http://mlflow:5001"}))
+    listed = {"tracking_uris": ["http://mlflow:5001"]}
+    [from_query] = SOURCE.parse(load_sample(name, query={"tracking_uri": "http://mlflow:5001"}, options=listed))
     assert from_query.registry_key() == "tracking_uri=http://mlflow:5001"
+    # the query is outside the signature: a server the config does not name is refused
+    with pytest.raises(PayloadError) as err:
+        SOURCE.parse(load_sample(name, query={"tracking_uri": "http://mlflow:5001"}))
+    assert err.value.field == "?tracking_uri"
     [unknown] = SOURCE.parse(load_sample(name))
     assert unknown.registry == {}
 
