@@ -100,7 +100,10 @@ def fetch_model(event: ModelVersionEvent, dest: Path, progress: Callable[[str], 
         raise StageFailed(f"the {event.source} event for {event.model} v{event.version} names no artifact_uri; "
                           "nothing to fetch")
     progress(f"fetching {event.model} v{event.version} from {uri}")
-    return fetch(uri, dest, registry=event.registry, allowed_roots=list(roots), progress=progress)
+    # an MLflow source's tracking_uri is one the listener's config names; any other sender's is only
+    # its say-so, and MLflow's credentials (MLFLOW_TRACKING_TOKEN ...) must never go to such an address
+    registry = {k: v for k, v in event.registry.items() if event.source == "mlflow" or k != "tracking_uri"}
+    return fetch(uri, dest, registry=registry, allowed_roots=list(roots), progress=progress)
 
 
 def pushed_image(event: ModelVersionEvent) -> str:

@@ -140,3 +140,18 @@ def test_roots_from_the_listener_config_or_the_rule_allow_a_folder(tmp_path, mod
     (rules / "bad.yml").write_text("name: x\nmatch: {source: cloudevents}\npipeline: {provider: local, allowed_roots: [../models]}\n")
     [rule] = load_rules(rules)
     assert rule.pipeline["allowed_roots"] == ["../models"]
+
+
+def test_a_tracking_uri_from_a_non_mlflow_sender_is_never_used(tmp_path, monkeypatch):
+    """MLflow credentials go only to servers the listener names: a CloudEvent's registry.tracking_uri
+    is ignored (here: no server is named at all, so the fetch says so instead of calling the sender's)."""
+    from pipeline_plugin.events import ModelVersionEvent
+    from pipeline_plugin.providers.local import fetch_model
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    event = ModelVersionEvent(source="cloudevents", kind="model_version.created", model="churn", version="1",
+                              delivery_id="d1", artifact_uri="models:/churn/1",
+                              registry={"tracking_uri": "http://attacker.invalid:5000"})
+    with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI is not set") as err:
+        fetch_model(event, tmp_path / "dest", lambda _m: None)
+    assert "attacker" not in err.value.message
