@@ -39,7 +39,9 @@ MODEL = re.compile(r"^azureml://subscriptions/([^/]+)/resourcegroups/([^/]+)/wor
                    re.I)
 DATASTORE = re.compile(r"^azureml://(?:subscriptions/[^/]+/resourcegroups/[^/]+/(?:providers/microsoft\.machinelearningservices/)?"
                        r"workspaces/[^/]+/)?datastores/([^/]+)/paths/(.+)$", re.I)
-BLOB_URL = re.compile(r"^(https?://[^/]+)/([^/?]+)/?([^?]*)(\?.*)?$")
+#: a blob URL in Azure's public, China or US Government clouds (the storage token goes only there)
+BLOB_URL = re.compile(r"^(https://[a-z0-9]{3,24}\.blob\.core\.(?:windows\.net|chinacloudapi\.cn|usgovcloudapi\.net))"
+                      r"/([^/?]+)/?([^?]*)(\?.*)?$")
 
 
 def _token(scope: str, env: str, what: str) -> str:
@@ -156,9 +158,10 @@ class AzureMLBackend:
             blobs, sas = f"{account_url.rstrip('/')}/{props['containerName']}", None
         else:
             b = BLOB_URL.match(model_uri)
-            if not b or ".blob." not in b.group(1) and not os.environ.get("AZURE_STORAGE_BLOB_ENDPOINT"):
-                raise ConfigError(f"model URI {uri!r}: its modelUri {model_uri!r} is neither a datastore path "
-                                  "(azureml://datastores/D/paths/P) nor a blob URL; register the model from a datastore path")
+            if not b:
+                raise ConfigError(f"model URI {uri!r}: its modelUri {model_uri.split('?')[0]!r} is neither a datastore "
+                                  "path (azureml://datastores/D/paths/P) nor an Azure blob URL "
+                                  "(https://ACCOUNT.blob.core.windows.net/...); register the model from a datastore path")
             blobs, path, sas = f"{b.group(1)}/{b.group(2)}", b.group(3).strip("/"), (b.group(4) or "")[1:] or None
         return self._download(Blobs(blobs, sas), path, dest, ctx, uri)
 

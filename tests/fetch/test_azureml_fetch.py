@@ -104,6 +104,7 @@ def test_a_model_version_on_a_blob_datastore_is_fetched(env, tmp_path, monkeypat
         "3": "azureml://subscriptions/sub-1/resourcegroups/rg-ml/workspaces/ws-prod/datastores/workspaceblobstore/paths/LocalUpload/abc/model/",
         "4": "azureml://datastores/workspaceblobstore/paths/LocalUpload/one/model.onnx",
         "5": "azureml://jobs/job-5/outputs/artifacts/paths/model/",
+        "6": "https://mlstore.blob.attacker.example/azureml/model",  # the storage token never goes there
     }
     with azure(blobs, versions) as server:
         env(server)
@@ -114,8 +115,9 @@ def test_a_model_version_on_a_blob_datastore_is_fetched(env, tmp_path, monkeypat
         assert got.requirements == got.path / "requirements.txt"
         one = fetch(URI.format(v=4), tmp_path / "v4")
         assert one.path == tmp_path / "v4" / "model.onnx" and one.path.read_bytes() == b"onnx"
-        with pytest.raises(ConfigError, match="neither a datastore path"):
-            fetch(URI.format(v=5), tmp_path / "v5")
+        for v in ("5", "6"):
+            with pytest.raises(ConfigError, match="neither a datastore path"):
+                fetch(URI.format(v=v), tmp_path / f"v{v}")
         with pytest.raises(NotFoundError, match="model credit version 9"):
             fetch(URI.format(v=9), tmp_path / "v9")
         monkeypatch.setenv("AZURE_ACCESS_TOKEN", "expired-secret")
