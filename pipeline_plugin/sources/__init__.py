@@ -102,6 +102,9 @@ class Request:
 
 #: a ``\uD800``-``\uDFFF`` escape: valid JSON, but alone it is no character (and cannot be stored)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+#: a surrogate's own bytes (``ED A0 80``..``ED BF BF``): not UTF-8, yet ``json.loads`` of bytes decodes
+#: them (it uses ``surrogatepass``), so they would reach the store as text it cannot encode
+_SURROGATE_BYTES = re.compile(rb"\xed[\xa0-\xbf]")
 
 
 def loads_json(data: bytes, field: str) -> Any:
@@ -113,7 +116,7 @@ def loads_json(data: bytes, field: str) -> Any:
         raise PayloadError(f"{field} is not valid JSON: {exc}", field=field) from None
     except RecursionError:
         raise PayloadError(f"{field} is not usable JSON: nested too deeply", field=field) from None
-    if _SURROGATE_ESCAPE.search(data):
+    if _SURROGATE_ESCAPE.search(data) or _SURROGATE_BYTES.search(data):
         _refuse_lone_surrogates(doc, field)
     return doc
 
@@ -142,8 +145,9 @@ def _text(value: str, where: str) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise PayloadError(
-            f"{where} holds a lone UTF-16 surrogate escape (\\uD800-\\uDFFF without its pair), which is not "
-            "text; send the character itself, or a complete surrogate pair", field=where,
+            f"{where} holds a UTF-16 surrogate (an escape \\uD800-\\uDFFF without its pair, or a surrogate's "
+            "raw bytes ED A0..BF, which are not UTF-8), which is not text; send the character itself as UTF-8, "
+            "or a complete surrogate pair escape", field=where,
         ) from None
 
 

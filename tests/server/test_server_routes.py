@@ -165,6 +165,20 @@ def test_a_lone_surrogate_escape_is_400_naming_the_field_and_stores_nothing(tmp_
     assert stored.event.tags["team"] == "ml\U0001F600"
 
 
+@pytest.mark.parametrize("raw_bytes", [b"\xed\xa0\x80", b"\xed\xb0\x80", b"\xed\xa0\xbd\xed\xb8\x80"])
+def test_a_surrogate_s_raw_bytes_are_400_not_a_retry_forever(tmp_path, raw_bytes):
+    """ED A0 80 is not UTF-8 (a surrogate's own bytes, or CESU-8's pair): json.loads lets it through,
+    the store could not encode it (503 retry: true forever). It is a 400 naming the field."""
+    listener, c = client(tmp_path)
+    raw = json.dumps({**SAMPLE, "data": {**SAMPLE["data"], "tags": {"team": "ml"}}}).encode()
+    raw = raw.replace(b'"ml"', b'"ml' + raw_bytes + b'"')
+    body, headers = mlflow_delivery(raw=raw)
+    r = c.post("/webhooks/mlflow", content=body, headers=headers)
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "(body).data.tags.team" and "surrogate" in r.json()["message"]
+    assert listener.inbox.list() == []
+
+
 def test_garbage_never_gives_a_500(tmp_path):
     listener, c = client(tmp_path, env={}, insecure=True)
     rng = random.Random(7)
