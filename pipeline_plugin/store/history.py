@@ -106,6 +106,7 @@ class History:
 
     def __init__(self, state_dir: str | Path | None = None, store: Store | None = None) -> None:
         self.state_dir = Path(state_dir) if state_dir else settings.default_state_dir()
+        self.state_dir.mkdir(parents=True, exist_ok=True)  # as before the store: callers write beside it
         self.store = store or open_store(self.state_dir)
         self._engine = self.store.engine
 
