@@ -197,7 +197,7 @@ def test_approval_gate_holds_until_approved(tmp_path, service, files, capsys):
 def test_a_first_promotion_keeps_stagings_key_requirement(tmp_path, service, files, capsys):
     sample, expect = files
     tgt = get_target("process")
-    key = secrets.token_urlsafe(16)
+    key = "k" + secrets.token_urlsafe(16)  # a key starting with "-" would read as a flag (use --key=VALUE for those)
     dep = tgt.update(DeploymentSpec(service, "staging", str(package_dir(tmp_path, 1)), keys=(key,)))
     code, out, err = cli(capsys, "smoke-test", "--url", dep.scoring_uri, "--key", key, "--sample", str(sample), "--expect",
                          str(expect(1)), "--requests", "5", "--name", service, "--env", "staging", "--target", "process")
