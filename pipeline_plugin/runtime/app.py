@@ -248,7 +248,7 @@ class ScoringApp:
                 self.metrics.score_finished(time.perf_counter() - started)
             headers += extra
             if type(body) is not bytes:  # a streamed AMLResponse
-                return await self._stream(send, path, status, body, headers, request_id)
+                return await self._stream(receive, send, path, status, body, headers, request_id)
             return await self._finish(send, path, status, body, headers)
 
         if path not in ("/", "/readyz", "/livez", "/swagger.json", "/metrics"):
@@ -290,17 +290,31 @@ class ScoringApp:
         await send({"type": "http.response.body", "body": body})
         self.metrics.count(route, status)
 
-    async def _stream(self, send, route: str, status: int, response, headers: list, request_id: str) -> None:
+    async def _stream(self, receive, send, route: str, status: int, response, headers: list,
+                      request_id: str) -> None:
         """Send a streamed (generator) AMLResponse chunked, as Azure does. Each chunk is produced in
         the scoring thread (it is the script's code); an exception midway is logged and the
-        connection is closed without the final chunk, so the client sees the answer is cut."""
+        connection is closed without the final chunk, so the client sees the answer is cut. A client
+        that goes away stops the generator (it would hold the scoring thread for nobody)."""
         chunks = response.iter_encoded()
         loop = asyncio.get_running_loop()
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.ensure_future(watch())
         await send({"type": "http.response.start", "status": status, "headers": headers})
         self.metrics.count(route, status)
         try:
             while True:
+                if gone.is_set():
+                    log.info("request %s: the client went away; the streamed response is stopped", request_id)
+                    return
                 if self.inline:
+                    await asyncio.sleep(0)  # let the loop see a disconnect between chunks
                     chunk = next(chunks, None)
                 else:
                     chunk = await loop.run_in_executor(self.pool, next, chunks, None)
@@ -312,6 +326,7 @@ class ScoringApp:
         except Exception:  # noqa: BLE001 - the script's generator (or a client gone): log, drop the connection
             log.error("request %s: the streamed response stopped midway:\n%s", request_id, traceback.format_exc())
         finally:
+            watcher.cancel()
             close = getattr(response, "close", None)
             if callable(close):
                 try:

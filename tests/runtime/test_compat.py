@@ -43,6 +43,21 @@ def test_a_generator_response_is_streamed_chunked_as_it_is_produced(runtime):
     assert rt.client.get("/score", params={"n": "1"}).text == "token-0\n"
 
 
+def test_a_client_leaving_a_stream_stops_the_generator_and_frees_the_scoring_thread(runtime):
+    import socket
+
+    rt = runtime("stream_score.py")  # one scoring thread (the default)
+    with socket.create_connection(("127.0.0.1", rt.port)) as sock:
+        sock.sendall(b"GET /score?n=100&delay=0.1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"token-0" in sock.recv(4096) or b"token-0" in sock.recv(4096)
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert rt.client.get("/score", params={"n": "1"}).text == "token-0\n"
+    assert time.monotonic() - started < 2  # not after the abandoned stream's 10 s
+    time.sleep(0.2)
+    assert "the client went away" in rt.logs()
+
+
 def test_the_response_mimetype_is_the_content_type_sent(runtime):
     rt = runtime("mimetype_score.py")
     for how in ("attribute", "keyword", "header"):
