@@ -95,9 +95,10 @@ def follow(state_dir: Path, service: str, version: str, timeout: float, say: Cal
             if rec.id in seen_records or rec.version != version:
                 continue
             seen_records.add(rec.id)
-            what = {"package": "package", "deploy": f"deploy {rec.env}", "smoke-test": f"smoke test {rec.env}",
-                    "promote": f"promote to {rec.env}", "rollback": f"rollback {rec.env}",
-                    "writeback": "write-back to MLflow", "approval": "approval"}[rec.action]
+            what = {"fetch": "fetch the version's files", "package": "package", "deploy": f"deploy {rec.env}",
+                    "smoke-test": f"smoke test {rec.env}", "promote": f"promote to {rec.env}",
+                    "rollback": f"rollback {rec.env}", "writeback": "write-back to MLflow",
+                    "approval": "approval"}.get(rec.action, rec.action)
             detail = rec.reason if rec.status != "succeeded" or rec.action in ("promote", "writeback") else (
                 rec.image_id or rec.scoring_uri or "")
             say(f"{what}: {rec.status}" + (f" ({detail})" if detail else ""))
@@ -253,7 +254,8 @@ def run_without_mlflow(args: argparse.Namespace, state_dir: Path, work: Path, tr
     shutil.copy2(example / "model.pkl", model / "model.pkl")
     say(f"2/6 no MLflow: the example model's files for v{version} are in {model}")
     config = work / "listener-no-mlflow.yml"
-    config.write_text("sources:\n  mlflow: {}\n")
+    # the delivery names a local folder: the listener reads local paths only below the roots it allows
+    config.write_text(f"sources:\n  mlflow: {{}}\nfetch:\n  allowed_roots: [{json.dumps(str(work / 'sample-registry'))}]\n")
     secret = secrets.token_urlsafe(24)
     say(f"3/6 starting the listener: pipeline-plugin serve --triggers {triggers}")
     with demo_services.serve(state_dir, triggers, config, {"PIPELINE_PLUGIN_MLFLOW_SECRET": secret}, work) as srv:

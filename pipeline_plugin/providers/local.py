@@ -68,7 +68,8 @@ def event_uri(event: ModelVersionEvent) -> str | None:
     ARN, the Azure ML asset id), else the event's ``artifact_uri``."""
     registry = dict(event.registry)
     artifact = event.artifact_uri or ""
-    if event.source == "mlflow" and (registry.get("tracking_uri") or not artifact or "://" in artifact
+    remote = "://" in artifact and not artifact.startswith("file://")
+    if event.source == "mlflow" and (registry.get("tracking_uri") or not artifact or remote
                                      or artifact.startswith(("models:/", "runs:/", "mlflow-artifacts:/"))):
         return f"models:/{event.model}/{event.version}"
     if event.source == "sagemaker" and registry.get("account") and registry.get("region"):
