@@ -32,9 +32,9 @@ import yaml
 
 from .. import __version__, settings
 from ..errors import ConfigError, NotFoundError, ServiceError
-from ..stages.package import ModelRef, PackageResult, PackageSpec
 from . import conda as conda_env
 from . import wheelhouse
+from .spec import ModelRef, PackageResult, PackageSpec
 
 APP_DIR = "/var/azureml-app"
 MODELS_DIR = APP_DIR + "/azureml-models"
