@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from .. import ci_output
@@ -114,4 +115,16 @@ def record(args: argparse.Namespace, report: stage.SmokeReport, sample, expect) 
         model=dep.model, version=dep.version, image=dep.image, image_id=dep.image_id, scoring_uri=dep.scoring_uri,
         target=target_name, cause=f"user:{current_actor()}", reason=report.reason(), details=details,
     ))
-    return {"recorded": True, "id": rec.id, "image_id": dep.image_id}
+    out = {"recorded": True, "id": rec.id, "image_id": dep.image_id}
+    if report.passed and target_name == "kubernetes":
+        # the evidence travels with the Deployment too: promote on a runner with no shared database trusts it
+        try:
+            out["annotations"] = get_target(target_name).annotate_smoke_test(
+                dep, details["report"], rec.time,
+                {**details, "expect": expect} if args.expect is not None else details)
+        except Exception as exc:  # noqa: BLE001 - the history record stands; say why the Deployment has no evidence
+            out["annotations"] = None
+            out["annotate_error"] = getattr(exc, "message", str(exc))
+            ci_output.report_warning(f"smoke test passed but was not recorded on the Deployment: {out['annotate_error']}")
+            print(f"warning: the pass is in the history, not on the Deployment: {out['annotate_error']}", file=sys.stderr)
+    return out

@@ -49,6 +49,8 @@ class StageResult:
     run_id: str | None = None
     smoke: SmokeReport | None = None
     writeback: dict[str, Any] = field(default_factory=dict)
+    #: where the staging pass promote trusted came from when the history had none (a deployment's annotations)
+    staging_evidence: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +68,7 @@ class StageResult:
             "run_id": self.run_id,
             "smoke_test": self.smoke.to_dict() if self.smoke else None,
             "writeback": self.writeback,
+            "staging_evidence": self.staging_evidence,
         }
 
 
@@ -184,6 +187,37 @@ def smoke_args_of(passed: Record) -> dict[str, Any]:
     }
 
 
+def evidence_on_deployment(dep: Deployment, service: str, env: str, target_name: str,
+                           say: Callable[[str], None]) -> Record | None:
+    """A passing smoke test the deployment itself carries (the kubernetes target's annotations),
+    as a history record, when the history has none: a promote job with an empty state dir and no
+    shared database trusts it, but only for the image the deployment runs now."""
+    evidence = (dep.details or {}).get("smoke_test")
+    if not evidence:
+        return None
+    where = f"{dep.details.get('namespace')}/{dep.details.get('name')}" if dep.details.get("name") else f"{service}-{env}"
+    if evidence["image"] != dep.image_id:
+        raise StageFailed(
+            f"refusing to promote {service}: the smoke-test annotation on {target_name} deployment {where} "
+            f"(pipeline-plugin.io/smoke-test-image) names {evidence['image']}, but it now runs {dep.image_id}: the image "
+            f"changed after its smoke test passed. Run `pipeline-plugin smoke-test --name {service} --env {env} "
+            f"--target {target_name} --url {dep.scoring_uri} --sample FILE` again",
+            service=service, image_id=dep.image_id, annotated_image=evidence["image"],
+        )
+    check = dict(evidence.get("check") or {})
+    say(f"no smoke-test record of {dep.image_id} in the history; using the pass recorded on {where} "
+        f"at {evidence.get('passed_at')} (report sha256 {evidence.get('report_sha256')})")
+    details: dict[str, Any] = {k: check[k] for k in ("sample", "tolerance", "requests", "p99_ms", "has_expect", "expect")
+                               if k in check and check[k] is not None}
+    details["has_expect"] = bool(check.get("has_expect"))
+    details.update(evidence={"on": f"{target_name} deployment {where}", "report_sha256": evidence.get("report_sha256"),
+                             "passed_at": evidence.get("passed_at")},
+                   sample_sha256=evidence.get("sample_sha256"), expect_sha256=evidence.get("expect_sha256"))
+    return Record(service=service, env=env, action="smoke-test", status="passed", image=dep.image, image_id=dep.image_id,
+                  scoring_uri=dep.scoring_uri, target=target_name, reason="", details=details,
+                  time=evidence.get("passed_at") or "")
+
+
 def requires_key(scoring_uri: str) -> bool:
     """True when the service answers 401 to a request without a scoring key."""
     import requests
@@ -269,6 +303,8 @@ def promote(
         )
     passed = history.passed_smoke_test(service, from_env, source_dep.image_id)
     if passed is None:
+        passed = evidence_on_deployment(source_dep, service, from_env, target_name, say)
+    if passed is None:
         raise StageFailed(
             f"refusing to promote {service}: the image {source_dep.image_id} running in {from_env} has no passing "
             f"smoke test; run `pipeline-plugin smoke-test --name {service} --env {from_env} --url {source_dep.scoring_uri} "
@@ -283,6 +319,7 @@ def promote(
     result = StageResult(
         stage="promote", service=service, env=to_env, status="promoted", target=target_name,
         image_id=source_dep.image_id, model=origin["model"], version=origin["version"], run_id=run_id,
+        staging_evidence=(passed.details or {}).get("evidence"),
     )
 
     # -- approval gate
@@ -317,6 +354,15 @@ def promote(
         )
     smoke_args = smoke_args_of(passed)
     smoke_args.update(smoke_overrides or {})
+    no_expect = smoke_args.get("has_expect") and smoke_args.get("expect") is None
+    if (smoke_args["sample"] is None or no_expect) and (passed.details or {}).get("sample_sha256"):
+        d = passed.details
+        raise StageFailed(
+            f"the smoke test that passed {from_env} (recorded on the {target_name} deployment) carries only the digests "
+            f"of its check (too large to travel inline): pass the same files with --sample (sha256 {d['sample_sha256']})"
+            + (f" and --expect (sha256 {d.get('expect_sha256')})" if smoke_args.get("has_expect") else ""),
+            service=service,
+        )
     if smoke_args["sample"] is None:
         raise StageFailed(
             f"the passing {from_env} smoke test of {service} recorded no sample; run the smoke test again with --name",

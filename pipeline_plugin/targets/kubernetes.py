@@ -19,11 +19,18 @@ template of ``{name}`` (``<service>-<env>``), ``{service}``, ``{env}``, ``{names
 ``{port}``, e.g. ``https://{name}.models.example.com``.
 Kubernetes pulls images from a registry, so the image must be a registry reference
 (``repo:tag`` or ``repo@sha256:...``), not a local image id.
+
+The cluster is the truth of what serves, and a passing smoke test travels with the Deployment it
+checked: ``annotate_smoke_test`` merges ``pipeline-plugin.io/smoke-test-*`` annotations into the
+Deployment's metadata (the image that passed, the report's SHA-256, when, and the check to repeat:
+the sample and expected output's digests, inline too while small, and the options; never a key),
+so ``promote`` on a runner with no shared database trusts that image, and only that image.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from typing import Any
@@ -195,6 +202,58 @@ def manifests(spec: DeploymentSpec, namespace: str | None = None, with_secret: b
     return out
 
 
+# ---- smoke-test evidence on the Deployment ---------------------------------------------------
+SMOKE = ANNOTATION + "smoke-test-"
+#: the check's sample and expected output go inline while their JSON is at most this many bytes
+#: (Kubernetes allows 256 KiB of annotations per object); larger ones travel as digests only
+SMOKE_INLINE_MAX = 16 * 1024
+
+
+def json_sha256(value: Any) -> str:
+    """SHA-256 of a JSON value in canonical form (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def smoke_test_annotations(image: str, report: dict[str, Any], passed_at: str, check: dict[str, Any]) -> dict[str, str]:
+    """The annotations recording that ``image`` passed the smoke test ``report`` at ``passed_at``;
+    ``check`` holds sample, expect, has_expect, tolerance, requests and p99_ms (what promote repeats)."""
+    options = {k: check.get(k) for k in ("has_expect", "tolerance", "requests", "p99_ms")}
+    inline = {"sample": check.get("sample")}
+    if check.get("has_expect"):
+        inline["expect"] = check.get("expect")
+    if len(json.dumps(inline, separators=(",", ":"))) <= SMOKE_INLINE_MAX:
+        options.update(inline)
+    out = {
+        SMOKE + "image": image,
+        SMOKE + "report-sha256": json_sha256(report),
+        SMOKE + "passed-at": passed_at,
+        SMOKE + "sample-sha256": json_sha256(check.get("sample")),
+        SMOKE + "check": json.dumps(options, separators=(",", ":")),
+    }
+    if check.get("has_expect"):
+        out[SMOKE + "expect-sha256"] = json_sha256(check.get("expect"))
+    return out
+
+
+def smoke_test_evidence(annotations: dict[str, str]) -> dict[str, Any] | None:
+    """The smoke-test evidence a Deployment's annotations carry (None when there is none):
+    ``image``, ``report_sha256``, ``passed_at``, ``sample_sha256``, ``expect_sha256`` and ``check``."""
+    if not annotations.get(SMOKE + "image"):
+        return None
+    try:
+        check = json.loads(annotations.get(SMOKE + "check") or "{}")
+    except ValueError:
+        check = {}
+    return {
+        "image": annotations[SMOKE + "image"],
+        "report_sha256": annotations.get(SMOKE + "report-sha256"),
+        "passed_at": annotations.get(SMOKE + "passed-at"),
+        "sample_sha256": annotations.get(SMOKE + "sample-sha256"),
+        "expect_sha256": annotations.get(SMOKE + "expect-sha256"),
+        "check": check if isinstance(check, dict) else {},
+    }
+
+
 URL_ENV = "PIPELINE_PLUGIN_KUBERNETES_URL"
 
 
@@ -362,8 +421,25 @@ class KubernetesTarget:
             created_at=meta.get("creationTimestamp"),
             details={"target": self.name, "namespace": namespace, "name": name, "port": port,
                      "replicas": status.get("replicas", 0), "available": status.get("availableReplicas", 0),
-                     "autoscaler": autoscaler},
+                     "autoscaler": autoscaler, "smoke_test": smoke_test_evidence(ann)},
         )
+
+    def annotate_smoke_test(self, dep: Deployment, report: dict[str, Any], passed_at: str, check: dict[str, Any]) -> dict[str, str]:
+        """Record on ``dep``'s Deployment that the image it runs passed ``report`` (a JSON merge
+        patch of metadata.annotations: the pods are not restarted). Returns the annotations."""
+        annotations = smoke_test_annotations(dep.image_id, report, passed_at, check)
+        name = object_name(check_name("service", dep.service), check_name("env", dep.env))
+        self.api_client()
+        namespace = self._ns()
+        try:
+            self._resource("apps/v1", "Deployment").patch(
+                body={"metadata": {"annotations": annotations}}, name=name, namespace=namespace,
+                content_type="application/merge-patch+json", field_manager=FIELD_MANAGER + "-smoke-test",
+            )
+        except Exception as exc:  # noqa: BLE001 - ApiException and transport errors
+            raise ServiceError(f"Kubernetes refused the smoke-test annotations on Deployment {namespace}/{name}: "
+                               f"{getattr(exc, 'reason', exc)}; the service account needs `patch` on deployments") from None
+        return annotations
 
     def get(self, service: str, env: str) -> Deployment | None:
         name = object_name(check_name("service", service), check_name("env", env))

@@ -2,7 +2,9 @@
 
 It serves what the kubernetes Python client's dynamic client needs: ``/version``, discovery
 (``/apis``, ``/api/v1``, ``/apis/apps/v1``, ``/apis/autoscaling/v2``), server-side apply (PATCH with
-``application/apply-patch+yaml``, ``fieldManager`` required), get, list with ``labelSelector``, and
+``application/apply-patch+yaml``, ``fieldManager`` required), JSON merge patch of an existing object
+(``application/merge-patch+json``; annotations set that way are another manager's, so a later apply
+that does not name them keeps them, as a real API server does), get, list with ``labelSelector``, and
 delete, for Deployments, Services, HorizontalPodAutoscalers and Secrets. Every applied object is
 validated against the Kubernetes schemas (kubernetes-validate, strict); a violation is answered 422
 and recorded. A Deployment reports its rollout as in progress on the first read after an apply and
@@ -11,6 +13,7 @@ complete on the next, so callers must wait for it.
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from datetime import datetime, timezone
@@ -49,6 +52,9 @@ class KubeAPI:
         self.applies: list[dict] = []  # every apply: path, query, content type, body
         self.violations: list[str] = []
         self.pending_rollouts: set[tuple[str, str]] = set()
+        self.merge_patches: list[dict] = []  # every merge patch: path, query, body
+        #: (plural, namespace, name) -> annotations a merge patch set (owned by another field manager)
+        self.patched_annotations: dict[tuple[str, str, str], dict[str, str]] = {}
         self.lock = threading.Lock()
         api = self
 
@@ -142,8 +148,10 @@ class KubeAPI:
                 if self.objects.pop(key, None) is None:
                     return h.reply(404, self.status(404, "NotFound", f"{plural} {name!r} not found"))
                 return h.reply(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
-            # PATCH: server-side apply only
             ctype = h.headers.get("Content-Type", "")
+            if ctype == "application/merge-patch+json":
+                return self._merge_patch(h, key, kind, url, query, body)
+            # PATCH: server-side apply
             self.applies.append({"path": url.path, "query": query, "content_type": ctype, "body": body.decode()})
             problems = []
             if ctype != "application/apply-patch+yaml":
@@ -171,11 +179,59 @@ class KubeAPI:
             meta["namespace"] = namespace
             meta["generation"] = (old["metadata"]["generation"] + 1) if old else 1
             meta["creationTimestamp"] = old["metadata"]["creationTimestamp"] if old else datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            kept = {k: v for k, v in self.patched_annotations.get(key, {}).items() if k not in (meta.get("annotations") or {})}
+            if kept:
+                meta["annotations"] = {**(meta.get("annotations") or {}), **kept}
             if kind == "Deployment":
                 obj["status"] = dict((old or {}).get("status") or {}, updatedReplicas=0)
                 self.pending_rollouts.add(key)
             self.objects[key] = obj
             return h.reply(200, obj)
+
+    def _merge_patch(self, h, key, kind, url, query, body: bytes):
+        """RFC 7386 merge patch of an existing object (the caller holds the lock); metadata-only
+        changes do not start a rollout."""
+        self.merge_patches.append({"path": url.path, "query": query, "body": body.decode()})
+        if key not in self.objects:
+            return h.reply(404, self.status(404, "NotFound", f"{key[0]} {key[2]!r} not found"))
+        try:
+            patch = json.loads(body)
+        except ValueError:
+            self.violations.append("merge patch body is not JSON")
+            return h.reply(400, self.status(400, "BadRequest", "merge patch body is not JSON"))
+
+        def merge(target, change):
+            if not isinstance(change, dict):
+                return change
+            out = dict(target) if isinstance(target, dict) else {}
+            for k, v in change.items():
+                if v is None:
+                    out.pop(k, None)
+                else:
+                    out[k] = merge(out.get(k), v)
+            return out
+
+        old = self.objects[key]
+        new = merge(copy.deepcopy(old), patch)
+        checked = {k: v for k, v in new.items() if k != "status"}
+        checked["metadata"] = {k: v for k, v in new["metadata"].items() if k not in ("generation", "creationTimestamp", "namespace")}
+        try:
+            kubernetes_validate.validate(checked, K8S_VERSION, strict=True)
+        except Exception as exc:  # noqa: BLE001 - ValidationError and friends
+            self.violations.append(f"schema: {exc}")
+            return h.reply(422, self.status(422, "Invalid", f"schema: {exc}"))
+        if new.get("spec") != old.get("spec"):
+            new["metadata"]["generation"] = old["metadata"]["generation"] + 1
+            if kind == "Deployment":
+                self.pending_rollouts.add(key)
+        owned = self.patched_annotations.setdefault(key, {})
+        for k, v in ((patch.get("metadata") or {}).get("annotations") or {}).items():
+            if v is None:
+                owned.pop(k, None)
+            else:
+                owned[k] = v
+        self.objects[key] = new
+        return h.reply(200, new)
 
     def _advance_rollout(self, key, obj) -> None:
         """First read after an apply: in progress; the read after that: complete."""

@@ -164,3 +164,116 @@ def test_cli_deploys_to_kubernetes_with_json(kube_api, tmp_path):
     assert data["scoring_uri"] == "http://fraud-production.ml.svc.cluster.local:80/score"
     assert (data["env"], data["image"], data["target"]) == ("production", IMAGE, "kubernetes")
     assert kube_api.violations == []
+
+
+# ---- the smoke-test evidence travels with the staging Deployment ---------------------------------
+IMAGE_2 = "registry.example:5000/fraud@sha256:" + "c" * 64
+SCORING_KEY = "k-s3cret-never-annotated"
+
+
+def cli(*argv, state, env):
+    """One stage as a CI job runs it: its own process, its own state dir, no shared database."""
+    cmd = [sys.executable, "-m", "pipeline_plugin.cli", *argv, "--json", "--state-dir", str(state)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+
+
+@pytest.fixture
+def hosted_runner(kube_api, tmp_path, monkeypatch):
+    """A scoring runtime that the staging and production Services' published address reaches, and
+    the environment of a job on a hosted runner: KUBECONFIG, no database URL."""
+    import os
+
+    from tests.stages.runtime_proc import GOOD_SCRIPT, runtime
+
+    (tmp_path / "sample.json").write_text(json.dumps([[1.0, 2.0], [3.0, 4.5]]))
+    (tmp_path / "expected.json").write_text(json.dumps([3.0, 7.5]))
+    with runtime(tmp_path, GOOD_SCRIPT.replace("{factor}", "1"), keys=SCORING_KEY) as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_PLUGIN_")}
+        env.update(PIPELINE_PLUGIN_KUBERNETES_URL=url.rsplit("/score", 1)[0], PIPELINE_PLUGIN_SCORING_KEY=SCORING_KEY)
+        yield env
+
+
+def deploy_and_smoke_test(tmp_path, env, image=IMAGE):
+    state = tmp_path / "job-deploy-and-smoke-test"
+    out = cli("deploy", "--image", image, "--name", "fraud", "--env", "staging", "--target", "kubernetes",
+              "--key", SCORING_KEY, state=state, env=env)
+    assert out.returncode == 0, out.stderr
+    scoring_uri = json.loads(out.stdout)["scoring_uri"]
+    out = cli("smoke-test", "--url", scoring_uri, "--sample", str(tmp_path / "sample.json"), "--expect",
+              str(tmp_path / "expected.json"), "--name", "fraud", "--env", "staging", "--target", "kubernetes",
+              state=state, env=env)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_promote_in_an_empty_state_dir_without_a_database_trusts_the_deployments_smoke_test(kube_api, hosted_runner,
+                                                                                           tmp_path):
+    smoke = deploy_and_smoke_test(tmp_path, hosted_runner)
+    ann = kube_api.objects[("deployments", "ml", "fraud-staging")]["metadata"]["annotations"]
+    assert ann["pipeline-plugin.io/smoke-test-image"] == IMAGE
+    assert ann["pipeline-plugin.io/smoke-test-passed-at"]
+    assert len(ann["pipeline-plugin.io/smoke-test-report-sha256"]) == 64
+    assert smoke["recorded"]["annotations"] == {k: v for k, v in ann.items() if "smoke-test-" in k}
+    # metadata only: the pods are not restarted, and no key is written to the cluster's metadata
+    assert kube_api.objects[("deployments", "ml", "fraud-staging")]["metadata"]["generation"] == 1
+    assert [json.loads(p["body"]) for p in kube_api.merge_patches][0].keys() == {"metadata"}
+    assert SCORING_KEY not in json.dumps(kube_api.objects[("deployments", "ml", "fraud-staging")])
+
+    # the promote job: another runner, an empty state dir, no PIPELINE_PLUGIN_DATABASE_URL
+    promote_state = tmp_path / "job-promote"
+    out = cli("promote", "--name", "fraud", "--target", "kubernetes", "--no-writeback", state=promote_state, env=hosted_runner)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert (result["status"], result["image_id"]) == ("promoted", IMAGE)
+    assert result["smoke_test"]["passed"] is True  # production was checked with staging's sample and expected output
+    production = kube_api.objects[("deployments", "ml", "fraud-production")]
+    assert production["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
+    # it says what it trusted
+    assert result["staging_evidence"] == {"on": "kubernetes deployment ml/fraud-staging",
+                                          "report_sha256": ann["pipeline-plugin.io/smoke-test-report-sha256"],
+                                          "passed_at": ann["pipeline-plugin.io/smoke-test-passed-at"]}
+    assert kube_api.violations == []
+
+
+def test_promote_refuses_a_deployment_whose_image_changed_since_its_smoke_test(kube_api, hosted_runner, tmp_path):
+    deploy_and_smoke_test(tmp_path, hosted_runner)
+    # staging is redeployed with another image after the smoke test (the annotation, another manager's, stays)
+    out = cli("deploy", "--image", IMAGE_2, "--name", "fraud", "--env", "staging", "--target", "kubernetes",
+              "--key", SCORING_KEY, state=tmp_path / "job-redeploy", env=hosted_runner)
+    assert out.returncode == 0, out.stderr
+    ann = kube_api.objects[("deployments", "ml", "fraud-staging")]["metadata"]["annotations"]
+    assert ann["pipeline-plugin.io/smoke-test-image"] == IMAGE
+
+    out = cli("promote", "--name", "fraud", "--target", "kubernetes", "--no-writeback", state=tmp_path / "job-promote",
+              env=hosted_runner)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert IMAGE in out.stderr and IMAGE_2 in out.stderr and "smoke-test-image" in out.stderr
+    assert ("deployments", "ml", "fraud-production") not in kube_api.objects  # nothing was promoted
+
+
+def test_a_deployment_without_smoke_test_evidence_is_refused_naming_the_fix(kube_api, hosted_runner, tmp_path):
+    out = cli("deploy", "--image", IMAGE, "--name", "fraud", "--env", "staging", "--target", "kubernetes",
+              "--key", SCORING_KEY, state=tmp_path / "job-deploy", env=hosted_runner)
+    assert out.returncode == 0, out.stderr
+    out = cli("promote", "--name", "fraud", "--target", "kubernetes", state=tmp_path / "job-promote", env=hosted_runner)
+    assert out.returncode == 1 and "no passing smoke test" in out.stderr and "pipeline-plugin smoke-test" in out.stderr
+    assert ("deployments", "ml", "fraud-production") not in kube_api.objects
+
+
+def test_a_large_sample_travels_as_a_digest_and_promote_asks_for_the_file(kube_api, hosted_runner, tmp_path):
+    from pipeline_plugin.targets.kubernetes import SMOKE_INLINE_MAX, json_sha256, smoke_test_evidence, smoke_test_annotations
+
+    sample = [[float(i), 1.0] for i in range(SMOKE_INLINE_MAX // 8)]
+    ann = smoke_test_annotations(IMAGE, {"passed": True}, "2026-01-01T00:00:00Z",
+                                 {"sample": sample, "expect": [1.0], "has_expect": True, "tolerance": 1e-6, "requests": 5})
+    assert sum(len(v) for v in ann.values()) < 2048  # the check's options and digests only
+    evidence = smoke_test_evidence(ann)
+    assert evidence["sample_sha256"] == json_sha256(sample) and "sample" not in evidence["check"]
+    assert evidence["check"]["requests"] == 5
+
+    deploy_and_smoke_test(tmp_path, hosted_runner)
+    key = ("deployments", "ml", "fraud-staging")
+    kube_api.objects[key]["metadata"]["annotations"].update(ann)  # as a smoke test with that sample left it
+    out = cli("promote", "--name", "fraud", "--target", "kubernetes", state=tmp_path / "job-promote", env=hosted_runner)
+    assert out.returncode == 1
+    assert "--sample (sha256 " + json_sha256(sample) in out.stderr and "--expect" in out.stderr
