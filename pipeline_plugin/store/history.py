@@ -3,7 +3,7 @@
 Two tables of the store (:mod:`pipeline_plugin.store`):
 
 - ``records``: one row per stage outcome (``package``, ``deploy``, ``smoke-test``, ``promote``,
-  ``rollback``, ``approval``, ``writeback``) for a service's environment, with the model version,
+  ``rollback``, ``approval``, ``writeback``, ``delete``) for a service's environment, with the model version,
   the image digest, the run id and the event or person that caused it.
 - ``approvals``: promotions held by an approval gate, until ``pipeline-plugin approve RUN``.
 
@@ -31,7 +31,7 @@ from . import Store, open_store
 from .schema import approvals as approvals_table
 from .schema import records as records_table
 
-ACTIONS = ("fetch", "package", "deploy", "smoke-test", "promote", "rollback", "approval", "writeback")
+ACTIONS = ("fetch", "package", "deploy", "smoke-test", "promote", "rollback", "approval", "writeback", "delete")
 #: actions after which an environment serves the record's image
 SERVING_ACTIONS = ("deploy", "promote", "rollback")
 
@@ -161,9 +161,13 @@ class History:
         return self.last(service, env, action="smoke-test", status="passed", image_id=image_id)
 
     def serving(self, service: str, env: str) -> Record | None:
-        """The newest successful deploy/promote/rollback of an environment: what it serves."""
+        """The newest successful deploy/promote/rollback of an environment: what it serves (None
+        when the environment was deleted since)."""
         found = self.serving_history(service, env, limit=1)
-        return found[0] if found else None
+        if not found:
+            return None
+        deleted = self.last(service, env, action="delete", status="succeeded")
+        return None if deleted is not None and (deleted.id or 0) > (found[0].id or 0) else found[0]
 
     def serving_history(self, service: str, env: str, limit: int | None = None) -> list[Record]:
         """Successful deploy/promote/rollback records of an environment, newest first."""

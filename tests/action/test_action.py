@@ -187,7 +187,7 @@ def test_inputs_reach_scripts_only_through_env():
             m = re.fullmatch(r"\$\{\{ inputs\.([A-Za-z0-9_-]+) \}\}", str(value))
             assert m and m.group(1) in ACTION["inputs"], f"env {key}: {value}"
     stages = re.findall(r"^\s+([a-z-]+)\)$", ACTION["runs"]["steps"][-1]["run"], re.M)
-    assert stages == ["package", "deploy", "smoke-test", "promote", "rollback", "render", "dispatch"]
+    assert stages == ["package", "deploy", "smoke-test", "promote", "rollback", "delete", "render", "dispatch"]
 
 
 @pytest.fixture
