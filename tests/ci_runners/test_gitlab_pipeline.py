@@ -8,9 +8,9 @@ A version whose answer differs from the expected output then stops in staging, a
 serving the version before it.
 
 What the jobs share is set in `runner_variables` (the CI/CD variables a GitLab project would hold):
-today each job its own empty state dir, one PostgreSQL database (`PIPELINE_PLUGIN_DATABASE_URL`) for all,
-and the model as a file in the project (with `package` fetching `models:/` from MLflow,
-`MLFLOW_TRACKING_URI` replaces `ARTIFACT_URI`).
+each job its own empty state dir and one PostgreSQL database (`PIPELINE_PLUGIN_DATABASE_URL`) for
+all. The versions are registered in a real MLflow server; `package` fetches `models:/NAME/VERSION`
+from the tracking URI the event names, and the promotion moves MLflow's `production` alias.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from conftest import unused_port
 
 from . import gitlab_local
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.docker, pytest.mark.mlflow, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "churn"
@@ -62,6 +62,35 @@ def wheel(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def service(docker_client, base_image):
     return f"gl-{secrets.token_hex(3)}"
+
+
+@pytest.fixture(scope="module")
+def mlflow(tmp_path_factory, service):
+    """A real MLflow server with versions 1 and 2 of the churn example registered under a name of
+    this test (`examples/churn/train.py --register`, as the example's README says)."""
+    import os
+
+    from tests.services import mlflow_server
+
+    name = f"churn-{service}"
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as server:
+        for _version in ("1", "2"):
+            proc = subprocess.run([sys.executable, str(EXAMPLE / "train.py"), "--register", name,
+                                   "--out", str(tmp_path_factory.mktemp("trained"))],
+                                  env={**os.environ, "MLFLOW_TRACKING_URI": server.url}, capture_output=True, text=True,
+                                  timeout=300)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        yield server.url, name
+
+
+def production_alias(tracking_uri: str, name: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient(tracking_uri).get_model_version_by_alias(name, "production").version
+    except MlflowException:
+        return None
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +133,7 @@ def cleanup(docker_client, service: str, database_url: str, proxy_dir: Path) -> 
             container.remove(force=True)
         except Exception:  # noqa: BLE001 - already gone
             pass
-    for image in docker_client.images.list(name=f"localhost:5000/{service}/churn"):
+    for image in docker_client.images.list(name=f"localhost:5000/{service}/churn-{service}"):
         docker_client.images.remove(image.id, force=True)
 
 
@@ -118,10 +147,10 @@ def serving(docker_client, service: str, env: str) -> set[str]:
     return {c.labels.get(LABEL + "version", "?") for c in containers(docker_client, service, env, running=True)}
 
 
-def rule(service: str, staging: int, production: int) -> str:
+def rule(service: str, model: str, staging: int, production: int) -> str:
     return yaml.safe_dump({
         "name": "deploy-churn",
-        "match": {"source": "mlflow", "model": "churn"},
+        "match": {"source": "mlflow", "model": model},
         "pipeline": {
             "provider": "gitlab",
             "project": "acme/models",
@@ -138,14 +167,17 @@ def rule(service: str, staging: int, production: int) -> str:
     }, sort_keys=False)
 
 
-def render(workdir: Path, service: str, ports: tuple[int, int], version: str) -> str:
-    """`pipeline-plugin render --provider gitlab` for a registry event, as a user runs it."""
+def render(workdir: Path, service: str, ports: tuple[int, int], mlflow: tuple[str, str], version: str) -> str:
+    """`pipeline-plugin render --provider gitlab` for MLflow's event (registered model version
+    created; its registry identity names the tracking server), as a user runs it."""
+    tracking_uri, model = mlflow
     triggers = workdir / "triggers"
     triggers.mkdir(parents=True, exist_ok=True)
-    (triggers / "deploy-churn.yml").write_text(rule(service, *ports))
+    (triggers / "deploy-churn.yml").write_text(rule(service, model, *ports))
     event = workdir / "event.json"
-    event.write_text(json.dumps({"source": "mlflow", "kind": "model_version.created", "model": "churn",
-                                 "version": version, "tags": {"stage": "candidate"}, "delivery_id": f"d-{version}"}))
+    event.write_text(json.dumps({"source": "mlflow", "kind": "model_version.created", "model": model,
+                                 "version": version, "tags": {"stage": "candidate"}, "delivery_id": f"d-{version}",
+                                 "registry": {"tracking_uri": tracking_uri}}))
     out = workdir / "rendered"
     proc = subprocess.run([str(Path(sys.executable).with_name("pipeline-plugin")), "render", "--provider", "gitlab",
                            "--triggers", str(triggers), "--rule", "deploy-churn", "--event", str(event), "-o", str(out)],
@@ -162,8 +194,6 @@ def project_files(pipeline: str, expected: dict) -> dict:
         "requirements.txt": EXAMPLE / "requirements.txt",
         "sample.json": EXAMPLE / "sample.json",
         "expected.json": json.dumps(expected),
-        # the model version's artifacts, until `package` fetches models:/NAME/VERSION itself
-        "model.pkl": EXAMPLE / "model.pkl",
     }
 
 
@@ -171,10 +201,8 @@ def runner_variables(wheel: Path, database_url: str, proxy_dir: Path) -> dict[st
     """The project's CI/CD variables (and the runner's environment). Like GitLab's, they win over
     the file's own; gitlab-ci-local expands `$CI_...` in them per job."""
     return {
-        # the template's own install line, pointed at this checkout's wheel with the extras it needs
-        "PLUGIN_SPEC": f"pipeline-plugin[postgres] @ {wheel.as_uri()}",
-        # a file in the repository instead of models:/churn/VERSION (set MLFLOW_TRACKING_URI then)
-        "ARTIFACT_URI": "model.pkl",
+        # the template's own install line, pointed at this checkout's wheel with the extras it names
+        "PLUGIN_SPEC": f"pipeline-plugin[mlflow,postgres] @ {wheel.as_uri()}",
         # every job its own empty state dir; what they share is the database
         "PIPELINE_PLUGIN_STATE_DIR": "$CI_PROJECT_DIR/.state-$CI_JOB_NAME",
         "PIPELINE_PLUGIN_DATABASE_URL": database_url,
@@ -206,14 +234,14 @@ def assert_close(answer: dict, expected: dict) -> None:
 
 
 def test_rendered_gitlab_pipeline_deploys_under_gitlab_ci_local_and_a_wrong_answer_stops_in_staging(
-        runner, wheel, service, database_url, deployed, tmp_path, docker_client):
+        runner, wheel, service, mlflow, database_url, deployed, tmp_path, docker_client):
     expected = json.loads((EXAMPLE / "expected.json").read_text())
     ports = (unused_port(), unused_port())
     variables = runner_variables(wheel, database_url, proxy_dir=deployed)
 
     # 1. version 1: every stage passes, production answers POST /score
     good = gitlab_local.make_project(tmp_path / "run1" / "project",
-                                     project_files(render(tmp_path / "run1", service, ports, "1"), expected))
+                                     project_files(render(tmp_path / "run1", service, ports, mlflow, "1"), expected))
     run1 = gitlab_local.run(good, variables)
     assert run1.status() == {
         "package": "success", "deploy-staging": "success", "smoke-test": "success",
@@ -224,6 +252,7 @@ def test_rendered_gitlab_pipeline_deploys_under_gitlab_ci_local_and_a_wrong_answ
     # machine now reads
     assert not list(good.glob(f"{gitlab_local.STATE}/builds/**/*.sqlite")), "a job used an embedded store"
     assert serves(service, database_url, tmp_path) == {"staging": "1", "production": "1"}
+    assert production_alias(*mlflow) == "1"  # the promotion wrote back to the registry
     assert run1.dotenv("package")["IMAGE"].endswith(":1"), run1.explain()
     staging_uri = run1.dotenv("deploy-staging")["SCORING_URI"]
     production_uri = run1.dotenv("promote-production")["SCORING_URI"]
@@ -234,7 +263,7 @@ def test_rendered_gitlab_pipeline_deploys_under_gitlab_ci_local_and_a_wrong_answ
     # 2. version 2 with an expected output it does not give: stops at the staging smoke test
     wrong = {**expected, "predictions": [1 - p for p in expected["predictions"]]}
     bad = gitlab_local.make_project(tmp_path / "run2" / "project",
-                                    project_files(render(tmp_path / "run2", service, ports, "2"), wrong))
+                                    project_files(render(tmp_path / "run2", service, ports, mlflow, "2"), wrong))
     run2 = gitlab_local.run(bad, variables)
     assert run2.status() == {
         "package": "success", "deploy-staging": "success", "smoke-test": "failed",
@@ -244,5 +273,6 @@ def test_rendered_gitlab_pipeline_deploys_under_gitlab_ci_local_and_a_wrong_answ
     assert "predictions" in run2.jobs["smoke-test"].log, run2.explain()
     assert serving(docker_client, service, "staging") == {"2"}
     assert serves(service, database_url, tmp_path) == {"staging": "2", "production": "1"}
+    assert production_alias(*mlflow) == "1"
     assert serving(docker_client, service, "production") == {"1"}
     assert_close(score(production_uri), expected)
