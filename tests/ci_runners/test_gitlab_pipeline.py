@@ -33,7 +33,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.mlflow, pytest.mark.slow, pytest.m
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "churn"
-JOBS = ["package", "deploy-staging", "smoke-test", "promote-production", "rollback-production"]
 LABEL = "io.pipeline-plugin.deployment."
 
 
