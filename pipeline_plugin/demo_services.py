@@ -112,7 +112,7 @@ def mlflow_binary() -> str:
     here = Path(sys.executable).parent / "mlflow"
     found = str(here) if here.exists() else shutil.which("mlflow")
     if not found:
-        raise ServiceError("the mlflow command is not installed; install it with `pip install 'pipeline-plugin[mlflow]'`")
+        raise ServiceError("the mlflow command is not installed; install it with `pip install 'pipeline-plugin[mlflow-server]'`")
     return found
 
 

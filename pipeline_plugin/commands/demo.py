@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             import mlflow  # noqa: F401
         except ImportError:
-            say("MLflow is not installed (pip install 'pipeline-plugin[mlflow]'): sending a signed sample delivery instead")
+            say("MLflow is not installed (pip install 'pipeline-plugin[mlflow-server]'): sending a signed sample delivery instead")
             use_mlflow = False
 
     say("1/6 checking this machine")
