@@ -11,9 +11,9 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
@@ -115,7 +115,8 @@ def serves(service: str, database_url: str, tmp_path: Path) -> dict[str, str]:
     """`pipeline-plugin status` from another machine (an empty state dir) through the shared store."""
     empty = tmp_path / f"elsewhere-{secrets.token_hex(3)}"
     proc = subprocess.run([str(CLI), "status", "--name", service, "--target", "docker", "--state-dir", str(empty),
-                           "--database-url", database_url, "--json"], capture_output=True, text=True, timeout=120)
+                           "--database-url", database_url, "--json"], capture_output=True, text=True, timeout=120,
+                          check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return {env: e["version"] for env, e in json.loads(proc.stdout)["environments"].items() if e.get("version")}
 

@@ -29,15 +29,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import unused_port
+
 from pipeline_plugin.render import ACTION_REF, render_pipeline
 from tests import ci_chain
 
-from .test_action import SYSTEM_PATH, installed, parse_outputs, run_action, runner_temp  # noqa: F401 - fixtures
+from . import test_action
+from .test_action import SYSTEM_PATH, parse_outputs, run_action
 from .test_action_ci_settings import evaluate
 
 pytestmark = [pytest.mark.docker, pytest.mark.mlflow, pytest.mark.slow]
+
+# the action's install step, run once: this checkout pip-installed into a venv (tests/action/test_action.py)
+runner_temp, installed = test_action.runner_temp, test_action.installed
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +132,7 @@ def run_workflow(doc: dict, secrets_: dict[str, str], variables: dict[str, str],
                     env={"PATH": ":".join(SYSTEM_PATH), "HOME": os.environ.get("HOME", "/root"), "GITHUB_ACTIONS": "true",
                          "GITHUB_OUTPUT": str(out), "GITHUB_ENV": str(jobdir / "env"),
                          "GITHUB_STEP_SUMMARY": str(summary), **env},
-                    capture_output=True, text=True, timeout=120)
+                    capture_output=True, text=True, timeout=120, check=False)
                 log += proc.stdout + proc.stderr
                 outputs, ok = parse_outputs(out.read_text()), proc.returncode == 0
             else:
