@@ -149,6 +149,7 @@ def run_workflow(doc: dict, secrets_: dict[str, str], variables: dict[str, str],
                 break
         flow.results[name], flow.logs[name], flow.summaries[name] = result, log, summary.read_text()
         flow.seconds[name] = round(time.monotonic() - started, 1)
+        (jobdir / "log.txt").write_text(log)  # kept with pytest's tmp dirs, to read after a failure
         flow.outputs[name] = {k: evaluate(str(v), ctx) for k, v in (job.get("outputs") or {}).items()}
         ctx["needs"].update({f"{name}.outputs.{k}": v for k, v in flow.outputs[name].items()})
         # a job's state dir is the runner's, gone with the job: what is shared is the database

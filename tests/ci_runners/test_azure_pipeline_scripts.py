@@ -139,6 +139,7 @@ def run_job(steps: list[dict], jobdir: Path, *, stage: str, job: dict, params: d
                     key = f"{step['name']}.{m.group(1)}"
                     outputs[f"{job_name}.{key}" if "deployment" in job else key] = unescape_vso(m.group(3))
             ok = ok and proc.returncode == 0
+    (jobdir / "log.txt").write_text(log)  # kept with pytest's tmp dirs, to read after a failure
     # the job's state dir went with the agent's work folder: what is shared is the database
     assert not list((jobdir / "state").glob("**/*.sqlite")), f"stage {stage} used an embedded store"
     return ok, log
