@@ -215,7 +215,8 @@ def test_azure_stage_scripts_take_an_mlflow_version_to_production_and_a_wrong_an
     staging_uri = run1.outputs[("staging", "deploy_staging")]["deploy_staging.deploy.scoring_uri"]
     assert f":{settings['staging_port']}/" in staging_uri, run1.outputs
     assert list(run1.junit["smoke_test"].iter("testcase")), "no JUnit report for PublishTestResults"
-    production_uri = staging_uri.replace(f":{settings['staging_port']}/", f":{settings['production_port']}/")
+    production_uri = run1.outputs[("production", "promote")]["promote.promote.scoring_uri"]
+    assert f":{settings['production_port']}/" in production_uri, run1.outputs
     ci_chain.assert_close(ci_chain.score(production_uri), expected)
     assert ci_chain.production_alias(tracking_uri, model) == "1"  # the promotion wrote back to MLflow
     assert ci_chain.serves(service, database_url, tmp_path) == {"staging": "1", "production": "1"}
