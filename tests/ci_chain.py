@@ -93,12 +93,25 @@ def pipeline_settings(service: str, staging: int, production: int) -> dict:
     }
 
 
-def repository(workspace: Path, expected: dict) -> None:
-    """What `checkout` puts in a job's workspace: the example's scoring code and its expected output."""
+def repository(workspace: Path, expected: dict, score_py: str | None = None) -> None:
+    """What `checkout` puts in a job's workspace: the example's scoring code (or ``score_py``) and
+    its expected output."""
     workspace.mkdir(parents=True, exist_ok=True)
     for name in ("score.py", "requirements.txt", "sample.json"):
         (workspace / name).write_bytes((EXAMPLE / name).read_bytes())
+    if score_py is not None:
+        (workspace / "score.py").write_text(score_py)
     (workspace / "expected.json").write_text(json.dumps(expected))
+
+
+def fails_in_production() -> str:
+    """The example's score.py, changed so that it answers in staging and fails in production (a
+    setting it needs exists only in staging): promote's production smoke test fails."""
+    text = (EXAMPLE / "score.py").read_text()
+    anchor = "    if not np.isfinite(data).all():\n"
+    assert anchor in text
+    return text.replace(anchor, '    if os.environ.get("PIPELINE_PLUGIN_ENV") == "production":\n'
+                                '        raise RuntimeError("a setting this version needs exists only in staging")\n' + anchor)
 
 
 def containers(docker_client, service: str, env: str | None = None, running: bool = False) -> list:

@@ -16,6 +16,7 @@ deploy steps failed. What the stages share is the secret variable PIPELINE_PLUGI
 Version 1 goes package (models:/NAME/1 fetched from MLflow) -> staging -> smoke_test -> production,
 and MLflow's `production` alias then names it. Version 2, whose answer differs from the
 repository's expected output, stops at the smoke test while production keeps serving version 1.
+Version 3 fails only in production: promote rolls back and the `on: failure` hook runs on its own.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def service(docker_client, base_image) -> str:
 @pytest.fixture(scope="module")
 def mlflow(tmp_path_factory, service):
     name = f"churn-{service}"
-    with ci_chain.mlflow_with_versions(tmp_path_factory.mktemp("mlflow"), name) as url:
+    with ci_chain.mlflow_with_versions(tmp_path_factory.mktemp("mlflow"), name, versions=3) as url:
         yield url, name
 
 
@@ -90,14 +91,17 @@ class Pipeline:
     logs: dict[str, str] = field(default_factory=dict)
     junit: dict[str, ET.Element] = field(default_factory=dict)  # what PublishTestResults@2 published
     seconds: dict[str, float] = field(default_factory=dict)
+    hooks: dict[str, bool] = field(default_factory=dict)  # stage -> its `on: failure` hook passed
 
     def explain(self) -> str:
-        return "\n".join(f"==== {stage}: {self.results.get(stage)}\n{log[-4000:]}" for stage, log in self.logs.items())
+        logs = (f"==== {stage}: {self.results.get(stage)}\n{log[-4000:]}" for stage, log in self.logs.items())
+        return f"{self.results} hooks {self.hooks}\n" + "\n".join(logs)
 
 
 def run_job(steps: list[dict], jobdir: Path, *, stage: str, job: dict, params: dict[str, str],
             variables: dict[str, str], secret_variables: dict[str, str], expected: dict, venv_bin: str,
-            agent_env: dict[str, str], outputs: dict[str, str], flow: Pipeline) -> tuple[bool, str]:
+            agent_env: dict[str, str], outputs: dict[str, str], flow: Pipeline,
+            score_py: str | None = None) -> tuple[bool, str]:
     """One agent job: a fresh sources dir, temp dir and state dir; steps run while nothing failed
     (or when their condition says so). Output variables go to ``outputs``; returns (ok, log)."""
     job_name = job.get("job") or job["deployment"]
@@ -119,7 +123,7 @@ def run_job(steps: list[dict], jobdir: Path, *, stage: str, job: dict, params: d
         if not ok and step.get("condition", "succeeded()") not in ("succeededOrFailed()", "always()"):
             continue
         if "checkout" in step:
-            ci_chain.repository(sources, expected)
+            ci_chain.repository(sources, expected, score_py)
         elif step.get("task", "").startswith("UsePythonVersion@"):
             env_base["PATH"] = f"{venv_bin}:{env_base['PATH']}"  # the agent's Python, with pip
         elif step.get("task", "").startswith("PublishTestResults@"):
@@ -146,7 +150,7 @@ def run_job(steps: list[dict], jobdir: Path, *, stage: str, job: dict, params: d
 
 
 def run_pipeline(doc: dict, secret_variables: dict[str, str], expected: dict, workdir: Path, venv_bin: str,
-                 agent_env: dict[str, str]) -> Pipeline:
+                 agent_env: dict[str, str], score_py: str | None = None) -> Pipeline:
     params = {p["name"]: str(p["default"]) for p in doc["parameters"]}
     pipeline_vars = {v["name"]: str(v["value"]) for v in doc.get("variables") or []}
     flow = Pipeline()
@@ -170,18 +174,20 @@ def run_pipeline(doc: dict, secret_variables: dict[str, str], expected: dict, wo
             job_name = job.get("job") or job["deployment"]
             if "deployment" in job:
                 run_once = job["strategy"]["runOnce"]
-                steps, on_failure = run_once["deploy"]["steps"], (run_once.get("on") or {}).get("failure", {}).get("steps", [])
+                on = run_once.get(True) or run_once.get("on") or {}  # YAML 1.1 reads the key `on` as true
+                steps, on_failure = run_once["deploy"]["steps"], on.get("failure", {}).get("steps", [])
             else:
                 steps, on_failure = job["steps"], []
             outputs: dict[str, str] = {}
             ok, out = run_job(steps, workdir / name / job_name, stage=name, job=job, params=params, variables=variables,
                               secret_variables=secret_variables, expected=expected, venv_bin=venv_bin,
-                              agent_env=agent_env, outputs=outputs, flow=flow)
+                              agent_env=agent_env, outputs=outputs, flow=flow, score_py=score_py)
             log += out
             if not ok and on_failure:  # a lifecycle hook runs as a job of its own (a fresh agent job)
-                _, out = run_job(on_failure, workdir / name / f"{job_name}-on-failure", stage=name, job=job,
-                                 params=params, variables=variables, secret_variables=secret_variables,
-                                 expected=expected, venv_bin=venv_bin, agent_env=agent_env, outputs={}, flow=flow)
+                flow.hooks[name], out = run_job(
+                    on_failure, workdir / name / f"{job_name}-on-failure", stage=name, job=job, params=params,
+                    variables=variables, secret_variables=secret_variables, expected=expected, venv_bin=venv_bin,
+                    agent_env=agent_env, outputs={}, flow=flow, score_py=score_py)
                 log += out
             flow.outputs[(name, job_name)] = outputs
             if not ok:
@@ -239,3 +245,17 @@ def test_azure_stage_scripts_take_an_mlflow_version_to_production_and_a_wrong_an
     assert ci_chain.serving(docker_client, service, "production") == {"1"}
     ci_chain.assert_close(ci_chain.score(production_uri), expected)
     print("version 2 stages (s):", run2.seconds)
+
+    # 3. version 3 (a change to score.py) passes staging but fails in production: promote rolls back
+    # itself; the `on: failure` hook, an agent job of its own, sets up Python, installs the tool and
+    # runs `rollback --if-serving 3`, which leaves version 1 serving
+    run3 = run_pipeline(pipeline("3"), secret_variables, expected, tmp_path / "run3", installed[0], agent_env,
+                        score_py=ci_chain.fails_in_production())
+    assert run3.results == {"package": "succeeded", "staging": "succeeded", "smoke_test": "succeeded",
+                            "production": "failed"}, run3.explain()
+    assert run3.hooks == {"production": True}, run3.explain()
+    assert "Roll back production" in run3.logs["production"] and "promotion failed" in run3.logs["production"]
+    assert ci_chain.serves(service, database_url, tmp_path)["production"] == "1"
+    assert ci_chain.production_alias(tracking_uri, model) == "1"
+    ci_chain.assert_close(ci_chain.score(production_uri), expected)
+    print("version 3 stages (s):", run3.seconds)
