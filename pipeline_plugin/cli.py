@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "json", False):
             print(json.dumps(exc.to_dict()), file=sys.stdout)
         print(f"error: {exc.message}", file=sys.stderr)
-        from .ci_output import report_error
+        from .ci.output import report_error
 
         report_error(exc.message)
         return exc.exit_code
@@ -86,7 +86,7 @@ def _crash(exc: BaseException, json_output: bool) -> int:
         print(json.dumps({"error": kind, "message": message, "crashed": True}), file=sys.stdout)
     print(f"error: {message}", file=sys.stderr)
     try:
-        from .ci_output import report_error
+        from .ci.output import report_error
 
         report_error(message)
     except Exception:  # noqa: BLE001 - reporting must not hide the original crash

@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from .. import output
-from ..ci_deployments import STATES, record
+from ..ci.deployments import STATES, record
 
 
 def register(subparsers: Any) -> None:

@@ -8,7 +8,8 @@ import argparse
 import json
 from typing import Any, Mapping
 
-from .. import ci_output, output
+from .. import output
+from ..ci import output as ci_output
 
 TITLES = {
     "package": "Packaged model image",

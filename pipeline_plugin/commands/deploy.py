@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import ci_output, deployconfig
+from .. import deployconfig
+from ..ci import output as ci_output
 from ..errors import ConfigError, PipelinePluginError
 from ..output import Progress, add_json_flag, emit
 from ..targets import BACKENDS, check_spec

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .. import ci_output, output
+from .. import output
+from ..ci import output as ci_output
 from ..errors import ConfigError
 from ..events import ModelVersionEvent
 from ..providers import ALIASES, BACKENDS, PipelineRun, canonical, get_provider

@@ -7,7 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-from .. import ci_output
+from ..ci import output as ci_output
 from ..history import History, use_state_dir
 from ..output import Progress, add_json_flag, emit
 from ..stages.promote import DEFAULT_CANARY_SECONDS, DEFAULT_CANARY_WEIGHT, STRATEGIES, promote

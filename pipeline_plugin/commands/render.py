@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Iterable
 
-from .. import ci_output, output
+from .. import output
+from ..ci import output as ci_output
 from ..errors import ConfigError, suggest
 from ..events import ModelVersionEvent
 from ..render import RENDER_ALIASES, TEMPLATES, render_pipeline

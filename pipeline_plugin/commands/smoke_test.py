@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .. import ci_output
+from ..ci import output as ci_output
 from ..history import History, Record, current_actor, use_state_dir
 from ..output import Progress, add_json_flag, emit
 from ..stages import smoke_test as stage

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 from . import BaseSource, Request, Response, _payload as P, loads_json, options_handshake

@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import settings
 from ..errors import ConfigError, NotFoundError
 from . import Deployment, DeploymentSpec, ProgressFn, stable_uris, state_root
 from .nginx_proxy import pick_port

@@ -3,7 +3,8 @@ the official API descriptions), job summaries, Azure Pipelines logging commands,
 
 from __future__ import annotations
 
-from pipeline_plugin import ci_output
+from pipeline_plugin.ci import deployments as ci_deployments
+from pipeline_plugin.ci import output as ci_output
 
 from .helpers import TOKEN, Contract, Reply
 
@@ -26,10 +27,10 @@ def github_ci(serve, monkeypatch, tmp_path):
 
 def test_github_deployment_per_environment_with_statuses(serve, monkeypatch, tmp_path):
     server = github_ci(serve, monkeypatch, tmp_path)
-    ci_output.record_deployment("staging", "in_progress", model="iris", version="7", service="iris")
-    ci_output.record_deployment("staging", "success", scoring_uri="http://127.0.0.1:8890/score")
-    ci_output.record_deployment("production", "in_progress", model="iris", version="7")
-    ci_output.record_deployment("production", "failure", description="smoke test failed: p99 120 ms > 100 ms")
+    ci_deployments.record("staging", "in_progress", model="iris", version="7", service="iris")
+    ci_deployments.record("staging", "success", scoring_uri="http://127.0.0.1:8890/score")
+    ci_deployments.record("production", "in_progress", model="iris", version="7")
+    ci_deployments.record("production", "failure", description="smoke test failed: p99 120 ms > 100 ms")
     deployments = server.calls(DEPLOY)
     assert [d.body["environment"] for d in deployments] == ["staging", "production"]
     assert deployments[0].body["payload"] == {"model": "iris", "version": "7", "service": "iris"}
@@ -45,7 +46,7 @@ def test_github_deployment_per_environment_with_statuses(serve, monkeypatch, tmp
 def test_a_refusing_deployments_api_never_fails_the_stage(serve, monkeypatch, tmp_path, capsys):
     server = github_ci(serve, monkeypatch, tmp_path)
     server.on(DEPLOY, Reply(403, {"message": "Resource not accessible by integration"}))
-    assert ci_output.record_deployment("staging", "success", model="iris", version="7") == []
+    assert ci_deployments.record("staging", "success", model="iris", version="7") == []
     out = capsys.readouterr().out
     assert "::warning::could not record the staging deployment on github" in out and "deployments: write" in out
     assert len(server.calls(DEPLOY)) == 1
@@ -55,7 +56,7 @@ def test_nothing_is_recorded_outside_ci_or_without_a_token(monkeypatch, tmp_path
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("GITHUB_REPOSITORY", "acme/models")
     monkeypatch.setenv("GITHUB_API_URL", "http://127.0.0.1:9")  # would fail loudly if called
-    assert ci_output.record_deployment("staging", "success", model="iris", version="7") == []
+    assert ci_deployments.record("staging", "success", model="iris", version="7") == []
 
 
 def gitlab_ci(serve, monkeypatch, tmp_path):
@@ -73,8 +74,8 @@ def gitlab_ci(serve, monkeypatch, tmp_path):
 
 def test_gitlab_deployment_running_then_success(serve, monkeypatch, tmp_path):
     server = gitlab_ci(serve, monkeypatch, tmp_path)
-    ci_output.record_deployment("staging", "in_progress", model="iris", version="7")
-    ci_output.record_deployment("staging", "success", scoring_uri="http://x/score")
+    ci_deployments.record("staging", "in_progress", model="iris", version="7")
+    ci_deployments.record("staging", "success", scoring_uri="http://x/score")
     [create] = server.calls("postApiV4ProjectsIdDeployments")
     assert create.body == {"environment": "staging", "sha": "a" * 40, "ref": "main", "tag": False, "status": "running"}
     [update] = server.calls("putApiV4ProjectsIdDeploymentsDeploymentId")
@@ -84,7 +85,7 @@ def test_gitlab_deployment_running_then_success(serve, monkeypatch, tmp_path):
 def test_gitlab_jobs_with_an_environment_are_left_to_gitlab(serve, monkeypatch, tmp_path):
     server = gitlab_ci(serve, monkeypatch, tmp_path)
     monkeypatch.setenv("CI_ENVIRONMENT_NAME", "staging")
-    assert ci_output.record_deployment("staging", "success", model="iris", version="7") == []
+    assert ci_deployments.record("staging", "success", model="iris", version="7") == []
     assert server.requests == []
 
 

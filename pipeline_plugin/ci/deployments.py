@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import quote
 
+from .output import report_warning
+
 STATES = ("in_progress", "success", "failure")
 
 
@@ -48,8 +50,6 @@ def _save(data: Mapping[str, Any]) -> None:
 
 
 def _warn(message: str) -> None:
-    from .ci_output import report_warning
-
     report_warning(message)
     print(f"warning: {message}", file=sys.stderr)
 
@@ -57,7 +57,7 @@ def _warn(message: str) -> None:
 def _request(method: str, url: str, headers: Mapping[str, str], body: Mapping[str, Any], service: str, action: str) -> Any:
     import requests
 
-    from .providers.retry import ApiFailure, call, parse_retry_after, timeout
+    from ..providers.retry import ApiFailure, call, parse_retry_after, timeout
 
     def send() -> Any:
         response = requests.request(method, url, headers=dict(headers), json=dict(body), timeout=timeout())

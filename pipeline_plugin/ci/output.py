@@ -10,8 +10,7 @@ Outside CI every function here does nothing.
 Summaries: ``add_summary`` appends Markdown to ``$GITHUB_STEP_SUMMARY`` and, under Azure Pipelines,
 uploads it to the run's Extensions tab (``##vso[task.uploadsummary]``). ``stage_summary`` builds the
 report a person reads at a glance (model, version, image digest, smoke-test table, what was promoted
-or rolled back). ``record_deployment`` writes the CI system's own deployment records
-(``ci_deployments``: GitHub Deployments API, GitLab deployments API).
+or rolled back). The CI system's own deployment records are :mod:`pipeline_plugin.ci.deployments`.
 """
 
 from __future__ import annotations
@@ -67,15 +66,6 @@ def report_warning(message: str) -> None:
         print(f"::warning::{_escape_gh(message)}", file=sys.stdout)
     if os.environ.get("TF_BUILD"):
         print(f"##vso[task.logissue type=warning]{_escape_vso(message)}", file=sys.stdout)
-
-
-def record_deployment(environment: str, state: str, **info: Any) -> list[dict[str, Any]]:
-    """Record a deployment of ``environment`` in the CI system (``in_progress``, ``success`` or
-    ``failure``; ``info``: model, version, service, image, digest, scoring_uri, description).
-    Does nothing outside CI or without a token; never raises for the service's answers."""
-    from .ci_deployments import record
-
-    return record(environment, state, **info)
 
 
 def _md(value: object) -> str:
