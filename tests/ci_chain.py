@@ -55,6 +55,8 @@ def mlflow_with_versions(workdir: Path, name: str, versions: int = 2) -> Iterato
                                              pip_requirements=[f"scikit-learn=={sklearn.__version__}"])
         finally:
             mlflow.set_tracking_uri(None)
+            # set_experiment exported MLFLOW_EXPERIMENT_ID: a later subprocess would ask another server for it
+            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
         yield server.url
 
 

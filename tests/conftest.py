@@ -60,3 +60,12 @@ def postgres_url(postgres, request) -> str:
 
     name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
     return postgres.create_database(name)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_mlflow_experiment(monkeypatch):
+    """`mlflow.set_experiment` in a fixture exports MLFLOW_EXPERIMENT_ID into this process: every
+    subprocess a later test starts (train.py, the demo, CI jobs) would then ask its own MLflow server
+    for an experiment id of another server's. Each test starts without it."""
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)

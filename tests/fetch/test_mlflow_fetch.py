@@ -52,6 +52,8 @@ def registered(tmp_path_factory):
             MlflowClient(server.url).set_registered_model_alias(NAME, "champion", "1")
         finally:
             mlflow.set_tracking_uri(None)
+            # set_experiment exported MLFLOW_EXPERIMENT_ID: a later subprocess would ask another server for it
+            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
         yield server.url, run.info.run_id, model
 
 
