@@ -54,16 +54,23 @@ _BASE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
 
 # ---------------------------------------------------------------------------- input checks
 
-def parse_model_arg(value: str) -> ModelRef:
-    """``NAME:VERSION=PATH`` (the --model flag) -> ModelRef; ConfigError naming flag, value and fix."""
-    example = "e.g. --model churn:3=./outputs/model.pkl"
-    left, sep, path = value.partition("=")
-    if not sep or not path:
-        raise ConfigError(f"--model '{value}': expected NAME:VERSION=PATH ({example})")
+def split_model_arg(value: str, what: str = "PATH",
+                    example: str = "e.g. --model churn:3=./outputs/model.pkl") -> tuple[str, str, str]:
+    """``NAME:VERSION=<what>`` (the --model flag) -> (name, version, the rest as typed); ConfigError
+    naming the flag, the value and the fix (``example``)."""
+    left, sep, rest = value.partition("=")
+    if not sep or not rest:
+        raise ConfigError(f"--model '{value}': expected NAME:VERSION={what} ({example})")
     name, sep, version = left.rpartition(":")
     if not sep or not name or not version:
         raise ConfigError(f"--model '{value}': the part before '=' must be NAME:VERSION ({example})")
     check_model_ref(name, version, "--model", value)
+    return name, version, rest
+
+
+def parse_model_arg(value: str) -> ModelRef:
+    """``NAME:VERSION=PATH`` (the --model flag) -> ModelRef; ConfigError naming flag, value and fix."""
+    name, version, path = split_model_arg(value)
     return ModelRef(name=name, version=version, path=Path(path).expanduser())
 
 

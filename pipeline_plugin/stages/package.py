@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Callable
 
 from ..builders import docker as docker_builder
 from ..builders.spec import ModelRef, PackageResult, PackageSpec
-from ..errors import ConfigError
 
 __all__ = ["ModelRef", "PackageResult", "PackageSpec", "package", "parse_model", "split_model", "fetch_models",
            "model_dependencies"]
@@ -39,15 +38,8 @@ def parse_model(value: str) -> ModelRef:
 def split_model(value: str) -> tuple[str, str, str]:
     """``NAME:VERSION=URI`` -> (name, version, uri), the URI as typed (``models:/churn/3``,
     ``hf://acme/churn@v3``, a path ...); ConfigError naming the flag, value and fix."""
-    example = "e.g. --model churn:3=models:/churn/3 or --model churn:3=./outputs/model.pkl"
-    left, sep, uri = value.partition("=")
-    if not sep or not uri:
-        raise ConfigError(f"--model '{value}': expected NAME:VERSION=URI ({example})")
-    name, sep, version = left.rpartition(":")
-    if not sep or not name or not version:
-        raise ConfigError(f"--model '{value}': the part before '=' must be NAME:VERSION ({example})")
-    docker_builder.check_model_ref(name, version, "--model", value)
-    return name, version, uri
+    return docker_builder.split_model_arg(
+        value, "URI", "e.g. --model churn:3=models:/churn/3 or --model churn:3=./outputs/model.pkl")
 
 
 @dataclass
