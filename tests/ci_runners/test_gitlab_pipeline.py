@@ -22,10 +22,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
 from conftest import unused_port
+
+from tests.ci_chain import assert_close, cleanup, pipeline_settings, production_alias, score, serves, serving
 
 from . import gitlab_local
 
@@ -33,7 +34,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.mlflow, pytest.mark.slow, pytest.m
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "churn"
-LABEL = "io.pipeline-plugin.deployment."
 
 
 @pytest.fixture(scope="module")
@@ -82,16 +82,6 @@ def mlflow(tmp_path_factory, service):
         yield server.url, name
 
 
-def production_alias(tracking_uri: str, name: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        return MlflowClient(tracking_uri).get_model_version_by_alias(name, "production").version
-    except MlflowException:
-        return None
-
-
 @pytest.fixture(scope="module")
 def database_url(postgres, service) -> str:
     """One empty PostgreSQL database: the store every job of both pipelines shares."""
@@ -106,46 +96,6 @@ def deployed(docker_client, service, database_url, tmp_path_factory):
     cleanup(docker_client, service, database_url, proxy_dir)
 
 
-def cleanup(docker_client, service: str, database_url: str, proxy_dir: Path) -> None:
-    """Stop what the pipelines started: the stable nginx addresses through the target's own delete
-    (reading the shared store), then any container still labelled with the service."""
-    import os
-
-    from pipeline_plugin.targets.docker import DockerTarget
-
-    saved = {k: os.environ.get(k) for k in ("PIPELINE_PLUGIN_DATABASE_URL", "PIPELINE_PLUGIN_PROXY_DIR")}
-    os.environ.update({"PIPELINE_PLUGIN_DATABASE_URL": database_url, "PIPELINE_PLUGIN_PROXY_DIR": str(proxy_dir)})
-    try:
-        for env in ("staging", "production"):
-            try:
-                DockerTarget(state_dir=proxy_dir / "cleanup-state").delete(service, env)
-            except Exception as exc:  # noqa: BLE001 - cleanup goes on with the containers
-                print(f"cleanup {service}/{env}: {exc}")
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    for container in containers(docker_client, service):
-        try:
-            container.remove(force=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
-    for image in docker_client.images.list(name=f"localhost:5000/{service}/churn-{service}"):
-        docker_client.images.remove(image.id, force=True)
-
-
-def containers(docker_client, service: str, env: str | None = None, running: bool = False) -> list:
-    filters = [f"{LABEL}service={service}"] + ([f"{LABEL}env={env}"] if env else [])
-    return docker_client.containers.list(all=not running, filters={"label": filters})
-
-
-def serving(docker_client, service: str, env: str) -> set[str]:
-    """The model versions the running containers of (service, env) carry in their labels."""
-    return {c.labels.get(LABEL + "version", "?") for c in containers(docker_client, service, env, running=True)}
-
-
 def rule(service: str, model: str, staging: int, production: int) -> str:
     return yaml.safe_dump({
         "name": "deploy-churn",
@@ -153,15 +103,7 @@ def rule(service: str, model: str, staging: int, production: int) -> str:
         "pipeline": {
             "provider": "gitlab",
             "project": "acme/models",
-            "service": service,
-            "target": "docker",
-            "entry_script": "score.py",
-            "requirements": "requirements.txt",
-            "sample": "sample.json",
-            "expect": "expected.json",
-            "staging_port": staging,
-            "production_port": production,
-            "image_repository": f"localhost:5000/{service}",  # images of this test only
+            **pipeline_settings(service, staging, production),
         },
     }, sort_keys=False)
 
@@ -208,28 +150,6 @@ def runner_variables(wheel: Path, database_url: str, proxy_dir: Path) -> dict[st
         # the runner host's folder for the stable addresses (nginx) of the docker target
         "PIPELINE_PLUGIN_PROXY_DIR": str(proxy_dir),
     }
-
-
-def serves(service: str, database_url: str, tmp_path: Path) -> dict[str, str]:
-    """`pipeline-plugin status` from another machine (an empty state dir) through the shared store:
-    the version each environment serves."""
-    empty = tmp_path / f"elsewhere-{secrets.token_hex(3)}"
-    proc = subprocess.run([str(Path(sys.executable).with_name("pipeline-plugin")), "status", "--name", service,
-                           "--target", "docker", "--state-dir", str(empty), "--database-url", database_url, "--json"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return {env: e["version"] for env, e in json.loads(proc.stdout)["environments"].items() if e.get("version")}
-
-
-def score(url: str) -> dict:
-    r = requests.post(url, json=json.loads((EXAMPLE / "sample.json").read_text()), timeout=30)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def assert_close(answer: dict, expected: dict) -> None:
-    assert answer["predictions"] == expected["predictions"]
-    assert answer["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-4)
 
 
 def test_rendered_gitlab_pipeline_deploys_under_gitlab_ci_local_and_a_wrong_answer_stops_in_staging(
