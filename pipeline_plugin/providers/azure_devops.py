@@ -7,8 +7,8 @@ trackingUri; see
 ``templates/azure-pipelines``) or ``release_definition_id`` (Releases - Create with the release
 variables ``MODEL_NAME``, ``MODEL_VERSION``, ``MODEL_SOURCE``, ``EVENT_ID``, ``MODEL_TAGS``,
 ``ARTIFACT_URI``, ``MODEL_REGISTRY``, ``MODEL_TRACKING_URI`` — mark them "Settable at release time" in the definition — and, with
-``artifact_alias``, the model version as that artifact's version, like the model artifact trigger's
-``Release.Artifacts.{alias}.DefinitionName``/``BuildNumber``). ``ref`` (YAML pipelines: branch to run,
+``artifact_alias`` + ``artifact_version``, that artifact's version: ``model-version`` or ``tag:KEY``, see
+``artifact_reference``; without them the definition's default artifact version). ``ref`` (YAML pipelines: branch to run,
 default the pipeline's default branch), ``parameters`` (static extra template parameters or
 release variables).
 
@@ -24,7 +24,7 @@ import re
 import threading
 from typing import Any, Mapping
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PayloadError
 from ..render import INPUT_VARIABLES, pipeline_inputs
 from . import DispatchResult, PipelineRun, extra_values
 from .retry import ApiFailure, call, parse_retry_after, timeout
@@ -146,6 +146,49 @@ def _int_setting(p: Mapping[str, Any], key: str, rule: str) -> int | None:
     return int(value)
 
 
+ARTIFACT_VERSION_FORMS = ("model-version", "tag:KEY")
+
+
+def artifact_reference(pipeline: Mapping[str, Any], event: Any, rule: str) -> tuple[str, str, str | None] | None:
+    """(alias, version id, version name) of the release's artifact, from the rule's ``artifact_alias``
+    and ``artifact_version``; None when the rule names no artifact (the definition's default version).
+
+    ``artifact_version``: ``model-version`` (the artifact's versions are the model's versions: a
+    package, an image tagged with the model version, an Azure ML model artifact) or ``tag:KEY`` (the
+    model version's tag KEY holds the artifact version id, e.g. the id of the build that trained it;
+    for a Build artifact, Releases - Create's ``instanceReference.id`` is the build id).
+    """
+    alias = pipeline.get("artifact_alias")
+    how = pipeline.get("artifact_version")
+    if not alias:
+        if how:
+            raise ConfigError(f"rule {rule!r}: pipeline.artifact_version is {how!r} but pipeline.artifact_alias is not "
+                              "set; name the release definition's artifact alias (e.g. '_model-build') or drop it")
+        return None
+    if not how:
+        raise ConfigError(
+            f"rule {rule!r}: pipeline.artifact_alias is {alias!r} but pipeline.artifact_version is not set; say how the "
+            "artifact's version is found: 'model-version' (its versions are the model's) or 'tag:KEY' (the model "
+            "version's tag KEY holds it, e.g. 'tag:build_id' for the id of the build that produced the model)")
+    how = str(how)
+    if how == "model-version":
+        return str(alias), str(event.version), str(event.version)
+    if how.startswith("tag:") and how[4:]:
+        key = how[4:]
+        value = str((event.tags or {}).get(key) or "").strip()
+        if not value:
+            raise PayloadError(
+                f"rule {rule!r}: pipeline.artifact_version is {how!r} but model {event.model} version {event.version} "
+                f"has no tag {key!r}; tag the model version with the artifact version id (e.g. the build id)",
+                field=f"tags.{key}")
+        if len(value) > 256 or not re.fullmatch(r"[A-Za-z0-9._:@/+-]+", value):
+            raise PayloadError(f"tag {key!r} is {value[:64]!r}; an artifact version id is letters, digits and ._:@/+-",
+                               field=f"tags.{key}")
+        return str(alias), value, None
+    raise ConfigError(f"rule {rule!r}: pipeline.artifact_version is {how!r}; use one of "
+                      f"{', '.join(ARTIFACT_VERSION_FORMS)}")
+
+
 class AzureDevOpsProvider:
     name = "azure-devops"
 
@@ -165,6 +208,7 @@ class AzureDevOpsProvider:
         if not isinstance(extra, Mapping):
             raise ConfigError(f"rule {run.rule_name!r}: pipeline.parameters must be a mapping of name to value")
         inputs = pipeline_inputs(run.event, p, run.run_id)
+        reference = artifact_reference(p, run.event, run.rule_name) if definition_id is not None else None
         base = collection_url(p)
         creds = credentials()
         last = _LastResponse()
@@ -179,7 +223,7 @@ class AzureDevOpsProvider:
 
         if pipeline_id is not None:
             return self._run_pipeline(api, base, creds, last, run, project, pipeline_id, inputs, extra)
-        return self._create_release(api, base, creds, last, run, project, definition_id, inputs, extra)
+        return self._create_release(api, base, creds, last, run, project, definition_id, inputs, extra, reference)
 
     def _run_pipeline(self, api, base, creds, last, run, project, pipeline_id, inputs, extra) -> DispatchResult:
         from azure.devops.v7_1.pipelines.models import (
@@ -211,7 +255,8 @@ class AzureDevOpsProvider:
             data={"project": project, "pipeline_id": pipeline_id, "mode": "pipeline"},
         )
 
-    def _create_release(self, api, base, creds, last, run, project, definition_id, inputs, extra) -> DispatchResult:
+    def _create_release(self, api, base, creds, last, run, project, definition_id, inputs, extra,
+                        reference) -> DispatchResult:
         from azure.devops.v7_1.location.location_client import LocationClient
         from azure.devops.v7_1.release.models import (
             ArtifactMetadata,
@@ -234,12 +279,10 @@ class AzureDevOpsProvider:
             is_draft=False,
             variables={k: ConfigurationVariableValue(value=v) for k, v in variables.items()},
         )
-        alias = run.pipeline.get("artifact_alias")
-        if alias:
+        if reference is not None:
+            alias, version_id, version_name = reference
             metadata.artifacts = [ArtifactMetadata(
-                alias=str(alias),
-                instance_reference=BuildVersion(id=inputs["version"], name=inputs["version"]),
-            )]
+                alias=alias, instance_reference=BuildVersion(id=version_id, name=version_name))]
         result = api(lambda: client.create_release(metadata, project), f"create a release of definition {definition_id} in {project}",
                      starts=True)
         url = _web_link(result) or f"{base}{project}/_releaseProgress?_a=release-pipeline-progress&releaseId={result.id}"

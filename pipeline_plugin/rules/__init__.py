@@ -46,7 +46,7 @@ are paths inside the CI repository, and every value must match the rendered pipe
   variable, never the token), ``variables``; rendering: ``image``. The server is
   ``CI_SERVER_URL`` (environment), not a rule key.
 - ``azure-devops``: ``project`` (required), ``pipeline_id`` or ``release_definition_id`` (one
-  required), ``artifact_alias``, ``ref``, ``parameters``; rendering: ``vm_image``, ``pool``, ``database_secret``. The
+  required), ``artifact_alias`` + ``artifact_version``, ``ref``, ``parameters``; rendering: ``vm_image``, ``pool``, ``database_secret``. The
   organization is ``SYSTEM_COLLECTIONURI`` (environment), not a rule key.
 - every CI provider (rendering): ``forward_tags`` (list of tag names), ``install``, ``python``
 

@@ -323,6 +323,14 @@ def _ref(value: Any, _d: Path) -> Any:
     return None
 
 
+def _artifact_version(value: Any, _d: Path) -> Any:
+    if not isinstance(value, str) or not (value == "model-version" or re.fullmatch(r"tag:\S+", value)):
+        return (f"must be 'model-version' or 'tag:KEY', got {value!r}",
+                "'model-version' when the artifact's versions are the model's, 'tag:KEY' when the model version's "
+                "tag KEY holds the artifact version id (e.g. 'tag:build_id')")
+    return None
+
+
 def _all_of(*checks: Validator) -> Validator:
     def check(value: Any, folder: Path) -> Any:
         for one in checks:
@@ -429,6 +437,7 @@ PIPELINE_KEYS: dict[str, dict[str, Validator]] = {
             "pipeline_id": _positive_int,
             "release_definition_id": _positive_int,
             "artifact_alias": _string,
+            "artifact_version": _artifact_version,
             "ref": _ref,
             "parameters": _scalars,
         },
@@ -454,6 +463,8 @@ def _required(provider: str, section: dict) -> list[tuple[str, str]]:
             missing.append(("project", "the Azure DevOps project name"))
         if "pipeline_id" not in section and "release_definition_id" not in section:
             missing.append(("pipeline_id", "the pipeline to run (or release_definition_id for a classic release)"))
+        if "artifact_alias" in section and "artifact_version" not in section:
+            missing.append(("artifact_version", "how the artifact's version is found: 'model-version' or 'tag:KEY'"))
     return missing
 
 

@@ -80,14 +80,47 @@ def test_run_pipeline_passes_the_event_as_template_parameters(serve, monkeypatch
 
 def test_create_release_sets_model_name_and_version_as_release_variables(serve, monkeypatch):
     server = azure(serve, monkeypatch)
-    result = get_provider("azure-devops").dispatch(
-        make_run({"project": PROJECT, "release_definition_id": "12", "artifact_alias": "iris-model"}))
+    result = get_provider("azure-devops").dispatch(make_run({"project": PROJECT, "release_definition_id": "12"}))
     [call] = server.calls(RELEASE)
     assert call.body["definitionId"] == 12
     variables = {k: v["value"] for k, v in call.body["variables"].items()}
     assert variables["MODEL_NAME"] == "iris" and variables["MODEL_VERSION"] == "7"
-    assert call.body["artifacts"] == [{"alias": "iris-model", "instanceReference": {"id": "7", "name": "7"}}]
+    assert "artifacts" not in call.body  # no artifact named: the definition's default version
     assert result.external_id == "58" and "releaseId=58" in result.url
+
+
+def test_release_artifact_is_the_build_a_model_version_tag_names(serve, monkeypatch):
+    """A Build artifact's instanceReference.id is a build id (Releases - Create), not the model version:
+    the rule says which tag of the model version holds it."""
+    server = azure(serve, monkeypatch)
+    get_provider("azure-devops").dispatch(make_run(
+        {"project": PROJECT, "release_definition_id": 12, "artifact_alias": "_iris-training",
+         "artifact_version": "tag:build_id"}, tags={"build_id": "1187", "stage": "candidate"}))
+    [call] = server.calls(RELEASE)
+    assert call.body["artifacts"] == [{"alias": "_iris-training", "instanceReference": {"id": "1187"}}]
+    assert {k: v["value"] for k, v in call.body["variables"].items()}["MODEL_VERSION"] == "7"
+
+
+def test_release_artifact_versioned_like_the_model(serve, monkeypatch):
+    server = azure(serve, monkeypatch)
+    get_provider("azure-devops").dispatch(make_run(
+        {"project": PROJECT, "release_definition_id": 12, "artifact_alias": "iris-model", "artifact_version": "model-version"}))
+    [call] = server.calls(RELEASE)
+    assert call.body["artifacts"] == [{"alias": "iris-model", "instanceReference": {"id": "7", "name": "7"}}]
+
+
+@pytest.mark.parametrize("pipeline,tags,error,expect", [
+    ({"artifact_alias": "_b"}, {}, ConfigError, "pipeline.artifact_version is not set"),
+    ({"artifact_version": "model-version"}, {}, ConfigError, "pipeline.artifact_alias is not"),
+    ({"artifact_alias": "_b", "artifact_version": "build"}, {}, ConfigError, "model-version, tag:KEY"),
+    ({"artifact_alias": "_b", "artifact_version": "tag:build_id"}, {"stage": "x"}, PayloadError, "no tag 'build_id'"),
+])
+def test_release_artifact_settings_fail_before_any_request(serve, monkeypatch, pipeline, tags, error, expect):
+    server = azure(serve, monkeypatch)
+    with pytest.raises(error, match=expect):
+        get_provider("azure-devops").dispatch(
+            make_run({"project": PROJECT, "release_definition_id": 12, **pipeline}, tags=tags))
+    assert server.requests == []
 
 
 def test_system_accesstoken_is_sent_as_bearer(serve, monkeypatch):

@@ -275,7 +275,8 @@ def test_rule_without_pipeline_and_every_provider(tmp_path):
           pipeline: {provider: gitlab, project: 42, ref: release/v2, variables: {A_B: c}}
         - name: ado
           match: {}
-          pipeline: {provider: azure-devops, project: p, release_definition_id: 3, artifact_alias: _model, ref: main}
+          pipeline: {provider: azure-devops, project: p, release_definition_id: 3, artifact_alias: _model,
+                     artifact_version: 'tag:build_id', ref: main}
         - name: disabled
           enabled: false
           match: {}
@@ -287,7 +288,7 @@ def test_rule_without_pipeline_and_every_provider(tmp_path):
         ("gl", "gitlab", True), ("ado", "azure-devops", True), ("disabled", "gitlab", False),
     ]
     assert rules[0].pipeline is None
-    assert [r.line for r in rules] == [1, 3, 6, 10, 13, 16]
+    assert [r.line for r in rules] == [1, 3, 6, 10, 13, 17]
 
 
 def test_yaml_anchors_and_merge_keys(tmp_path):
