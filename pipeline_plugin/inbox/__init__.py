@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from ..errors import NotFoundError, ServiceError
 from ..events import ModelVersionEvent
+from .leases import SqliteLeases
 
 DB_NAME = "inbox.sqlite3"
 #: PRAGMA user_version of the tables below; a newer file is refused rather than misread
@@ -359,7 +360,7 @@ def _committer(path: Path) -> _GroupCommitter:
         return _COMMITTERS.setdefault(key, _GroupCommitter())
 
 
-class Inbox:
+class Inbox(SqliteLeases):
     """The durable event store of one state dir. Thread-safe: one connection per thread."""
 
     def __init__(self, state_dir: str | Path, max_attempts: int = MAX_ATTEMPTS) -> None:
