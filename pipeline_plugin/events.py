@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from .errors import PayloadError
 
-SOURCES = ("mlflow", "azureml", "sagemaker", "huggingface", "docker-registry", "cloudevents")
+SOURCES = ("mlflow", "azureml", "sagemaker", "huggingface", "docker-registry", "cloudevents", "databricks", "wandb")
 
 KINDS = (
     "model_version.created",
@@ -40,7 +40,8 @@ class ModelVersionEvent:
 
     ``registry`` identifies which registry instance spoke: keys among ``tracking_uri`` (MLflow),
     ``workspace`` (Azure ML), ``model_package_group`` and ``account``/``region`` (SageMaker),
-    ``repository`` (Hugging Face, docker registry), ``host``.
+    ``repository`` (Hugging Face, docker registry), ``host`` (also Databricks' workspace), ``entity`` and
+    ``project`` (Weights & Biases).
     """
 
     source: str

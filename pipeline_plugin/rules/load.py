@@ -155,7 +155,8 @@ REGISTRY_KEYS = (
     "tracking_uri",  # mlflow
     "workspace", "subscription", "resource_group",  # azureml
     "model_package_group", "account", "region",  # sagemaker
-    "repository", "host",  # huggingface, docker-registry
+    "repository", "host",  # huggingface, docker-registry, databricks (host)
+    "entity", "project",  # wandb
 )
 PROVIDERS = ("local", "github", "gitlab", "azure-devops")
 PROVIDER_ALIASES = {"azure-pipelines": "azure-devops"}  # as providers.ALIASES

@@ -1,7 +1,7 @@
 """Registry webhook sources: pure functions of an HTTP request.
 
 Each backend module (``mlflow``, ``azureml``, ``sagemaker``, ``huggingface``, ``docker_registry``,
-``cloudevents``) defines one ``Source`` object named ``SOURCE`` with ``name``, ``auth_scheme`` (its
+``cloudevents``, ``databricks``, ``wandb``) defines one ``Source`` object named ``SOURCE`` with ``name``, ``auth_scheme`` (its
 default scheme in ``auth.SCHEMES``), ``handshake``, ``verify`` and ``parse``.
 
 Order of calls (``receive()`` below does exactly this; a server should call it):
@@ -47,6 +47,8 @@ BACKENDS: dict[str, str] = {
     "huggingface": "huggingface",
     "docker-registry": "docker_registry",
     "cloudevents": "cloudevents",
+    "databricks": "databricks",
+    "wandb": "wandb",
 }
 
 

@@ -22,6 +22,11 @@ expected signature. Every comparison is constant time (``hmac.compare_digest`` o
     "API key" connections, e.g. ``x-api-key``).
 ``huggingface-secret``
     Hugging Face Hub: the secret arrives verbatim in ``X-Webhook-Secret``.
+``databricks-hmac``
+    Databricks Workspace Model Registry: ``X-Databricks-Signature`` holds the hex HMAC-SHA256 of the
+    raw body under the webhook's shared secret (UTF-8 text). Databricks signs no timestamp, so there
+    is no replay window: a replayed delivery is the same body, hence the same delivery id, and is
+    stored once.
 ``standard-webhooks-or-token``
     The ``cloudevents`` default: a delivery carrying ``webhook-signature`` must pass
     ``standard-webhooks`` (a bad or stale signature is never rescued by a token); one without it
@@ -53,6 +58,8 @@ SW_TIMESTAMP = "webhook-timestamp"
 SW_SIGNATURE = "webhook-signature"
 
 HF_SECRET = "X-Webhook-Secret"
+
+DATABRICKS_SIGNATURE = "X-Databricks-Signature"
 
 
 def _headers(request: Request) -> Headers:
@@ -195,6 +202,21 @@ def verify_huggingface(request: Request, secret: str) -> None:
         raise AuthenticationError(f"bad secret: header {HF_SECRET} does not match the configured secret")
 
 
+def sign_databricks(secret: str, body: bytes) -> str:
+    """Hex HMAC-SHA256 of the body, as Databricks sends it in ``X-Databricks-Signature``."""
+    return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def verify_databricks(request: Request, secret: str) -> None:
+    expected = sign_databricks(_need_secret(secret), request.body or b"").encode()
+    sent = _header(_headers(request), DATABRICKS_SIGNATURE)
+    if not hmac.compare_digest(sent.lower().encode("utf-8", "replace"), expected):
+        raise AuthenticationError(
+            f"bad signature: header {DATABRICKS_SIGNATURE} does not match the body "
+            "(wrong secret, or the body was changed after signing)"
+        )
+
+
 def verify_standard_webhooks_or_token(request: Request, secret: str) -> None:
     if _headers(request).get(SW_SIGNATURE) is not None:
         verify_standard_webhooks(request, secret)
@@ -213,6 +235,7 @@ SCHEMES: dict[str, Callable[[Request, str], None]] = {
     "standard-webhooks": verify_standard_webhooks,
     "token": verify_token,
     "huggingface-secret": verify_huggingface,
+    "databricks-hmac": verify_databricks,
     "standard-webhooks-or-token": verify_standard_webhooks_or_token,
 }
 
