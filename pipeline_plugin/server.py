@@ -24,6 +24,8 @@ Config file (YAML, ``--config``)::
         auth: standard-webhooks               # another scheme from sources.auth.SCHEMES
         tracking_uri: http://mlflow:5000      # registry identity for events of this source
         tracking_uris: [http://a:5000]        # servers a webhook URL's ?tracking_uri= may name
+    poll:                                     # registries polled by serve itself (see pipeline_plugin.poll)
+      mlflow: {models: all, interval: 60}     # tracking_uri defaults to sources.mlflow.tracking_uri
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ log = logging.getLogger("pipeline_plugin.server")
 
 MAX_BODY = 1024 * 1024
 SOURCE_CONFIG_KEYS = ("secret_env", "auth", "tracking_uri", "tracking_uris", "options")
-CONFIG_KEYS = ("sources", "fetch")
+CONFIG_KEYS = ("sources", "fetch", "poll")
 FETCH_CONFIG_KEYS = ("allowed_roots",)
 
 
@@ -80,6 +82,8 @@ class ServerConfig:
     path: str | None = None
     #: ``fetch: allowed_roots:``: folders below which local model paths named by events may be read
     fetch_roots: tuple[str, ...] = ()
+    #: ``poll:``: registries ``serve`` polls itself (``poll.PollSettings`` per source)
+    poll: dict[str, Any] = field(default_factory=dict)
 
 
 def load_config(path: str | Path | None) -> ServerConfig:
@@ -131,6 +135,9 @@ def load_config(path: str | Path | None) -> ServerConfig:
             options["tracking_uris"] = list(uris)
         config.sources[name] = SourceConfig(secret_env=secret_env, auth=auth, options=options)
     config.fetch_roots = _fetch_roots(p, data.get("fetch"))
+    from .poll import config_section
+
+    config.poll = config_section(data.get("poll"), f"{p}: poll", config.sources)
     return config
 
 
@@ -235,7 +242,16 @@ class Listener:
 
     # ---- worker lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        if not self.start_worker or self._threads:
+        if self._threads:
+            return
+        pollers: list[threading.Thread] = []
+        if self.config.poll:  # one thread per polled registry, under the inbox lease poll:<source>
+            from .poll.service import start_pollers
+
+            self._stop.clear()
+            pollers = start_pollers(self.inbox, self.config.poll, self._stop)
+        if not self.start_worker:
+            self._threads = pollers
             return
         from .worker import Worker
 
@@ -250,6 +266,7 @@ class Listener:
                          for i, w in enumerate(self.workers)]
         for t in self._threads:
             t.start()
+        self._threads += pollers
 
     def wake_workers(self) -> None:
         for w in self.workers:
@@ -258,8 +275,11 @@ class Listener:
     def stop(self) -> None:
         self._stop.set()
         self.wake_workers()
+        # bounded: a pipeline still running is left to its daemon thread (its event stays claimed in
+        # the inbox and is taken up again after the lease) so that the process can exit
+        deadline = time.monotonic() + getattr(self, "shutdown_timeout", 30.0)
         for t in self._threads:
-            t.join(timeout=30)
+            t.join(timeout=max(0.1, deadline - time.monotonic()))
         if self._threads:
             log.info("worker stopped (%d thread(s))", len(self._threads))
         self._threads = []
@@ -445,9 +465,37 @@ def create_app(listener: Listener) -> Starlette:
     )
 
 
-def serve(listener: Listener, host: str, port: int, log_level: str = "info") -> None:
+#: after SIGTERM, how long open requests may still finish (a client still sending its body, a
+#: delivery being stored); then they are cancelled and closed, the worker is stopped, and the
+#: process exits 0. A delivery is answered 2xx only once stored, so nothing acknowledged is lost.
+SHUTDOWN_TIMEOUT_ENV = "PIPELINE_PLUGIN_SHUTDOWN_TIMEOUT_MS"
+DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000
+
+
+def serve(listener: Listener, host: str, port: int, log_level: str = "info", *, tls_cert: Path | None = None,
+          tls_key: Path | None = None, shutdown_timeout_ms: int = DEFAULT_SHUTDOWN_TIMEOUT_MS) -> None:
+    import signal
+
     import uvicorn
 
+    from .tls import CertReloader, server_context
+
     app = create_app(listener)
-    log.info("listening on http://%s:%d (state: %s, %d rule(s))", host, port, listener.inbox.path, len(listener.rules))
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False,
+                            timeout_graceful_shutdown=shutdown_timeout_ms / 1000.0)
+    config.load()
+    reloader = None
+    if tls_cert is not None:
+        config.ssl = server_context(tls_cert, tls_key)  # reloaded in place when the files change
+        reloader = CertReloader(config.ssl, tls_cert, tls_key)
+        reloader.start()
+    listener.shutdown_timeout = shutdown_timeout_ms / 1000.0
+    log.info("listening on %s://%s:%d (state: %s, %d rule(s))", "https" if tls_cert else "http", host, port,
+             listener.inbox.path, len(listener.rules))
+    # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the handler found at start: a
+    # no-op one makes a bounded, drained shutdown exit 0 instead of dying by the signal
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGINT, lambda *_: None)
+    uvicorn.Server(config).run()
+    if reloader is not None:
+        reloader.stop()
