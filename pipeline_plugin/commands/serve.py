@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..settings import default_state_dir
 from ..store import add_database_url_flag, use_database_url
+
+# the names without importing the server (and Starlette) for `pipeline-plugin --help`
+SHUTDOWN_TIMEOUT_ENV = "PIPELINE_PLUGIN_SHUTDOWN_TIMEOUT_MS"
+DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +42,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="worker threads (default 2): pipelines of different models run at once; each model's "
                    "events are processed in order, one at a time")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--tls-cert", type=Path, metavar="PEM",
+                   help="serve HTTPS with this certificate (chain); reloaded when the file changes, no restart")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key (with --tls-cert)")
+    p.epilog = (f"After SIGTERM, open requests may finish for ${SHUTDOWN_TIMEOUT_ENV} milliseconds "
+                f"(default {DEFAULT_SHUTDOWN_TIMEOUT_MS}); then what is left is closed and serve exits 0.")
     p.set_defaults(func=run)
+
+
+def shutdown_timeout_ms(env=os.environ) -> int:
+    raw = env.get(SHUTDOWN_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_SHUTDOWN_TIMEOUT_MS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(f"{SHUTDOWN_TIMEOUT_ENV}={raw!r} is not a number of milliseconds; set it to an integer "
+                          f">= 0 (default {DEFAULT_SHUTDOWN_TIMEOUT_MS})")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +73,13 @@ def run(args: argparse.Namespace) -> int:
     )
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port} is not a port number; use 1-65535")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together: give both PEM files for HTTPS, or neither for HTTP")
+    shutdown_ms = shutdown_timeout_ms()
+    if args.tls_cert is not None:
+        from ..tls import server_context
+
+        server_context(args.tls_cert, args.tls_key)  # a bad pair stops serve now, with exit 2
     triggers = args.triggers
     if triggers is None and Path("triggers").is_dir():
         triggers = Path("triggers")
@@ -68,5 +99,6 @@ def run(args: argparse.Namespace) -> int:
         start_worker=not args.no_worker,
         workers=args.workers,
     )
-    serve(listener, args.host, args.port, log_level=args.log_level)
+    serve(listener, args.host, args.port, log_level=args.log_level, tls_cert=args.tls_cert, tls_key=args.tls_key,
+          shutdown_timeout_ms=shutdown_ms)
     return 0
