@@ -30,6 +30,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -275,79 +276,137 @@ T = TypeVar("T")
 
 
 class _Job:
-    __slots__ = ("fn", "done", "result", "error")
+    __slots__ = ("fn", "future")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
         self.fn = fn
-        self.done = False
-        self.result: Any = None
-        self.error: BaseException | None = None
+        self.future: Future = Future()
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    try:
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise ServiceError(f"cannot open the inbox {str(path)!r}: {exc}") from None
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=30000")
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
 
 
 class _GroupCommitter:
-    """One per database file in this process: the first writer to arrive leads a transaction for
-    every job queued so far; the others wait for its commit."""
+    """One per database file in this process: a writer thread that runs every job queued so far
+    in one transaction (each job in its own savepoint), commits it (WAL + ``synchronous=FULL``:
+    one fsync for the whole batch) and only then resolves each job's future.
 
-    def __init__(self) -> None:
+    Callers either wait (:meth:`run`, for threads) or get the future (:meth:`submit`, which the
+    listener awaits on its event loop, so that a waiting delivery holds no thread). The thread
+    keeps one connection and stops (closing it) after ``IDLE_SECONDS`` without work.
+    ``commits`` and ``jobs`` count transactions and the jobs they carried."""
+
+    IDLE_SECONDS = 5.0
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.cond = threading.Condition()
         self.pending: list[_Job] = []
-        self.leading = False
+        self.thread: threading.Thread | None = None
+        self.pid = os.getpid()
+        self.commits = 0
+        self.jobs = 0
 
-    def run(self, connect: Callable[[], sqlite3.Connection], fn: Callable[[sqlite3.Connection], T], path: Path) -> T:
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> "Future[T]":
         job = _Job(fn)
         with self.cond:
+            if self.pid != os.getpid():  # a forked child: the parent's thread is not here
+                self.pid, self.thread, self.pending = os.getpid(), None, []
             self.pending.append(job)
-            while self.leading and not job.done:
-                self.cond.wait()
-            if not job.done:
-                self.leading = True
-                batch, self.pending = self.pending, []
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, name=f"inbox-writer:{self.path.name}", daemon=True)
+                self.thread.start()
             else:
-                batch = []
-        if batch:
-            try:
-                self._commit(connect(), batch, path)
-            finally:
-                with self.cond:
-                    self.leading = False
-                    self.cond.notify_all()
-        if job.error is not None:
-            raise job.error
-        return job.result
+                self.cond.notify()
+        return job.future
 
-    @staticmethod
-    def _commit(db: sqlite3.Connection, batch: list[_Job], path: Path) -> None:
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return self.submit(fn).result()
+
+    def _loop(self) -> None:
+        db: sqlite3.Connection | None = None
+        opened: tuple[int, int] | None = None
+        try:
+            while True:
+                with self.cond:
+                    if not self.pending:
+                        self.cond.wait(self.IDLE_SECONDS)
+                    if not self.pending:
+                        self.thread = None  # idle: a later submit starts a new thread
+                        return
+                    batch, self.pending = self.pending, []
+                try:
+                    ident = self._file_id()
+                    if db is not None and ident != opened:  # deleted and made again: write the new file
+                        db.close()
+                        db = None
+                    if db is None:
+                        db, opened = _open(self.path), self._file_id()
+                    self._commit(db, batch)
+                except BaseException as exc:  # noqa: BLE001 - every waiting caller gets an answer
+                    error = exc if isinstance(exc, ServiceError) else ServiceError(
+                        f"could not write to the inbox {str(self.path)!r}: {type(exc).__name__}: {exc}")
+                    for job in batch:
+                        if not job.future.done():
+                            job.future.set_exception(error)
+        finally:
+            if db is not None:
+                db.close()
+
+    def _file_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _commit(self, db: sqlite3.Connection, batch: list[_Job]) -> None:
+        results: list[tuple[_Job, Any, BaseException | None]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            error = ServiceError(f"the inbox {str(path)!r} is not writable: {exc}")
+            error = ServiceError(f"the inbox {str(self.path)!r} is not writable: {exc}")
             for job in batch:
-                job.error, job.done = error, True
+                job.future.set_exception(error)
             return
         try:
             for job in batch:
                 db.execute("SAVEPOINT job")
                 try:
-                    job.result = job.fn(db)
+                    results.append((job, job.fn(db), None))
                 except Exception as exc:  # noqa: BLE001 - handed to that job's caller
                     db.execute("ROLLBACK TO SAVEPOINT job")
-                    job.error = exc
+                    results.append((job, None, exc))
                 db.execute("RELEASE SAVEPOINT job")
-            db.execute("COMMIT")
+            db.execute("COMMIT")  # the fsync: nothing below is answered before it returned
         except BaseException as exc:
             try:
                 db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             error = exc if not isinstance(exc, sqlite3.Error) else ServiceError(
-                f"could not commit to the inbox {str(path)!r}: {exc}"
+                f"could not commit to the inbox {str(self.path)!r}: {exc}"
             )
             for job in batch:
-                if job.error is None:
-                    job.error = error
-        finally:
-            for job in batch:
-                job.done = True
+                job.future.set_exception(error)
+            return
+        self.commits += 1
+        self.jobs += len(batch)
+        for job, result, exc in results:
+            if exc is not None:
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(result)
 
 
 _COMMITTERS: dict[str, _GroupCommitter] = {}
@@ -357,7 +416,10 @@ _COMMITTERS_GUARD = threading.Lock()
 def _committer(path: Path) -> _GroupCommitter:
     key = str(path.resolve())
     with _COMMITTERS_GUARD:
-        return _COMMITTERS.setdefault(key, _GroupCommitter())
+        committer = _COMMITTERS.get(key)
+        if committer is None:
+            committer = _COMMITTERS[key] = _GroupCommitter(Path(key))
+        return committer
 
 
 class Inbox(SqliteLeases):
@@ -372,8 +434,9 @@ class Inbox(SqliteLeases):
         self.path = self.state_dir / DB_NAME
         self.max_attempts = max_attempts
         self._local = threading.local()
+        self._committer = _committer(self.path)
         try:
-            with _committer(self.path).cond:  # not while another thread of this process writes
+            with self._committer.cond:  # not while another thread of this process writes
                 db = self._db()
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 if version > SCHEMA_VERSION:
@@ -390,16 +453,7 @@ class Inbox(SqliteLeases):
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            try:
-                db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            except sqlite3.Error as exc:
-                raise ServiceError(f"cannot open the inbox {str(self.path)!r}: {exc}") from None
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=30000")
-            db.execute("PRAGMA foreign_keys=ON")
-            self._local.db = db
+            db = self._local.db = _open(self.path)
         return db
 
     def close(self) -> None:
@@ -415,7 +469,7 @@ class Inbox(SqliteLeases):
         together in the next transaction, each in its own savepoint (one job's error rolls back
         only that job). One fsync then covers many deliveries; SQLite's own busy handler, which
         sleeps in growing steps, is not what orders them."""
-        return _committer(self.path).run(self._db, job, self.path)
+        return self._committer.run(job)
 
     @staticmethod
     def _history(db: sqlite3.Connection, event_id: str, what: str, **data: Any) -> None:
@@ -433,6 +487,14 @@ class Inbox(SqliteLeases):
         An event whose ``(source, delivery_id)`` was seen before (the sender's retry), or whose
         ``dedupe_key()`` is stored already (the same change announced again) is not stored again;
         the result lists the ids either way and says ``duplicate`` when nothing new was stored."""
+        return self.submit_put(source, events, delivery_meta).result()
+
+    def submit_put(
+        self, source: str, events: list[ModelVersionEvent], delivery_meta: Mapping[str, Any] | None = None
+    ) -> "Future[PutResult]":
+        """:meth:`put` without waiting: the future resolves once the delivery's batch is committed
+        (fsync'd), or fails with what would have been raised. The listener awaits it on its event
+        loop (``asyncio.wrap_future``), so concurrent deliveries share one commit and hold no thread."""
         meta = _safe_meta(delivery_meta or {})
         now = utcnow()
 
@@ -487,7 +549,7 @@ class Inbox(SqliteLeases):
                 ids.append(eid)
             return PutResult(ids, duplicate=bool(events) and new == 0)
 
-        return self._write(_job)
+        return self._committer.submit(_job)
 
     @staticmethod
     def _state_change(db: sqlite3.Connection, event: ModelVersionEvent, key: str) -> tuple[str, str | None]:
