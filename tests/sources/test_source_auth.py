@@ -229,7 +229,7 @@ def test_unknown_scheme_is_a_config_error_with_suggestion():
     with pytest.raises(ConfigError, match="Did you mean 'mlflow-hmac'"):
         auth.verify(make_request(b"{}"), "x", "mlflow-hmca")
     assert set(auth.SCHEMES) == {"mlflow-hmac", "standard-webhooks", "token", "huggingface-secret",
-                                 "standard-webhooks-or-token"}
+                                 "standard-webhooks-or-token", "databricks-hmac"}
 
 
 def test_cloudevents_takes_a_standard_webhooks_signature_or_a_token():
@@ -250,7 +250,7 @@ def test_cloudevents_takes_a_standard_webhooks_signature_or_a_token():
 WEIRD = ["", " ", "v1,", "v1,%%%", "v1," + "A" * 5000, "ø", "\u202e", "Bearer", "Bearer ", "Basic", "Basic ø",
          "1614265330", "-1", "99999999999999999999", "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE= v2,x"]
 HEADER_NAMES = ["webhook-id", "webhook-timestamp", "webhook-signature", "X-MLflow-Signature", "X-MLflow-Delivery-Id",
-                "X-MLflow-Timestamp", "Authorization", "X-Webhook-Secret"]
+                "X-MLflow-Timestamp", "Authorization", "X-Webhook-Secret", "X-Databricks-Signature"]
 
 
 @pytest.mark.parametrize("scheme", sorted(auth.SCHEMES))
