@@ -43,8 +43,9 @@ Test mode: a webhook created with ``status: TEST_MODE`` is only triggered by
 deliveries are recorded with ``is_test=True`` (never deployed) when the webhook's URL carries
 ``?test=true`` (point the TEST_MODE webhook at ``/webhooks/databricks?test=true``), or its
 ``webhook_id`` is listed in ``sources.databricks.options.test_webhook_ids``. The query is outside
-the signature, so it can only lower a delivery to a test, and a delivery marked so has an id of its
-own (``#test``): a replay marked as a test never hides the genuine delivery as a duplicate.
+the signature, so it can only lower a delivery to a test; a delivery marked so gets a delivery id of
+its own (``#test``), so it is never taken for a retry of the unmarked delivery. (The inbox still
+stores one event per change: test with a model version no real delivery will announce.)
 """
 
 from __future__ import annotations
