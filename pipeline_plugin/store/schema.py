@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text
+from sqlalchemy import (
+    BigInteger, Boolean, Column, Float, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text,
+    UniqueConstraint,
+)
 
 metadata = MetaData()
 
@@ -81,3 +84,93 @@ target_images = Table(
     Column("updated_at", Text, nullable=False),
     PrimaryKeyConstraint("target", "image_id", name="target_images_pk"),
 )
+
+# ---- the inbox on a shared database (pipeline_plugin.inbox.postgres): the same tables as the
+# SQLite inbox (pipeline_plugin/inbox/__init__.py), prefixed ``inbox_``; lease times are epoch
+# seconds of the database's clock (replicas on different hosts share one clock)
+
+inbox_events = Table(
+    "inbox_events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", Text, nullable=False, unique=True),
+    Column("dedupe_key", Text, nullable=False, unique=True),
+    Column("source", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("registry_key", Text, nullable=False),
+    Column("delivery_id", Text, nullable=False),
+    Column("event_json", Text, nullable=False),
+    Column("received_at", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("rules_json", Text, nullable=False, server_default="[]"),
+    Column("done", Boolean, nullable=False, server_default="false"),
+    Column("generation", Integer, nullable=False, server_default="0"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Float, nullable=False, server_default="0"),
+    Column("lease_owner", Text),
+    Column("lease_until", Float),
+    Column("last_error", Text),
+    Column("processed_at", Text),
+    Index("inbox_events_todo", "done", "next_attempt_at"),
+    Index("inbox_events_model", "source", "registry_key", "model", "seq"),
+    sqlite_autoincrement=True,
+)
+
+inbox_deliveries = Table(
+    "inbox_deliveries",
+    metadata,
+    Column("source", Text, nullable=False),
+    Column("delivery_id", Text, nullable=False),
+    Column("received_at", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("meta_json", Text, nullable=False, server_default="{}"),
+    PrimaryKeyConstraint("source", "delivery_id", name="inbox_deliveries_pk"),
+)
+
+inbox_runs = Table(
+    "inbox_runs",
+    metadata,
+    Column("run_id", Text, primary_key=True),
+    Column("event_id", Text, nullable=False),
+    Column("rule_name", Text, nullable=False),
+    Column("generation", Integer, nullable=False, server_default="0"),
+    Column("provider", Text, nullable=False),
+    Column("pipeline_json", Text, nullable=False, server_default="{}"),
+    Column("rules_dir", Text),
+    Column("status", Text, nullable=False, server_default="recorded"),
+    Column("url", Text),
+    Column("external_id", Text),
+    Column("detail", Text, nullable=False, server_default=""),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+    UniqueConstraint("event_id", "rule_name", "generation", name="inbox_runs_once"),
+    Index("inbox_runs_event", "event_id", "generation"),
+)
+
+inbox_history = Table(
+    "inbox_history",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("event_id", Text, nullable=False),
+    Column("at", Text, nullable=False),
+    Column("what", Text, nullable=False),
+    Column("data_json", Text, nullable=False, server_default="{}"),
+    Index("inbox_history_event", "event_id", "seq"),
+    sqlite_autoincrement=True,
+)
+
+inbox_leases = Table(
+    "inbox_leases",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("until", Float, nullable=False),
+    Column("status_json", Text, nullable=False, server_default="{}"),
+    Column("updated_at", Float, nullable=False),
+)
+
+INBOX_TABLES = (inbox_events, inbox_deliveries, inbox_runs, inbox_history, inbox_leases)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_plugin.inbox import Inbox
+from pipeline_plugin.inbox.select import open_inbox
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request) -> str:
     return request.param
 
@@ -16,9 +16,10 @@ def backend(request) -> str:
 def any_inbox(backend, tmp_path, request):
     """``any_inbox(**kw)`` opens (another handle on) the test's inbox of the backend under test."""
     opened = []
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
 
     def make(**kw):
-        inbox = Inbox(tmp_path / "state", **kw)
+        inbox = open_inbox(tmp_path / "state", database_url=url, **kw)
         opened.append(inbox)
         return inbox
 
