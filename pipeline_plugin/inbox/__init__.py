@@ -345,6 +345,10 @@ class _GroupCommitter:
                         self.thread = None  # idle: a later submit starts a new thread
                         return
                     batch, self.pending = self.pending, []
+                # a caller that gave up before its job started (a cancelled await) is dropped
+                batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+                if not batch:
+                    continue
                 try:
                     ident = self._file_id()
                     if db is not None and ident != opened:  # deleted and made again: write the new file
