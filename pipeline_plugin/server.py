@@ -30,6 +30,7 @@ Config file (YAML, ``--config``)::
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -294,8 +295,9 @@ class Listener:
             kwargs["options"] = dict(conf.options) if conf else {}
         return sources.Request(**kwargs)
 
-    def handle(self, name: str, req: "sources.Request", remote: str | None) -> tuple[Response, str]:
-        """Returns the HTTP response and the outcome label for metrics."""
+    def _verify(self, name: str, req: "sources.Request", remote: str | None) -> "tuple[Response, str] | list[Any]":
+        """Authenticate and parse (CPU only, no I/O): the events to store, or the answer and its
+        outcome label when there is nothing to store."""
         source = self.sources[name]
         try:
             secret = self.secrets.get(name)
@@ -308,7 +310,7 @@ class Listener:
             answer = sources.receive(source, req, secret, scheme=conf.auth if conf else None)
             if isinstance(answer, sources.Response):
                 return _to_http(answer), "handshake"
-            events = answer
+            return list(answer)
         except AuthenticationError as exc:
             log.warning("delivery to /webhooks/%s from %s refused: %s", name, remote, exc.message)
             return _json_error(exc, 401), "unauthorized"
@@ -327,26 +329,63 @@ class Listener:
             log.exception("delivery to /webhooks/%s could not be parsed: %s: %s", name, type(exc).__name__, exc)
             err = PayloadError(f"malformed {name} delivery: {type(exc).__name__}: {exc}", field="(body)")
             return _json_error(err, 400), "bad_request"
+
+    def handle(self, name: str, req: "sources.Request", remote: str | None) -> tuple[Response, str]:
+        """Returns the HTTP response and the outcome label for metrics (blocks until stored)."""
+        checked = self._verify(name, req, remote)
+        if isinstance(checked, tuple):
+            return checked
+        events = checked
         if not events:
             return JSONResponse({"stored": [], "duplicate": False, "detail": "no model version in this delivery"}), "no_event"
-        meta = {"remote": remote, "user_agent": req.headers.get("user-agent")}
         try:
-            ids = self.inbox.put(name, events, meta)
-        except PipelinePluginError as exc:
+            ids = self.inbox.put(name, events, self._meta(req, remote))
+        except Exception as exc:  # noqa: BLE001 - nothing was committed: the sender must send it again
+            return self._not_stored(name, exc)
+        return self._stored(name, events, ids)
+
+    async def handle_async(self, name: str, req: "sources.Request", remote: str | None) -> tuple[Response, str]:
+        """:meth:`handle` on the event loop: verify and parse here, then await the inbox's group
+        commit (no thread waits for the fsync, and concurrent deliveries share one)."""
+        checked = self._verify(name, req, remote)
+        if isinstance(checked, tuple):
+            return checked
+        events = checked
+        if not events:
+            return JSONResponse({"stored": [], "duplicate": False, "detail": "no model version in this delivery"}), "no_event"
+        submit = getattr(self.inbox, "submit_put", None)
+        try:
+            if submit is not None:
+                ids = await asyncio.wrap_future(submit(name, events, self._meta(req, remote)))
+            else:  # an inbox without a future-returning put: wait for it in a thread
+                ids = await run_in_threadpool(self.inbox.put, name, events, self._meta(req, remote))
+        except Exception as exc:  # noqa: BLE001 - nothing was committed: the sender must send it again
+            return self._not_stored(name, exc)
+        return self._stored(name, events, ids)
+
+    @staticmethod
+    def _meta(req: "sources.Request", remote: str | None) -> dict[str, Any]:
+        return {"remote": remote, "user_agent": req.headers.get("user-agent")}
+
+    @staticmethod
+    def _not_stored(name: str, exc: Exception) -> tuple[Response, str]:
+        if isinstance(exc, PipelinePluginError):
             log.error("could not store delivery to /webhooks/%s: %s", name, exc.message)
             return JSONResponse({**exc.to_dict(), "retry": True}, status_code=503), "error"
-        except Exception as exc:  # noqa: BLE001 - nothing was committed: the sender must send it again
-            log.exception("could not store delivery to /webhooks/%s: %s: %s", name, type(exc).__name__, exc)
-            return JSONResponse({"error": "StoreError", "message": f"the delivery could not be stored "
-                                 f"({type(exc).__name__}); nothing was kept, send it again", "retry": True},
-                                status_code=503), "error"
+        log.error("could not store delivery to /webhooks/%s: %s: %s", name, type(exc).__name__, exc, exc_info=exc)
+        return JSONResponse({"error": "StoreError", "message": f"the delivery could not be stored "
+                             f"({type(exc).__name__}); nothing was kept, send it again", "retry": True},
+                            status_code=503), "error"
+
+    def _stored(self, name: str, events: list[Any], ids: Any) -> tuple[Response, str]:
         self.wake_workers()
-        log.info(
-            "delivery to /webhooks/%s %s: %s",
-            name,
-            "duplicate" if ids.duplicate else "stored",
-            ", ".join(f"{e.kind} {e.model} v{e.version}" for e in events),
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "delivery to /webhooks/%s %s: %s",
+                name,
+                "duplicate" if ids.duplicate else "stored",
+                ", ".join(f"{e.kind} {e.model} v{e.version}" for e in events),
+            )
         return JSONResponse({"stored": list(ids), "duplicate": ids.duplicate}), (
             "duplicate" if ids.duplicate else "accepted"
         )
@@ -396,7 +435,7 @@ def create_app(listener: Listener) -> Starlette:
             return Response(status_code=400)
         req = listener._request(name, request.method, request.url.path, request.headers, body, request.query_params)
         remote = request.client.host if request.client else None
-        response, outcome = await run_in_threadpool(listener.handle, name, req, remote)
+        response, outcome = await listener.handle_async(name, req, remote)
         listener.metrics.delivery(name, outcome)
         if outcome in ("accepted", "duplicate"):
             listener.metrics.ack(name, time.perf_counter() - started)
