@@ -9,6 +9,10 @@
 - ``pipeline_plugin_inbox_depth``: events with work left.
 - ``pipeline_plugin_events{status}`` and ``pipeline_plugin_pipeline_runs{status}``: what the inbox
   holds, read at scrape time (so they are right after a restart too).
+- ``pipeline_plugin_poller_up{source}`` (1: the last poll worked, 0: it failed),
+  ``pipeline_plugin_poller_consecutive_errors{source}``, ``pipeline_plugin_poller_last_success_timestamp_seconds{source}``,
+  ``pipeline_plugin_poller_next_poll_timestamp_seconds{source}`` and ``pipeline_plugin_poller_info{source, registry,
+  state, last_error}``: the pollers' health, read from their inbox leases (so any replica shows the one polling).
 """
 
 from __future__ import annotations
@@ -45,6 +49,41 @@ class _InboxCollector(Collector):
         for status in sorted(statuses):
             runs.add_metric([status], counts["runs"].get(status, 0))
         yield runs
+        yield from _poller_metrics(self.inbox)
+
+
+def _epoch(value) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(value)).timestamp() if value else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _poller_metrics(inbox: Inbox) -> Iterator[Metric]:
+    if not hasattr(inbox, "leases"):
+        return
+    from .poll.service import pollers_status
+
+    up = GaugeMetricFamily("pipeline_plugin_poller_up", "1 when the poller's last poll worked", labels=["source"])
+    errors = GaugeMetricFamily("pipeline_plugin_poller_consecutive_errors", "Failed polls in a row (backoff)",
+                               labels=["source"])
+    success = GaugeMetricFamily("pipeline_plugin_poller_last_success_timestamp_seconds",
+                                "When the poller last listed its registry", labels=["source"])
+    upcoming = GaugeMetricFamily("pipeline_plugin_poller_next_poll_timestamp_seconds", "When the poller polls next",
+                                 labels=["source"])
+    info = GaugeMetricFamily("pipeline_plugin_poller_info", "The poller's registry, state and last error",
+                             labels=["source", "registry", "state", "last_error"])
+    for p in pollers_status(inbox):
+        source = str(p.get("source"))
+        up.add_metric([source], 1 if p.get("state") == "ok" else 0)
+        errors.add_metric([source], float(p.get("consecutive_errors") or 0))
+        success.add_metric([source], _epoch(p.get("last_success")))
+        upcoming.add_metric([source], _epoch(p.get("next_poll")))
+        info.add_metric([source, str(p.get("registry") or ""), str(p.get("state") or ""),
+                         str(p.get("last_error") or "")[:200]], 1)
+    yield from (up, errors, success, upcoming, info)
 
 
 class Metrics:

@@ -1,4 +1,4 @@
-"""`pipeline-plugin events list|show|replay`: what the listener received and what became of it."""
+"""`pipeline-plugin events list|show|replay|pollers`: what the listener received and what became of it."""
 
 from __future__ import annotations
 
@@ -35,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--triggers", type=Path, help="folder of trigger rule files (default: ./triggers if present)")
     common(q)
     q.set_defaults(func=run_replay)
+
+    q = sub.add_parser("pollers", help="the registry pollers serve runs: who polls, last success, last error, next poll")
+    common(q)
+    q.set_defaults(func=run_pollers)
 
 
 def _inbox(args: argparse.Namespace):
@@ -119,3 +123,19 @@ def run_replay(args: argparse.Namespace) -> int:
         inbox.retire_owner(worker.owner)
     emit(args, stored.to_dict(), _human(stored))
     return 0 if stored.status != "failed" else 1
+
+
+def run_pollers(args: argparse.Namespace) -> int:
+    from ..poll.service import pollers_status
+
+    data = pollers_status(_inbox(args))
+    lines = [f"{'SOURCE':<12} {'STATE':<9} {'LAST SUCCESS':<26} {'NEXT POLL':<26} {'ERRORS':<6} REGISTRY / LAST ERROR"]
+    for p in data:
+        lines.append(f"{p['source']:<12} {p.get('state') or '-':<9} {p.get('last_success') or '-':<26} "
+                     f"{p.get('next_poll') or '-':<26} {p.get('consecutive_errors') or 0:<6} {p.get('registry') or '-'}")
+        if p.get("last_error"):
+            lines.append(f"{'':<12} last error at {p.get('last_error_at')}: {p['last_error']}")
+    if not data:
+        lines = ["no pollers running (serve polls the registries of its config's poll: section)"]
+    emit(args, data, "\n".join(lines))
+    return 0

@@ -1,0 +1,152 @@
+"""Polling a real MLflow server started without webhooks: `pipeline-plugin poll --source mlflow --once`
+stores the registered versions and aliases, catches up on versions registered while nobody polled, and
+a version announced by a signed webhook and by the poller is one event; `serve` with a `poll:` config
+polls by itself, under the inbox lease, and shows the poller in /metrics and `events pollers`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from starlette.testclient import TestClient
+
+from pipeline_plugin.inbox import Inbox
+from pipeline_plugin.server import Listener, create_app, load_config
+from pipeline_plugin.sources.auth import sign
+from tests.services import mlflow_server, serve_process
+
+pytestmark = pytest.mark.mlflow
+SECRET = "poll-test-secret"
+
+
+@pytest.fixture(scope="module")
+def mlflow(tmp_path_factory):
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-poll")) as server:
+        yield server.url
+
+
+def register(url: str, name: str, count: int) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(url)
+    try:
+        client.get_registered_model(name)
+    except Exception:  # noqa: BLE001 - not registered yet
+        client.create_registered_model(name)
+    return [client.create_model_version(name, source=f"s3://models/{name}/{uuid.uuid4().hex[:6]}").version
+            for _ in range(count)]
+
+
+def poll_cli(state: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline_plugin.cli", "poll", "--once", "--json",
+                           "--state-dir", str(state), *args],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def stored(state: Path, model: str) -> list:
+    return [e for e in Inbox(state).list() if e.event.model == model]
+
+
+def test_poll_once_stores_versions_and_catches_up(mlflow, tmp_path):
+    name = f"churn-{uuid.uuid4().hex[:6]}"
+    register(mlflow, name, 2)
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(mlflow).set_registered_model_alias(name, "champion", "1")
+    state = tmp_path / "state"
+    done = poll_cli(state, "--source", "mlflow", "--option", f"models=[{name}]", env={"MLFLOW_TRACKING_URI": mlflow})
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["ok"] is True
+    assert summary["sources"]["mlflow"] | {"error": None} == {"seen": 3, "new": 3, "duplicate": 0, "errors": 0,
+                                                               "error": None}
+    events = stored(state, name)
+    assert sorted((e.event.kind, e.event.version, e.event.alias) for e in events) == [
+        ("alias.set", "1", "champion"), ("model_version.created", "1", None), ("model_version.created", "2", None)]
+    created = [e.event for e in events if e.event.kind == "model_version.created"]
+    assert all(e.registry == {"tracking_uri": mlflow} and e.artifact_uri.startswith(f"s3://models/{name}/")
+               for e in created)
+
+    # nobody polls while two versions are registered and the alias moves: the next poll catches up
+    register(mlflow, name, 2)
+    MlflowClient(mlflow).set_registered_model_alias(name, "champion", "4")
+    again = poll_cli(state, "--source", "mlflow", "--option", f"models=[{name}]", "--option", f"tracking_uri={mlflow}")
+    assert again.returncode == 0, again.stderr
+    counts = json.loads(again.stdout)["sources"]["mlflow"]
+    assert (counts["seen"], counts["new"], counts["duplicate"]) == (5, 3, 2)
+    versions = sorted(e.event.version for e in stored(state, name) if e.event.kind == "model_version.created")
+    assert versions == ["1", "2", "3", "4"]
+    aliases = [(e.event.version) for e in stored(state, name) if e.event.kind == "alias.set"]
+    assert aliases == ["1", "4"]
+    assert "new model_version.created" in again.stderr  # progress lines on stderr, JSON alone on stdout
+
+
+def mlflow_delivery(name: str, version: str, delivery: str) -> tuple[bytes, dict]:
+    body = json.dumps({"entity": "model_version", "action": "created", "timestamp": "2026-12-06T00:00:00+00:00",
+                       "data": {"name": name, "version": version, "source": f"models:/{name}/{version}",
+                                "run_id": None, "tags": {}, "description": None}}).encode()
+    ts = str(int(time.time()))
+    return body, {"Content-Type": "application/json", "X-MLflow-Delivery-Id": delivery, "X-MLflow-Timestamp": ts,
+                  "X-MLflow-Signature": sign(SECRET.encode(), delivery, ts, body)}
+
+
+def test_webhook_and_poll_of_one_version_is_one_event(mlflow, tmp_path):
+    name = f"both-{uuid.uuid4().hex[:6]}"
+    register(mlflow, name, 2)
+    config_file = tmp_path / "listener.yml"
+    config_file.write_text(yaml.safe_dump({"sources": {"mlflow": {"tracking_uri": mlflow}},
+                                           "poll": {"mlflow": {"models": [name], "aliases": False}}}))
+    listener = Listener(tmp_path / "state", environ={"PIPELINE_PLUGIN_MLFLOW_SECRET": SECRET},
+                        config=load_config(config_file), start_worker=False)
+    client = TestClient(create_app(listener))  # not entered: no lifespan, so serve's pollers stay off here
+    body, headers = mlflow_delivery(name, "1", "d-1")
+    assert client.post("/webhooks/mlflow", content=body, headers=headers).json()["duplicate"] is False
+
+    # the poller takes tracking_uri from sources.mlflow: version 1 is the webhook's event, version 2 is new
+    done = poll_cli(tmp_path / "state", "--config", str(config_file))
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout)["sources"]["mlflow"]
+    assert (counts["seen"], counts["new"], counts["duplicate"]) == (2, 1, 1)
+
+    # and the webhook for version 2, arriving after the poll, is a duplicate of the polled event
+    body, headers = mlflow_delivery(name, "2", "d-2")
+    answer = client.post("/webhooks/mlflow", content=body, headers=headers).json()
+    assert answer["duplicate"] is True
+    events = stored(tmp_path / "state", name)
+    assert sorted(e.event.version for e in events) == ["1", "2"]
+    polled = next(e for e in events if e.event.version == "2")
+    assert polled.event.delivery_id.startswith("poll:mlflow:") and answer["stored"] == [polled.id]
+
+
+def test_serve_polls_its_config(mlflow, tmp_path):
+    name = f"served-{uuid.uuid4().hex[:6]}"
+    register(mlflow, name, 1)
+    config_file = tmp_path / "listener.yml"
+    config_file.write_text(yaml.safe_dump({"poll": {"mlflow": {"tracking_uri": mlflow, "models": [name],
+                                                               "interval": 1}}}))
+    state = tmp_path / "state"
+    with serve_process(state, extra_args=["--config", str(config_file), "--no-worker"]) as serve:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(stored(state, name)) < 1:
+            time.sleep(0.3)
+        assert [e.event.version for e in stored(state, name)] == ["1"]
+        register(mlflow, name, 1)  # registered while serve runs: the next poll stores it
+        while time.monotonic() < deadline and len(stored(state, name)) < 2:
+            time.sleep(0.3)
+        assert sorted(e.event.version for e in stored(state, name)) == ["1", "2"]
+        metrics = httpx.get(f"{serve.url}/metrics").text
+        assert 'pipeline_plugin_poller_up{source="mlflow"} 1.0' in metrics
+        pollers = subprocess.run([sys.executable, "-m", "pipeline_plugin.cli", "events", "pollers", "--json",
+                                  "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
+        assert pollers.returncode == 0, pollers.stderr
+        [status] = json.loads(pollers.stdout)
+        assert status["source"] == "mlflow" and status["state"] == "ok" and status["last_success"]
+        assert status["new"] >= 2 and status["registry"].endswith(mlflow.split("//")[1])
