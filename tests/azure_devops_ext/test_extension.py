@@ -1,0 +1,104 @@
+"""The extension's manifests: every task.json validates against Azure's task schema (vendored here:
+tasks.schema.json from microsoft/azure-pipelines-task-lib, MIT licence, see NOTICE.md), the .vsix
+that `tfx extension create` makes (offline) holds every task with what the agent runs, and the
+tasks' versions pin the tool they install."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import zipfile
+import xml.etree.ElementTree as ET
+
+import jsonschema
+import pytest
+
+from pipeline_plugin import __version__
+from tests.azure_devops_ext.conftest import EXT, MANIFEST, TASKS
+
+SCHEMA = json.loads((EXT.parents[1] / "tests" / "azure_devops_ext" / "tasks.schema.json").read_text())
+STAGE_TASKS = {"PipelinePluginPackage", "PipelinePluginDeploy", "PipelinePluginSmokeTest", "PipelinePluginPromote",
+               "PipelinePluginRollback", "PipelinePluginDelete", "PipelinePluginApprove"}
+SECRET_INPUTS = {"databaseUrl", "scoringKey", "registryToken"}
+
+
+def task_json(name: str) -> dict:
+    return json.loads((EXT / "tasks" / name / "task.json").read_text())
+
+
+def test_the_extension_has_one_task_per_stage():
+    assert set(TASKS) == STAGE_TASKS
+    assert sorted(p.name for p in (EXT / "tasks").iterdir()) == sorted(TASKS)
+
+
+@pytest.mark.parametrize("name", sorted(STAGE_TASKS))
+def test_task_json_validates_against_the_task_schema(name):
+    doc = task_json(name)
+    jsonschema.Draft4Validator.check_schema(SCHEMA)
+    errors = sorted(jsonschema.Draft4Validator(SCHEMA).iter_errors(doc), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+    assert doc["name"] == name and doc["execution"] == {"Node20_1": {"target": "index.js", "argumentFormat": ""}}
+    groups = {g["name"] for g in doc["groups"]}
+    names = [i["name"] for i in doc["inputs"]]
+    assert len(names) == len(set(names)), f"{name}: duplicate inputs"
+    for inp in doc["inputs"]:
+        assert inp.get("helpMarkDown"), f"{name}.{inp['name']} has no help text"
+        assert inp.get("groupName") in groups, f"{name}.{inp['name']} is in no declared group"
+        if inp["name"] in SECRET_INPUTS:
+            assert "secret variable" in inp["helpMarkDown"], f"{name}.{inp['name']}: say to map a secret variable"
+    # every input the handler reads is declared (and the other way round), so the UI offers each one
+    # (the shared module reads the store and install inputs each task may declare)
+    source = (EXT / "tasks" / name / "index.js").read_text()
+    common = (EXT / "common" / "pipeline-plugin-common.js").read_text()
+    pattern = r"(?:input|secretInput|getBoolInput|getPathInput|getInput)\('([A-Za-z0-9]+)'"
+    read = set(re.findall(pattern, source))
+    assert read - set(names) == set(), f"{name}: index.js reads undeclared inputs {read - set(names)}"
+    ignored = set(names) - read - set(re.findall(pattern, common))
+    assert ignored == set(), f"{name}: task.json declares inputs the handler ignores {ignored}"
+    outputs = {o["name"] for o in doc["outputVariables"]}
+    set_in_js = set(re.findall(r"setOutputs\(\{([^}]*)\}", source)[0].replace(" ", "").split(",")) if "setOutputs({" in source else set()
+    assert {k.split(":")[0] for k in set_in_js if k} == outputs, f"{name}: output variables declared {outputs}, set {set_in_js}"
+
+
+def test_versions_pin_the_tool():
+    """The task installs pipeline-plugin==its version: extension, tasks and the package agree."""
+    assert MANIFEST["version"] == __version__
+    for name in TASKS:
+        v = task_json(name)["version"]
+        assert f"{v['Major']}.{v['Minor']}.{v['Patch']}" == __version__, name
+
+
+def test_stage_outputs_are_declared():
+    assert {o["name"] for o in task_json("PipelinePluginPackage")["outputVariables"]} == {"image", "digest"}
+    for name in ("PipelinePluginDeploy", "PipelinePluginPromote", "PipelinePluginRollback"):
+        assert {"scoringUri", "image", "digest"} <= {o["name"] for o in task_json(name)["outputVariables"]}
+
+
+def test_the_service_connection_type_holds_the_mlflow_url_and_a_confidential_token():
+    [endpoint] = [c for c in MANIFEST["contributions"] if c["type"] == "ms.vss-endpoint.service-endpoint-type"]
+    props = endpoint["properties"]
+    assert endpoint["targets"] == ["ms.vss-endpoint.endpoint-types"] and props["name"] == "pipeline-plugin-mlflow"
+    [token] = [s for s in props["authenticationSchemes"] if s["type"] == "ms.vss-endpoint.endpoint-auth-scheme-token"]
+    [apitoken] = token["inputDescriptors"]
+    assert apitoken["id"] == "apitoken" and apitoken["isConfidential"] is True
+    users = [n for n in TASKS if any(i["type"] == "connectedService:pipeline-plugin-mlflow" for i in task_json(n)["inputs"])]
+    assert {"PipelinePluginPackage", "PipelinePluginPromote", "PipelinePluginRollback"} <= set(users)
+
+
+def test_tfx_packages_every_task_with_what_the_agent_runs(vsix, unpacked):
+    names = set(zipfile.ZipFile(vsix).namelist())
+    for task in TASKS:
+        for file in ("task.json", "index.js", "pipeline-plugin-common.js", "package.json", "icon.png",
+                     "node_modules/azure-pipelines-task-lib/task.js"):
+            assert f"tasks/{task}/{file}" in names, f"{file} of {task} is not in the .vsix"
+    manifest = ET.parse(unpacked / "extension.vsixmanifest").getroot()
+    ns = {"v": "http://schemas.microsoft.com/developer/vsx-schema/2011"}
+    identity = manifest.find("v:Metadata/v:Identity", ns)
+    assert identity.get("Version") == __version__ and identity.get("Id") == "pipeline-plugin"
+    # each unpacked task loads its task library and shared module under node, alone
+    for task in TASKS:
+        proc = subprocess.run(["node", "-e", "require('./pipeline-plugin-common.js')"], cwd=unpacked / "tasks" / task,
+                              capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin:/usr/local/bin",
+                                                                            "AGENT_TEMPDIRECTORY": str(unpacked)})
+        assert proc.returncode == 0, proc.stderr
