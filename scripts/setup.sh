@@ -50,5 +50,16 @@ if [ "$(.tools/node_modules/.bin/gitlab-ci-local --version 2>/dev/null)" != "$GI
   npm install --prefix .tools --no-audit --no-fund --loglevel=error "gitlab-ci-local@$GITLAB_CI_LOCAL_VERSION" >/dev/null
 fi
 
+# tfx-cli packages the Azure DevOps extension (extensions/azure-devops) and azure-pipelines-task-lib
+# is what its tasks run on (build.js copies it into each task); tests/azure_devops_ext uses both
+TFX_CLI_VERSION=0.23.1
+TASK_LIB_VERSION=5.281.0
+installed_version() { node -p "require('./.tools/node_modules/$1/package.json').version" 2>/dev/null || true; }
+if [ "$(installed_version tfx-cli)" != "$TFX_CLI_VERSION" ] || [ "$(installed_version azure-pipelines-task-lib)" != "$TASK_LIB_VERSION" ]; then
+  say "installing tfx-cli@$TFX_CLI_VERSION and azure-pipelines-task-lib@$TASK_LIB_VERSION into .tools"
+  npm install --prefix .tools --no-audit --no-fund --loglevel=error --save-exact \
+    "tfx-cli@$TFX_CLI_VERSION" "azure-pipelines-task-lib@$TASK_LIB_VERSION" >/dev/null
+fi
+
 bash scripts/services.sh base-image
 say "ready"
