@@ -9,7 +9,8 @@ Routes:
   source is 404 listing the valid ones; an inbox that cannot store is 503 (the sender retries).
   Bad input never gives a 500.
 - ``OPTIONS /webhooks/<source>``: the CloudEvents abuse-protection handshake.
-- ``GET /healthz``: 200 ``{"status": "ok", ...}`` while the inbox answers.
+- ``GET /healthz``: 200 ``{"status": "ok", "inbox": {"backend", "ok"}, ...}`` while the inbox answers
+  and can store; 503 ``{"status": "degraded", "inbox": {..., "error"}}`` when it cannot (database down, disk full).
 - ``GET /metrics``: Prometheus text (see ``metrics``).
 
 Secrets: source S uses ``$PIPELINE_PLUGIN_<S>_SECRET``, or the variable named by ``secret_env`` in
@@ -58,7 +59,8 @@ from .errors import (
     PipelinePluginError,
     suggest,
 )
-from .inbox import Inbox
+from .inbox.select import health as inbox_health
+from .inbox.select import open_inbox
 from .metrics import CONTENT_TYPE, UNKNOWN_SOURCE, Metrics
 
 log = logging.getLogger("pipeline_plugin.server")
@@ -198,7 +200,8 @@ class Listener:
         if workers < 1:
             raise ConfigError(f"--workers {workers}: give 1 or more worker threads")
         self.workers_wanted = workers
-        self.inbox = Inbox(state_dir)
+        self.state_dir = state_dir
+        self.inbox = open_inbox(state_dir)  # PostgreSQL (shared by replicas) for a postgresql:// URL
         self.metrics = Metrics(self.inbox)
         self.config = config or ServerConfig()
         self.insecure = insecure_no_auth
@@ -259,7 +262,7 @@ class Listener:
         # several workers run different models' pipelines at once (the inbox keeps each model's
         # events in order); each claims one event at a time so that none hoards the queue
         batch = 16 if self.workers_wanted == 1 else 1
-        self.workers = [Worker(Inbox(self.inbox.state_dir), self.rules, self.rules_dir, batch=batch,
+        self.workers = [Worker(open_inbox(self.state_dir), self.rules, self.rules_dir, batch=batch,
                                allowed_roots=self.config.fetch_roots)
                         for _ in range(self.workers_wanted)]
         self._stop.clear()
@@ -442,10 +445,11 @@ def create_app(listener: Listener) -> Starlette:
         return response
 
     async def healthz(request: HTTPRequest) -> Response:
-        try:
-            depth = await run_in_threadpool(listener.inbox.depth)
-        except Exception as exc:  # noqa: BLE001 - health says what is wrong
-            return JSONResponse({"status": "error", "detail": f"inbox: {exc}"}, status_code=503)
+        inbox = await run_in_threadpool(inbox_health, listener.inbox)
+        if not inbox["ok"]:  # the database does not answer, or the disk is full: deliveries get 503
+            return JSONResponse({"status": "degraded", "detail": f"inbox: {inbox['error']}", "inbox": inbox},
+                                status_code=503)
+        depth = inbox.get("depth", 0)
         worker_alive = all(t.is_alive() for t in listener._threads) if listener._threads else None
         if listener.start_worker and listener._threads and not worker_alive:
             return JSONResponse({"status": "error", "detail": "the worker thread stopped; restart serve"}, status_code=503)
@@ -454,6 +458,7 @@ def create_app(listener: Listener) -> Starlette:
                 "status": "ok",
                 "version": __version__,
                 "inbox_depth": depth,
+                "inbox": inbox,
                 "worker": worker_alive,
                 "rules": len(listener.rules),
                 "sources": valid,

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..errors import ConfigError, NotFoundError
 from ..output import add_json_flag, emit
 from ..settings import default_state_dir
+from ..store import add_database_url_flag
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--state-dir", type=Path, help="the listener's state dir (default $PIPELINE_PLUGIN_STATE_DIR)")
+        add_database_url_flag(q, help="the shared inbox of `serve` replicas (default $PIPELINE_PLUGIN_DATABASE_URL): "
+                              "a postgresql:// URL reads it there instead of the state dir's inbox.sqlite3")
         add_json_flag(q)
 
     q = sub.add_parser("list", help="received events, oldest first, with status and matched rules")
@@ -42,14 +45,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _inbox(args: argparse.Namespace):
-    from ..inbox import DB_NAME, Inbox
+    from ..inbox import DB_NAME
+    from ..inbox.select import open_inbox, shared_url
 
     state_dir = args.state_dir or default_state_dir()
+    if shared_url(getattr(args, "database_url", None)):
+        return open_inbox(state_dir, args.database_url)
     if not (Path(state_dir) / DB_NAME).exists():
         raise NotFoundError(
             f"no inbox in {str(state_dir)!r} (no {DB_NAME}); pass the --state-dir that `pipeline-plugin serve` uses"
         )
-    return Inbox(state_dir)
+    return open_inbox(state_dir)
 
 
 def run_list(args: argparse.Namespace) -> int:

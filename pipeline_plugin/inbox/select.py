@@ -37,3 +37,30 @@ def open_inbox(state_dir: str | Path, database_url: str | None = None, max_attem
     from . import Inbox
 
     return Inbox(state_dir, max_attempts=max_attempts, **kw)
+
+
+#: below this much free space on the state dir's disk the SQLite inbox cannot be counted on to store
+MIN_FREE_BYTES = 1 << 20
+
+
+def health(inbox: Any) -> dict[str, Any]:
+    """What ``/healthz`` says of the inbox: ``{"backend", "ok", "error"?, "depth"?}``; ``ok`` is
+    whether it can store a delivery now (the database answers; for SQLite, the disk has room)."""
+    backend = getattr(inbox, "backend", "sqlite")
+    out: dict[str, Any] = {"backend": backend, "ok": True}
+    try:
+        out["depth"] = inbox.depth()
+    except Exception as exc:  # noqa: BLE001 - health says what is wrong
+        return {"backend": backend, "ok": False, "error": f"the inbox does not answer: {getattr(exc, 'message', exc)}"}
+    if backend == "sqlite":
+        try:
+            st = os.statvfs(inbox.state_dir)
+        except OSError as exc:
+            return {**out, "ok": False, "error": f"cannot stat the state dir {str(inbox.state_dir)!r}: {exc}"}
+        free = st.f_bavail * st.f_frsize
+        if free < MIN_FREE_BYTES:
+            out.update(ok=False, error=f"the disk of the state dir {str(inbox.state_dir)!r} is full ({free} bytes free): "
+                       "deliveries cannot be stored (503); free space there")
+        elif not os.access(inbox.path, os.W_OK):
+            out.update(ok=False, error=f"the inbox {str(inbox.path)!r} is read-only: deliveries cannot be stored")
+    return out

@@ -55,10 +55,10 @@ def open_store(state_dir: str | Path | None = None, url: str | None = None) -> S
     return Store(database_url(state_dir, url), embedded=embedded)
 
 
-def add_database_url_flag(parser) -> None:  # noqa: ANN001 - an argparse parser
+def add_database_url_flag(parser, help: str | None = None) -> None:  # noqa: ANN001 - an argparse parser
     parser.add_argument(
         "--database-url",
-        help=f"the shared store (default ${DATABASE_URL_ENV}, else <state dir>/history.sqlite): "
+        help=help or f"the shared store (default ${DATABASE_URL_ENV}, else <state dir>/history.sqlite): "
         "postgresql://USER:PASSWORD@HOST:PORT/DB lets jobs on different runners share deployments, "
-        "history and approvals",
+        "history and approvals (and `serve` replicas one inbox)",
     )
