@@ -1,0 +1,84 @@
+"""Polling SageMaker's model registry (ListModelPackages with the approval status) through boto3
+against moto's server; a version the EventBridge webhook announced and the poller lists is one event."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline_plugin.cli import main
+from pipeline_plugin.inbox import Inbox
+from pipeline_plugin.sources import Request
+from pipeline_plugin.sources.sagemaker import SOURCE
+from tests.services import sagemaker_api
+
+REGION = "eu-west-1"
+
+
+@pytest.fixture
+def sagemaker(tmp_path, monkeypatch):
+    import boto3
+
+    with sagemaker_api(tmp_path) as api:
+        for name, value in (("AWS_ENDPOINT_URL", api.url), ("AWS_ACCESS_KEY_ID", "testing"),
+                            ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", REGION)):
+            monkeypatch.setenv(name, value)
+        yield boto3.client("sagemaker", region_name=REGION)
+
+
+def poll(capsys, state, *args):
+    capsys.readouterr()
+    code = main(["poll", "--source", "sagemaker", "--once", "--json", "--state-dir", str(state), *args])
+    out = capsys.readouterr()
+    return code, json.loads(out.out)["sources"]["sagemaker"], out.err
+
+
+def package(sm, group: str, approval: str) -> str:
+    spec = {"Containers": [{"Image": f"123456789012.dkr.ecr.{REGION}.amazonaws.com/{group}:1",
+                            "ModelDataUrl": f"s3://models/{group}/model.tar.gz"}],
+            "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]}
+    return sm.create_model_package(ModelPackageGroupName=group, InferenceSpecification=spec,
+                                   ModelApprovalStatus=approval,
+                                   CustomerMetadataProperties={"team": "risk"})["ModelPackageArn"]
+
+
+def test_list_model_packages_with_approval_status(sagemaker, tmp_path, capsys):
+    sm = sagemaker
+    sm.create_model_package_group(ModelPackageGroupName="credit")
+    sm.create_model_package_group(ModelPackageGroupName="other")
+    arns = [package(sm, "credit", a) for a in ("PendingManualApproval", "Approved", "Rejected")]
+    package(sm, "other", "Approved")
+    state = tmp_path / "state"
+
+    # EventBridge announced version 2's approval before anything was polled
+    body = json.dumps({"version": "0", "id": "eb-1", "detail-type": "SageMaker Model Package State Change",
+                       "source": "aws.sagemaker", "account": "123456789012", "time": "2026-12-06T00:00:00Z",
+                       "region": REGION, "resources": [arns[1]],
+                       "detail": {"ModelPackageGroupName": "credit", "ModelPackageVersion": 2,
+                                  "ModelPackageArn": arns[1], "ModelPackageStatus": "Completed",
+                                  "ModelApprovalStatus": "Approved"}}).encode()
+    webhook = SOURCE.parse(Request("POST", "/webhooks/sagemaker", {}, body))
+    assert Inbox(state).put("sagemaker", webhook).duplicate is False
+
+    code, counts, err = poll(capsys, state, "--option", "model_package_groups=[credit]")
+    assert code == 0, err
+    assert (counts["seen"], counts["new"], counts["duplicate"]) == (3, 2, 1)  # version 2: the webhook's event
+    events = {e.event.version: e.event for e in Inbox(state).list()}
+    assert {v: (e.kind, e.approval_status) for v, e in events.items()} == {
+        "1": ("model_version.created", "PendingManualApproval"),
+        "2": ("model_version.approved", "Approved"),
+        "3": ("model_version.rejected", "Rejected")}
+    first = events["1"]
+    assert dict(first.registry) == {"model_package_group": "credit", "account": "123456789012", "region": REGION}
+    assert first.artifact_uri == "s3://models/credit/model.tar.gz" and first.tags["team"] == "risk"
+    assert events["2"].delivery_id == "eb-1"  # stored once, from the webhook
+
+    # version 1 approved while nobody polled; every group when none is listed
+    sm.update_model_package(ModelPackageArn=arns[0], ModelApprovalStatus="Approved")
+    code, counts, err = poll(capsys, state)
+    assert code == 0, err
+    assert (counts["seen"], counts["new"], counts["duplicate"]) == (4, 2, 2)
+    approved = sorted((e.event.model, e.event.version) for e in Inbox(state).list()
+                      if e.event.kind == "model_version.approved")
+    assert approved == [("credit", "1"), ("credit", "2"), ("other", "1")]
