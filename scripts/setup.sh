@@ -18,6 +18,7 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_pkgs+=(nginx-light
 command -v wrk >/dev/null || need_pkgs+=(wrk)  # load generator of bench/score
 command -v rsync >/dev/null || need_pkgs+=(rsync)  # gitlab-ci-local copies the repo with it (tests/ci_runners)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)  # tests/store: the shared store on PostgreSQL
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)  # tests/deploy: systemd-analyze verify of the listener unit
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   $SUDO apt-get update -q
