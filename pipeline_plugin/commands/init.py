@@ -134,6 +134,13 @@ def register(subparsers: Any) -> None:
         "deploy, so the jobs run on one self-hosted runner / agent; kubernetes serves in a cluster, so "
         "hosted runners work and the image is pushed to a registry",
     )
+    parser.add_argument(
+        "--component",
+        action="store_true",
+        help="GitLab: write a .gitlab-ci.yml that includes pipeline-plugin's CI/CD catalog component "
+        "(include: component: $CI_SERVER_FQDN/pipeline-plugin/pipeline-plugin/deploy-model@VERSION, the rule's "
+        "settings as its inputs) instead of the whole pipeline",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
     output.add_json_flag(parser)
     parser.set_defaults(func=run)
@@ -154,6 +161,9 @@ def _repository_name(repo: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     render_provider, dispatch_provider = PROVIDERS[args.provider]
+    if getattr(args, "component", False) and dispatch_provider != "gitlab":
+        raise ConfigError(f"--component is GitLab's CI/CD catalog component; --provider {args.provider} has none "
+                          "(drop --component, or use --provider gitlab)", field="--component")
     check_value("--model", args.model, "model")
     repo = Path(args.dir)
     if not repo.is_dir():
@@ -182,6 +192,10 @@ def run(args: argparse.Namespace) -> int:
     # manual gate in GitLab, entry script, sample) is what the pipeline does
     pipeline = yaml.safe_load(rule_text)["pipeline"]
     rendered = render_pipeline(render_provider, event, f"deploy-{model_lower}", pipeline)
+    if getattr(args, "component", False):
+        from ..ci import gitlab_component
+
+        rendered.text = gitlab_component.include(pipeline, f"deploy-{model_lower}", event.source)
     rule_text = rule_text.replace(_PIPELINE_FILE, str(rendered.path))
     files = {repo / rendered.path: rendered.text, rule_path: rule_text}
     existing = [str(p) for p in files if p.exists()]

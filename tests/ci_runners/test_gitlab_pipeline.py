@@ -5,7 +5,9 @@ the way the template does (`pip install "$PLUGIN_SPEC"` into a fresh venv; here 
 this checkout), handing IMAGE / SCORING_URI on through dotenv reports.
 
 A version whose answer differs from the expected output then stops in staging, and production keeps
-serving the version before it.
+serving the version before it. That second pipeline is the CI/CD catalog component
+(templates/deploy-model.yml) included the way `init --provider gitlab --component` writes it, given
+the event as the pipeline variables `dispatch` sends: the same jobs (test_gitlab_component.py), run.
 
 What the jobs share is set in `runner_variables` (the CI/CD variables a GitLab project would hold):
 each job its own empty state dir and one PostgreSQL database (`PIPELINE_PLUGIN_DATABASE_URL`) for
@@ -25,6 +27,10 @@ import pytest
 import yaml
 
 from conftest import unused_port
+
+from pipeline_plugin.ci import gitlab_component
+from pipeline_plugin.events import ModelVersionEvent
+from pipeline_plugin.render import INPUT_VARIABLES, pipeline_inputs
 
 from tests.ci_chain import assert_close, cleanup, pipeline_settings, production_alias, score, serves, serving
 
@@ -111,20 +117,43 @@ def rule(service: str, model: str, staging: int, production: int) -> str:
 def render(workdir: Path, service: str, ports: tuple[int, int], mlflow: tuple[str, str], version: str) -> str:
     """`pipeline-plugin render --provider gitlab` for MLflow's event (registered model version
     created; its registry identity names the tracking server), as a user runs it."""
-    tracking_uri, model = mlflow
+    _, model = mlflow
     triggers = workdir / "triggers"
     triggers.mkdir(parents=True, exist_ok=True)
     (triggers / "deploy-churn.yml").write_text(rule(service, model, *ports))
-    event = workdir / "event.json"
-    event.write_text(json.dumps({"source": "mlflow", "kind": "model_version.created", "model": model,
-                                 "version": version, "tags": {"stage": "candidate"}, "delivery_id": f"d-{version}",
-                                 "registry": {"tracking_uri": tracking_uri}}))
+    event_file = workdir / "event.json"
+    event_file.write_text(json.dumps(event(mlflow, version)))
     out = workdir / "rendered"
     proc = subprocess.run([str(Path(sys.executable).with_name("pipeline-plugin")), "render", "--provider", "gitlab",
-                           "--triggers", str(triggers), "--rule", "deploy-churn", "--event", str(event), "-o", str(out)],
+                           "--triggers", str(triggers), "--rule", "deploy-churn", "--event", str(event_file), "-o", str(out)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return (out / ".gitlab-ci.yml").read_text()
+
+
+def event(mlflow: tuple[str, str], version: str) -> dict:
+    tracking_uri, model = mlflow
+    return {"source": "mlflow", "kind": "model_version.created", "model": model, "version": version,
+            "tags": {"stage": "candidate"}, "delivery_id": f"d-{version}", "registry": {"tracking_uri": tracking_uri}}
+
+
+def dispatched_variables(mlflow: tuple[str, str], version: str) -> dict[str, str]:
+    """The pipeline variables `dispatch --provider gitlab` sends for MLflow's event."""
+    inputs = pipeline_inputs(ModelVersionEvent.from_dict(event(mlflow, version)), {}, f"run-{version}")
+    return {INPUT_VARIABLES[key]: value for key, value in inputs.items()}
+
+
+def component_project(where: Path, service: str, ports: tuple[int, int], expected: dict) -> Path:
+    """The project with the component at the catalog's path and the include `init --component`
+    writes for the rule (gitlab-ci-local resolves the project's own component at its commit SHA)."""
+    files = {**project_files("x: {script: [true]}\n", expected), "templates/deploy-model.yml": ROOT / "templates" / "deploy-model.yml"}
+    project = gitlab_local.make_project(where, files)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True, check=True).stdout.strip()
+    # runner tags: gitlab-ci-local 4.64's copy of the schema refuses the default `tags: []` (GitLab takes it)
+    pipeline = {**pipeline_settings(service, *ports), "runner_tags": "pipeline-plugin"}
+    (project / ".gitlab-ci.yml").write_text(
+        gitlab_component.include(pipeline, "deploy-churn", ref=f"$CI_SERVER_FQDN/acme/models/deploy-model@{sha}"))
+    return project
 
 
 def project_files(pipeline: str, expected: dict) -> dict:
@@ -165,6 +194,7 @@ def test_rendered_gitlab_pipeline_deploys_under_gitlab_ci_local_and_a_wrong_answ
     assert run1.status() == {
         "package": "success", "deploy-staging": "success", "smoke-test": "success",
         "promote-production": "success", "rollback-production": "skipped",
+        "stop-staging": "skipped", "stop-production": "skipped",  # the environments' manual on_stop jobs
     }, run1.explain()
     assert run1.returncode == 0, run1.explain()
     # the jobs kept nothing in their own state dirs: what they shared is the database, which any
@@ -179,15 +209,17 @@ def test_rendered_gitlab_pipeline_deploys_under_gitlab_ci_local_and_a_wrong_answ
     assert_close(score(production_uri), expected)
     assert serving(docker_client, service, "production") == {"1"}
 
-    # 2. version 2 with an expected output it does not give: stops at the staging smoke test
+    # 2. version 2 with an expected output it does not give, through the catalog component: stops at
+    # the staging smoke test
     wrong = {**expected, "predictions": [1 - p for p in expected["predictions"]]}
-    bad = gitlab_local.make_project(tmp_path / "run2" / "project",
-                                    project_files(render(tmp_path / "run2", service, ports, mlflow, "2"), wrong))
-    run2 = gitlab_local.run(bad, variables)
+    bad = component_project(tmp_path / "run2" / "project", service, ports, wrong)
+    run2 = gitlab_local.run(bad, {**variables, **dispatched_variables(mlflow, "2")})
     assert run2.status() == {
         "package": "success", "deploy-staging": "success", "smoke-test": "failed",
         "promote-production": "skipped", "rollback-production": "skipped",
+        "stop-staging": "skipped", "stop-production": "skipped",
     }, run2.explain()
+    assert run2.dotenv("package")["IMAGE"].endswith(":2"), run2.explain()
     assert run2.returncode != 0
     assert "predictions" in run2.jobs["smoke-test"].log, run2.explain()
     assert serving(docker_client, service, "staging") == {"2"}
