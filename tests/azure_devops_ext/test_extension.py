@@ -102,3 +102,42 @@ def test_tfx_packages_every_task_with_what_the_agent_runs(vsix, unpacked):
                               capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin:/usr/local/bin",
                                                                             "AGENT_TEMPDIRECTORY": str(unpacked)})
         assert proc.returncode == 0, proc.stderr
+
+
+def test_the_classic_release_uses_the_tasks_with_their_inputs_and_is_started_by_dispatch():
+    """docs/azure-devops/classic-release.json: Staging (package, deploy, smoke test) -> approval ->
+    Production (promote, rollback on failure); no artifact trigger; the release variables dispatch
+    sets are settable at release time; every task input exists and every required one is given."""
+    from pipeline_plugin.render import INPUT_VARIABLES
+
+    doc = json.loads((EXT.parents[1] / "docs" / "azure-devops" / "classic-release.json").read_text())
+    by_id = {task_json(n)["id"]: task_json(n) for n in TASKS}
+    assert doc["triggers"] == [] and not any(a.get("definitionReference", {}).get("triggers") for a in doc["artifacts"])
+    for name in INPUT_VARIABLES.values():
+        assert doc["variables"][name].get("allowOverride") is True, f"{name} is not settable at release time"
+    for secret in ("PIPELINE_PLUGIN_DATABASE_URL", "REGISTRY_TOKEN", "STAGING_SCORING_KEY", "PRODUCTION_SCORING_KEY"):
+        assert doc["variables"][secret] == {"value": None, "isSecret": True}
+    staging, production = sorted(doc["environments"], key=lambda e: e["rank"])
+    assert staging["conditions"] == [{"name": "ReleaseStarted", "conditionType": "event", "value": ""}]
+    assert production["conditions"] == [{"name": staging["name"], "conditionType": "environmentState", "value": "4"}]
+    assert [a["isAutomated"] for a in production["preDeployApprovals"]["approvals"]] == [False]
+    used = {}
+    for env in (staging, production):
+        for phase in env["deployPhases"]:
+            for step in phase["workflowTasks"]:
+                if step["taskId"] not in by_id:
+                    continue  # Azure's own UsePythonVersion
+                meta = by_id[step["taskId"]]
+                used.setdefault(env["name"], []).append(meta["name"])
+                declared = {i["name"]: i for i in meta["inputs"]}
+                assert set(step["inputs"]) <= set(declared), f"{meta['name']}: unknown inputs {set(step['inputs']) - set(declared)}"
+                for inp in declared.values():
+                    if inp["required"]:
+                        assert step["inputs"].get(inp["name"]), f"{meta['name']} lacks the required input {inp['name']}"
+                for secret in SECRET_INPUTS & set(step["inputs"]):
+                    assert re.fullmatch(r"\$\([A-Z_]+\)", step["inputs"][secret]), f"{meta['name']}.{secret} is not a variable"
+                    assert doc["variables"][step["inputs"][secret][2:-1]].get("isSecret") is True
+    assert used == {"Staging": ["PipelinePluginPackage", "PipelinePluginDeploy", "PipelinePluginSmokeTest"],
+                    "Production": ["PipelinePluginPromote", "PipelinePluginRollback"]}
+    [rollback] = [s for s in production["deployPhases"][0]["workflowTasks"] if s["refName"] == "Rollback"]
+    assert rollback["condition"] == "failed()" and rollback["inputs"]["ifServing"] == "$(MODEL_VERSION)"
