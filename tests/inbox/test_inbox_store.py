@@ -14,6 +14,19 @@ from pipeline_plugin.events import ModelVersionEvent
 from pipeline_plugin.inbox import Inbox, event_id_for, run_id_for
 
 
+def raw_insert(inbox, sql: str) -> None:
+    """``sql`` straight into the inbox's database (``{runs}``: its runs table); it must break a constraint."""
+    if getattr(inbox, "backend", "sqlite") == "sqlite":
+        with pytest.raises(sqlite3.IntegrityError):
+            inbox._db().execute(sql.format(runs="runs"))
+    else:
+        from sqlalchemy import text
+        from sqlalchemy.exc import IntegrityError
+
+        with pytest.raises(IntegrityError), inbox.engine.begin() as conn:
+            conn.execute(text(sql.format(runs="inbox_runs")))
+
+
 def ev(version="3", delivery_id=None, **kw) -> ModelVersionEvent:
     data = dict(
         source="mlflow",
@@ -44,8 +57,8 @@ def test_put_is_committed_in_wal_with_full_sync(tmp_path):
     assert ids[0] in out
 
 
-def test_same_delivery_id_is_stored_once(tmp_path):
-    inbox = Inbox(tmp_path)
+def test_same_delivery_id_is_stored_once(any_inbox):
+    inbox = any_inbox()
     first = inbox.put("mlflow", [ev("1", delivery_id="abc")])
     # a retry of the same delivery, even if a field differs, is the same delivery
     again = inbox.put("mlflow", [ev("1", delivery_id="abc", tags={"x": "y"})])
@@ -55,8 +68,8 @@ def test_same_delivery_id_is_stored_once(tmp_path):
     assert history == ["received", "duplicate delivery"]
 
 
-def test_same_change_with_new_delivery_id_is_stored_once(tmp_path):
-    inbox = Inbox(tmp_path)
+def test_same_change_with_new_delivery_id_is_stored_once(any_inbox):
+    inbox = any_inbox()
     first = inbox.put("mlflow", [ev("1", delivery_id="a")])
     second = inbox.put("mlflow", [ev("1", delivery_id="b")])
     assert second.duplicate and list(second) == list(first)
@@ -69,10 +82,10 @@ def test_same_change_with_new_delivery_id_is_stored_once(tmp_path):
     assert len(inbox.list()) == 3
 
 
-def test_setting_a_state_back_is_a_new_change_but_repeating_it_is_not(tmp_path):
+def test_setting_a_state_back_is_a_new_change_but_repeating_it_is_not(any_inbox):
     """An alias moved v2 -> v3 -> v2 (a person rolling back in the registry) is three changes; the
     third announced again by a new delivery is still one. Likewise a repository tag pushed A -> B -> A."""
-    inbox = Inbox(tmp_path)
+    inbox = any_inbox()
 
     def alias(version, delivery, name="production"):
         return inbox.put("mlflow", [ev(version, delivery_id=delivery, kind="alias.set", alias=name)])
@@ -97,13 +110,13 @@ def test_setting_a_state_back_is_a_new_change_but_repeating_it_is_not(tmp_path):
     assert a[0] != a2[0] and list(a3) == list(a2)
 
 
-def test_a_batch_stores_each_event_and_ids_are_stable(tmp_path):
-    inbox = Inbox(tmp_path)
+def test_a_batch_stores_each_event_and_ids_are_stable(any_inbox, tmp_path):
+    inbox = any_inbox()
     events = [ev("1"), ev("2"), ev("1", kind="alias.set", alias="champion", delivery_id="al")]
     ids = inbox.put("mlflow", events)
     assert list(ids) == [event_id_for(e) for e in events]
     assert [s.event.version for s in inbox.list()] == ["1", "2", "1"]
-    assert Inbox(tmp_path / "elsewhere").put("mlflow", [ev("1")])[0] == ids[0]
+    assert Inbox(tmp_path / "elsewhere").put("mlflow", [ev("1")])[0] == ids[0]  # the same id in any inbox
 
 
 def test_claim_leases_and_a_dead_workers_events_are_taken_over(tmp_path):
@@ -128,8 +141,8 @@ def test_claim_leases_and_a_dead_workers_events_are_taken_over(tmp_path):
     assert inbox.claim(b) == [] and inbox.depth() == 0
 
 
-def test_failures_back_off_then_dead_letter(tmp_path):
-    inbox = Inbox(tmp_path, max_attempts=3)
+def test_failures_back_off_then_dead_letter(any_inbox):
+    inbox = any_inbox(max_attempts=3)
     [eid] = inbox.put("mlflow", [ev("1")])
     owner = inbox.new_owner()
     for attempt in (1, 2):
@@ -144,8 +157,8 @@ def test_failures_back_off_then_dead_letter(tmp_path):
     assert [h["what"] for h in stored.history].count("attempt failed") == 2
 
 
-def test_backoff_delays_the_next_claim(tmp_path):
-    inbox = Inbox(tmp_path)
+def test_backoff_delays_the_next_claim(any_inbox):
+    inbox = any_inbox()
     [eid] = inbox.put("mlflow", [ev("1")])
     owner = inbox.new_owner()
     inbox.claim(owner)
@@ -154,8 +167,8 @@ def test_backoff_delays_the_next_claim(tmp_path):
     assert inbox.get(eid).status == "pending"
 
 
-def test_runs_are_recorded_once_with_stable_ids(tmp_path):
-    inbox = Inbox(tmp_path)
+def test_runs_are_recorded_once_with_stable_ids(any_inbox):
+    inbox = any_inbox()
     [eid] = inbox.put("mlflow", [ev("1")])
     spec = [{"rule_name": "r1", "provider": "local", "pipeline": {"provider": "local"}}]
     first = inbox.record_runs(eid, 0, spec, status="matched", rules=["r1"])
@@ -163,12 +176,8 @@ def test_runs_are_recorded_once_with_stable_ids(tmp_path):
     assert [r.run_id for r in first] == [r.run_id for r in again] == [run_id_for(eid, "r1")]
     assert len(inbox.runs()) == 1
     # the unique constraint holds even against a raw insert
-    with pytest.raises(sqlite3.IntegrityError):
-        inbox._db().execute(
-            "INSERT INTO runs(run_id, event_id, rule_name, generation, provider, created_at, updated_at)"
-            " VALUES ('other', ?, 'r1', 0, 'local', 'x', 'x')",
-            (eid,),
-        )
+    raw_insert(inbox, "INSERT INTO {runs}(run_id, event_id, rule_name, generation, provider, created_at, updated_at)"
+               " VALUES ('other', '%s', 'r1', 0, 'local', 'x', 'x')" % eid)
     inbox.mark_dispatching(first[0].run_id)
     inbox.record_dispatch(first[0].run_id, "dispatched", url="https://ci.example/runs/1", detail="queued")
     [run] = inbox.get(eid).runs
@@ -177,8 +186,8 @@ def test_runs_are_recorded_once_with_stable_ids(tmp_path):
     assert dispatch and dispatch[0]["url"] == "https://ci.example/runs/1"
 
 
-def test_latest_version_is_the_numeric_maximum(tmp_path):
-    inbox = Inbox(tmp_path)
+def test_latest_version_is_the_numeric_maximum(any_inbox):
+    inbox = any_inbox()
     for v in ("2", "10", "9", "1.5", "v11-beta"):
         inbox.put("mlflow", [ev(v)])
     key = ev("1").registry_key()
@@ -189,8 +198,8 @@ def test_latest_version_is_the_numeric_maximum(tmp_path):
     assert inbox.latest_version("mlflow", key, "churn-model") == "9"
 
 
-def test_get_by_prefix_and_not_found(tmp_path):
-    inbox = Inbox(tmp_path)
+def test_get_by_prefix_and_not_found(any_inbox):
+    inbox = any_inbox()
     [eid] = inbox.put("mlflow", [ev("1")])
     assert inbox.get(eid[:8]).id == eid
     with pytest.raises(NotFoundError) as err:
@@ -198,8 +207,8 @@ def test_get_by_prefix_and_not_found(tmp_path):
     assert "events list" in err.value.message
 
 
-def test_list_filters_and_limits(tmp_path):
-    inbox = Inbox(tmp_path)
+def test_list_filters_and_limits(any_inbox):
+    inbox = any_inbox()
     ids = inbox.put("mlflow", [ev(str(v)) for v in range(1, 6)])
     inbox.record_runs(ids[0], 0, [], status="ignored", reason="test")
     assert [s.id for s in inbox.list(status="ignored")] == [ids[0]]
@@ -250,10 +259,10 @@ def test_an_inbox_from_a_newer_version_is_refused(tmp_path):
     assert "newer pipeline-plugin" in err.value.message
 
 
-def test_workers_get_different_models_at_once_but_each_models_events_in_order(tmp_path):
+def test_workers_get_different_models_at_once_but_each_models_events_in_order(any_inbox):
     """Two workers: while one holds churn v1, churn v2 waits (it must not deploy first, or beside
     it); fraud v1 goes to the other worker at once."""
-    inbox = Inbox(tmp_path)
+    inbox = any_inbox()
     inbox.put("mlflow", [ev("1", delivery_id="c1", model="churn"), ev("2", delivery_id="c2", model="churn"),
                          ev("1", delivery_id="f1", model="fraud")])
     a, b = inbox.new_owner(), inbox.new_owner()
@@ -265,3 +274,66 @@ def test_workers_get_different_models_at_once_but_each_models_events_in_order(tm
     inbox.finish(others[0].id, b)
     [then] = inbox.claim(b, limit=5)
     assert (then.event.model, then.event.version) == ("churn", "2")
+
+
+def test_an_expired_lease_is_taken_over_by_another_replica(any_inbox):
+    """A replica on another host cannot be asked whether it runs: its claim is taken over when the
+    lease expires, not before."""
+    a_inbox, b_inbox = any_inbox(), any_inbox()
+    [eid] = a_inbox.put("mlflow", [ev("1")])
+    a, b = a_inbox.new_owner(), b_inbox.new_owner()
+    [claimed] = a_inbox.claim(a, lease=1.0)
+    assert b_inbox.claim(b) == []
+    time.sleep(1.3)
+    [taken] = b_inbox.claim(b)
+    assert taken.id == eid and taken.attempts == 2
+    assert "lease taken over" in [h["what"] for h in b_inbox.get(eid).history]
+    a_inbox.finish(eid, a)  # the old holder's late finish changes nothing
+    assert b_inbox.depth() == 1
+    b_inbox.finish(eid, b)
+    assert b_inbox.depth() == 0
+
+
+def test_concurrent_claimers_get_each_event_once_and_each_models_in_order(any_inbox):
+    import threading
+
+    inbox = any_inbox()
+    models = ["m%d" % i for i in range(4)]
+    for v in range(1, 6):
+        inbox.put("mlflow", [ev(str(v), delivery_id=f"{m}-{v}", model=m) for m in models])
+    handed: list[tuple[str, str, str]] = []
+    busy: set[str] = set()
+    overlap: list[str] = []
+    guard = threading.Lock()
+
+    def replica() -> None:
+        mine = any_inbox()
+        owner = mine.new_owner()
+        idle = 0
+        while idle < 20:
+            got = mine.claim(owner, limit=2)
+            if not got:
+                idle += 1
+                time.sleep(0.02)
+                continue
+            idle = 0
+            for c in got:
+                with guard:
+                    if c.event.model in busy:
+                        overlap.append(c.event.model)
+                    busy.add(c.event.model)
+                    handed.append((c.id, c.event.model, c.event.version))
+                time.sleep(0.005)
+                with guard:
+                    busy.discard(c.event.model)
+                mine.finish(c.id, owner)
+
+    threads = [threading.Thread(target=replica) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlap == []  # two versions of one model were never out at once
+    assert sorted(i for i, _, _ in handed) == sorted(s.id for s in inbox.list())  # each event once
+    for m in models:
+        assert [v for _, model, v in handed if model == m] == ["1", "2", "3", "4", "5"]
