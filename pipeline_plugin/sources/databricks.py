@@ -53,9 +53,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-from . import BaseSource, Request, _payload as P
 from ..errors import PayloadError
 from ..events import ModelVersionEvent
+from . import BaseSource, Request
+from . import _payload as P
 
 CREATED = "MODEL_VERSION_CREATED"
 TAG_SET = "MODEL_VERSION_TAG_SET"

@@ -48,9 +48,10 @@ from __future__ import annotations
 
 import re
 
-from . import BaseSource, Request, _payload as P
 from ..errors import PayloadError
 from ..events import ModelVersionEvent
+from . import BaseSource, Request
+from . import _payload as P
 
 KINDS = {
     "LINK_ARTIFACT": "model_version.created",

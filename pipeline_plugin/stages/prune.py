@@ -20,8 +20,9 @@ Docker Engine is touched; images pushed to a registry stay there.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..errors import ConfigError, NotFoundError
 from ..history import History

@@ -9,11 +9,10 @@ import hmac
 import json
 
 import pytest
+from source_helpers import all_samples, fuzz_parser, load_sample, make_request
 
 from pipeline_plugin.errors import AuthenticationError, PayloadError
 from pipeline_plugin.sources import auth, get_source, receive
-
-from source_helpers import all_samples, fuzz_parser, load_sample, make_request
 
 SECRET = "databricks-s3cret-for-test"
 SOURCE = get_source("databricks")

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from source_helpers import all_samples, fuzz_parser, load_sample, make_request
 
 from pipeline_plugin.errors import AuthenticationError, PayloadError
 from pipeline_plugin.sources import get_source, receive
-
-from source_helpers import all_samples, fuzz_parser, load_sample, make_request
 
 TOKEN = "wandb-t0ken-for-test"
 SOURCE = get_source("wandb")

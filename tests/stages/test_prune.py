@@ -31,11 +31,13 @@ def images(docker_client, base_image):
     repo = "pp-test/" + service
     ids = {v: build(docker_client, base_image, repo, service, v) for v in range(1, 7)}
     yield service, repo, ids
+    import docker
+
     for v in ids:
         try:
             docker_client.images.remove(f"{repo}:{v}", force=True)
-        except Exception:  # noqa: BLE001 - already pruned
-            pass
+        except docker.errors.ImageNotFound:
+            continue  # pruned by the test
 
 
 def served(history: History, service: str, ids: dict[int, str], repo: str) -> None:
@@ -106,7 +108,7 @@ def test_prune_removes_only_what_nothing_needs(request, docker_client, images, t
 
 def test_other_services_images_are_never_touched(docker_client, images, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("PIPELINE_PLUGIN_DATABASE_URL", raising=False)
-    service, repo, ids = images
+    service, _repo, ids = images
     result = run_prune(capsys, "--name", service + "-other", "--keep", "0", "--state-dir", str(tmp_path / "s"))
     assert result["removed"] == [] and result["kept"] == []
     assert all(exists(docker_client, i) for i in ids.values())
