@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..output import Progress, add_json_flag, emit
 from ..settings import default_state_dir
+from ..store import add_database_url_flag
 
 SOURCES = ("mlflow", "sagemaker", "azureml", "huggingface", "oci")
 
@@ -34,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--once", action="store_true", help="poll once, print each source's counts (seen, new, duplicate, errors) and exit (3 when a registry failed)")
     p.add_argument("--interval", type=float, metavar="S", help="seconds between polls (default: the config's, else 60)")
     p.add_argument("--state-dir", type=Path, help="the inbox (default $PIPELINE_PLUGIN_STATE_DIR), as serve uses it")
+    add_database_url_flag(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -73,14 +75,14 @@ def _settings(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inbox import Inbox
+    from ..inbox.select import open_inbox
     from ..poll import build
     from ..poll.runner import Runner
 
     if args.interval is not None and not args.interval > 0:
         raise ConfigError(f"--interval {args.interval}: give a number of seconds above 0")
     settings = _settings(args)
-    inbox = Inbox(args.state_dir or default_state_dir())
+    inbox = open_inbox(args.state_dir or default_state_dir(), args.database_url)  # serve's inbox (or PostgreSQL)
     progress = Progress()
     if args.once:
         results = {}
