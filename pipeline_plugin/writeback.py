@@ -19,12 +19,18 @@ ALIAS_PREVIOUS_PRODUCTION = "previous-production"
 #: event for one of these is taken as the write-back's echo wherever it came from: rules that
 #: react to people moving an alias use another name (``champion``, ``staging`` ...).
 OWN_ALIASES = frozenset({ALIAS_PRODUCTION, ALIAS_PREVIOUS_PRODUCTION})
+#: sources whose registry pipeline-plugin never writes to and which relay no other registry: every
+#: alias or tag event from them was made by a person (a Databricks stage transition to Production, a
+#: W&B ``production`` alias), so none is an echo
+NEVER_ECHO_SOURCES = frozenset({"databricks", "wandb"})
 #: every tag the write-back sets starts with this prefix (status, scoring_uri, run_url ...)
 TAG_PREFIX = "pipeline_plugin."
 
 
 def is_own_writeback(event: ModelVersionEvent) -> bool:
     """True when the event is the echo of an alias or tag that pipeline-plugin itself set."""
+    if event.source in NEVER_ECHO_SOURCES:
+        return False
     if event.kind in ("alias.set", "alias.deleted"):
         return event.alias in OWN_ALIASES
     if event.kind in ("tag.set", "tag.deleted"):
