@@ -133,3 +133,41 @@ def test_events_without_a_version_store_nothing(client):
         r = c.post("/webhooks/databricks", content=body, headers=headers)
         assert r.status_code == 200 and r.json()["stored"] == [], r.text
     assert listener.inbox.list() == []
+
+
+def test_rules_match_the_stored_events_by_registry_identity(client, tmp_path):
+    from pipeline_plugin.rules import evaluate, load_rules
+
+    folder = tmp_path / "triggers"
+    folder.mkdir()
+    (folder / "rules.yml").write_text(
+        "- name: databricks-production\n"
+        "  match: {source: databricks, kind: alias.set, alias: production,"
+        " registry: {host: 'adb-*.azuredatabricks.net'}}\n"
+        "- name: wandb-production\n"
+        "  match: {source: wandb, kind: alias.set, alias: production,"
+        " registry: {entity: acme-ml, project: wandb-registry-model}}\n"
+    )
+    rules = {r.name: r for r in load_rules(folder)}
+    listener, c = client
+    stored = {}
+    for source, path in (("databricks", "databricks/01_model_version_transitioned_stage_production.json"),
+                         ("wandb", "wandb/02_add_artifact_alias_suggested_template.json"),
+                         ("wandb", "wandb/03_add_artifact_alias_github_dispatch_shape.json")):
+        body, headers = sample(path)
+        [event_id] = c.post(f"/webhooks/{source}", content=body, headers=headers).json()["stored"]
+        stored[path] = listener.inbox.get(event_id).event
+    assert evaluate(rules["databricks-production"], stored[CASES[0][1]]).matched
+    assert evaluate(rules["wandb-production"], stored["wandb/02_add_artifact_alias_suggested_template.json"]).matched
+    # another W&B project (the docs' model-registry) is another registry
+    other = evaluate(rules["wandb-production"], stored["wandb/03_add_artifact_alias_github_dispatch_shape.json"])
+    assert not other.matched and other.condition == "registry"
+    # a Databricks test-mode delivery (the test endpoint's mock transition) is recorded, never matched
+    raw = json.dumps({"event": "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", "webhook_id": "t", "event_timestamp": 1,
+                      "model_name": "mock", "version": "1", "to_stage": "Production", "from_stage": "None"}).encode()
+    sig = hmac.new(DATABRICKS_SECRET.encode(), raw, hashlib.sha256).hexdigest()
+    r = c.post("/webhooks/databricks?test=true", content=raw, headers={"X-Databricks-Signature": sig})
+    [test_id] = r.json()["stored"]
+    test_event = listener.inbox.get(test_id).event
+    assert test_event.is_test and test_event.alias == "production"
+    assert not evaluate(rules["databricks-production"], test_event).matched
