@@ -11,10 +11,11 @@ validated but never matches), ``match`` (required; ``{}`` matches every event), 
 names the first that fails):
 
 - ``source``: a source name or list (``mlflow``, ``azureml``, ``sagemaker``, ``huggingface``,
-  ``docker-registry``, ``cloudevents``)
+  ``docker-registry``, ``cloudevents``, ``databricks``, ``wandb``)
 - ``kind``: an event kind or list; globs allowed (``model_version.*``)
 - ``registry``: identity keys -> globs: ``tracking_uri``, ``workspace``, ``subscription``,
-  ``resource_group``, ``model_package_group``, ``account``, ``region``, ``repository``, ``host``
+  ``resource_group``, ``model_package_group``, ``account``, ``region``, ``repository``, ``host``,
+  ``entity``, ``project``
 - ``model``: a glob or list of globs (case-sensitive)
 - ``alias``: glob or list (the event must carry an alias)
 - ``approval_status``: glob or list, case-insensitive (``Approved``)
