@@ -448,8 +448,9 @@ class Inbox(SqliteLeases):
                         f"the inbox {str(self.path)!r} was written by a newer pipeline-plugin (schema {version}, "
                         f"this one knows {SCHEMA_VERSION}); upgrade pipeline-plugin or use another --state-dir"
                     )
-                db.executescript(SCHEMA)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                if version < SCHEMA_VERSION:  # opening an existing inbox writes nothing: reading works on a full disk
+                    db.executescript(SCHEMA)
+                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise ServiceError(f"cannot create the inbox {str(self.path)!r}: {exc}") from None
 
