@@ -21,9 +21,10 @@ Mapping, ``event_type`` -> kind:
 =========================================  ===========================  ===========================
 W&B event                                  kind                         fields used
 =========================================  ===========================  ===========================
-``LINK_ARTIFACT`` (linked to a registry    ``model_version.created``     version string, collection
-collection), ``CREATE_ARTIFACT``
-``ADD_ARTIFACT_ALIAS``                     ``alias.set``                ``alias`` (or the version
+``LINK_ARTIFACT`` / ``LINK_MODEL``        ``model_version.created``     version string, collection
+(linked to a registry collection),
+``CREATE_ARTIFACT``
+``ADD_ARTIFACT_ALIAS``, ``UPDATE_...``     ``alias.set``                ``alias`` (or the version
                                                                         string's ``:<alias>``)
 ``ADD_ARTIFACT_TAG``                       ``tag.set``                  ``tag`` -> ``{tag: ""}``
 run events (``RUN_METRIC_*``,              none (answered, nothing      -
@@ -53,14 +54,19 @@ from ..events import ModelVersionEvent
 from . import BaseSource, Request
 from . import _payload as P
 
+#: ``${event_type}`` values: the docs' names, and the backend's own (``wandb.automations.EventType``:
+#: ``LINK_ARTIFACT = "LINK_MODEL"``; ``UPDATE_ARTIFACT_ALIAS`` for automations made before
+#: ``ADD_ARTIFACT_ALIAS``); ``ADD_ARTIFACT_TAG`` for the "An artifact tag is added" event (``${tag}``)
 KINDS = {
     "LINK_ARTIFACT": "model_version.created",
+    "LINK_MODEL": "model_version.created",
     "CREATE_ARTIFACT": "model_version.created",
     "ADD_ARTIFACT_ALIAS": "alias.set",
+    "UPDATE_ARTIFACT_ALIAS": "alias.set",
     "ADD_ARTIFACT_TAG": "tag.set",
 }
 #: W&B event types that name no artifact version (answered, nothing stored)
-OTHER_EVENTS = ("RUN_METRIC_THRESHOLD", "RUN_METRIC_CHANGE", "RUN_METRIC_ZSCORE", "RUN_STATE")
+OTHER_EVENTS = ("RUN_METRIC", "RUN_METRIC_THRESHOLD", "RUN_METRIC_CHANGE", "RUN_METRIC_ZSCORE", "RUN_STATE")
 UNRENDERED = "${event_type}"
 V_NUMBER = re.compile(r"^v\d+$")
 ARTIFACT_ID_PREFIX = "wandb-artifact://_id/"

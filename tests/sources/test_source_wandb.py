@@ -50,8 +50,17 @@ def test_test_button_with_the_unrendered_template_is_a_test_delivery():
     assert flagged.is_test
 
 
+@pytest.mark.parametrize("event_type, kind", [("LINK_MODEL", "model_version.created"),  # the backend's name
+                                              ("CREATE_ARTIFACT", "model_version.created"),
+                                              ("UPDATE_ARTIFACT_ALIAS", "alias.set")])
+def test_backend_event_names_map_too(event_type, kind):
+    body = json.loads(load_sample("wandb/02_add_artifact_alias_suggested_template.json").body)
+    [event] = SOURCE.parse(make_request({**body, "event_type": event_type}))
+    assert (event.kind, event.version) == (kind, "v3")
+
+
 def test_run_events_announce_no_version():
-    assert SOURCE.parse(make_request({"event_type": "RUN_METRIC_THRESHOLD", "project_name": "p", "entity_name": "e"})) == []
+    assert SOURCE.parse(make_request({"event_type": "RUN_METRIC", "project_name": "p", "entity_name": "e"})) == []
 
 
 def test_bearer_token_is_required():
