@@ -40,7 +40,7 @@ def open_inbox(state_dir: str | Path, database_url: str | None = None, max_attem
 
 
 #: below this much free space on the state dir's disk the SQLite inbox cannot be counted on to store
-MIN_FREE_BYTES = 1 << 20
+MIN_FREE_BYTES = 256 << 10
 
 
 def health(inbox: Any) -> dict[str, Any]:
