@@ -99,3 +99,28 @@ def test_the_image_serves_https_as_non_root_and_stores_a_signed_delivery(docker_
         assert container.wait(timeout=30)["StatusCode"] == 0, container.logs().decode(errors="replace")
     finally:
         container.remove(force=True)
+
+
+def test_generate_dockerfile_writes_an_offline_non_root_context_and_mistakes_exit_2(tmp_path):
+    import tomllib
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "pipeline_plugin.cli", "listener-image", "--tag", "x/listener:1", *args],
+                              capture_output=True, text=True, timeout=600)
+
+    out = run("--extras", "postgress", "--generate-dockerfile", str(tmp_path / "a"))
+    assert out.returncode == 2 and "--extras 'postgress'" in out.stderr and "postgres" in out.stderr
+    ctx = tmp_path / "ctx"
+    out = run("--extras", "postgres", "--generate-dockerfile", str(ctx))
+    assert out.returncode == 0, out.stderr
+    dockerfile = (ctx / "Dockerfile").read_text()
+    assert "USER 10001:10001" in dockerfile and 'ENTRYPOINT ["pipeline-plugin", "serve", "--host", "0.0.0.0"' in dockerfile
+    assert "--no-index" in dockerfile and "pip install" in dockerfile
+    wheels = {p.name.split("-")[0].lower() for p in (ctx / "wheels").glob("*.whl")}
+    assert {"starlette", "uvicorn", "sqlalchemy", "psycopg", "psycopg_binary", "hatchling"} <= wheels
+    project = tomllib.loads((ctx / "src" / "pyproject.toml").read_text())["project"]
+    assert project["scripts"] == {"pipeline-plugin": "pipeline_plugin.cli:main"}
+    assert list(project["optional-dependencies"]) == ["postgres"]
+    assert (ctx / "src" / "pipeline_plugin" / "_data" / "templates").is_dir()
+    out = run("--generate-dockerfile", str(ctx))
+    assert out.returncode == 2 and "not empty" in out.stderr
