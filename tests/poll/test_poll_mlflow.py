@@ -51,11 +51,21 @@ def poll_cli(state: Path, *args: str, env: dict | None = None) -> subprocess.Com
                           capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
 
 
+def poll_main(capsys, state: Path, *args: str) -> tuple[int, dict, str]:
+    """The same command in this process (MLflow's client is imported once, not per run)."""
+    from pipeline_plugin.cli import main
+
+    capsys.readouterr()
+    code = main(["poll", "--once", "--json", "--state-dir", str(state), *args])
+    out = capsys.readouterr()
+    return code, json.loads(out.out), out.err
+
+
 def stored(state: Path, model: str) -> list:
     return [e for e in Inbox(state).list() if e.event.model == model]
 
 
-def test_poll_once_stores_versions_and_catches_up(mlflow, tmp_path):
+def test_poll_once_stores_versions_and_catches_up(mlflow, tmp_path, capsys):
     name = f"churn-{uuid.uuid4().hex[:6]}"
     register(mlflow, name, 2)
     from mlflow.tracking import MlflowClient
@@ -78,15 +88,16 @@ def test_poll_once_stores_versions_and_catches_up(mlflow, tmp_path):
     # nobody polls while two versions are registered and the alias moves: the next poll catches up
     register(mlflow, name, 2)
     MlflowClient(mlflow).set_registered_model_alias(name, "champion", "4")
-    again = poll_cli(state, "--source", "mlflow", "--option", f"models=[{name}]", "--option", f"tracking_uri={mlflow}")
-    assert again.returncode == 0, again.stderr
-    counts = json.loads(again.stdout)["sources"]["mlflow"]
+    code, again, err = poll_main(capsys, state, "--source", "mlflow", "--option", f"models=[{name}]",
+                                 "--option", f"tracking_uri={mlflow}")
+    assert code == 0, err
+    counts = again["sources"]["mlflow"]
     assert (counts["seen"], counts["new"], counts["duplicate"]) == (5, 3, 2)
     versions = sorted(e.event.version for e in stored(state, name) if e.event.kind == "model_version.created")
     assert versions == ["1", "2", "3", "4"]
     aliases = [(e.event.version) for e in stored(state, name) if e.event.kind == "alias.set"]
     assert aliases == ["1", "4"]
-    assert "new model_version.created" in again.stderr  # progress lines on stderr, JSON alone on stdout
+    assert "new model_version.created" in err  # progress lines on stderr, JSON alone on stdout
 
 
 def mlflow_delivery(name: str, version: str, delivery: str) -> tuple[bytes, dict]:
@@ -98,7 +109,7 @@ def mlflow_delivery(name: str, version: str, delivery: str) -> tuple[bytes, dict
                   "X-MLflow-Signature": sign(SECRET.encode(), delivery, ts, body)}
 
 
-def test_webhook_and_poll_of_one_version_is_one_event(mlflow, tmp_path):
+def test_webhook_and_poll_of_one_version_is_one_event(mlflow, tmp_path, capsys):
     name = f"both-{uuid.uuid4().hex[:6]}"
     register(mlflow, name, 2)
     config_file = tmp_path / "listener.yml"
@@ -111,9 +122,9 @@ def test_webhook_and_poll_of_one_version_is_one_event(mlflow, tmp_path):
     assert client.post("/webhooks/mlflow", content=body, headers=headers).json()["duplicate"] is False
 
     # the poller takes tracking_uri from sources.mlflow: version 1 is the webhook's event, version 2 is new
-    done = poll_cli(tmp_path / "state", "--config", str(config_file))
-    assert done.returncode == 0, done.stderr
-    counts = json.loads(done.stdout)["sources"]["mlflow"]
+    code, done, err = poll_main(capsys, tmp_path / "state", "--config", str(config_file))
+    assert code == 0, err
+    counts = done["sources"]["mlflow"]
     assert (counts["seen"], counts["new"], counts["duplicate"]) == (2, 1, 1)
 
     # and the webhook for version 2, arriving after the poll, is a duplicate of the polled event
@@ -126,27 +137,32 @@ def test_webhook_and_poll_of_one_version_is_one_event(mlflow, tmp_path):
     assert polled.event.delivery_id.startswith("poll:mlflow:") and answer["stored"] == [polled.id]
 
 
-def test_serve_polls_its_config(mlflow, tmp_path):
+def test_serve_polls_its_config(mlflow, tmp_path, capsys):
     name = f"served-{uuid.uuid4().hex[:6]}"
     register(mlflow, name, 1)
     config_file = tmp_path / "listener.yml"
-    config_file.write_text(yaml.safe_dump({"poll": {"mlflow": {"tracking_uri": mlflow, "models": [name],
-                                                               "interval": 1}}}))
+    # models: all (the default): search_registered_models, paged, with each model's aliases
+    config_file.write_text(yaml.safe_dump({"poll": {"mlflow": {"tracking_uri": mlflow, "interval": 1}}}))
     state = tmp_path / "state"
     with serve_process(state, extra_args=["--config", str(config_file), "--no-worker"]) as serve:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(stored(state, name)) < 1:
             time.sleep(0.3)
         assert [e.event.version for e in stored(state, name)] == ["1"]
-        register(mlflow, name, 1)  # registered while serve runs: the next poll stores it
-        while time.monotonic() < deadline and len(stored(state, name)) < 2:
+        register(mlflow, name, 1)  # registered while serve runs: the next poll stores it, and the alias
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(mlflow).set_registered_model_alias(name, "live", "2")
+        while time.monotonic() < deadline and len(stored(state, name)) < 3:
             time.sleep(0.3)
-        assert sorted(e.event.version for e in stored(state, name)) == ["1", "2"]
+        assert sorted((e.event.kind, e.event.version) for e in stored(state, name)) == [
+            ("alias.set", "2"), ("model_version.created", "1"), ("model_version.created", "2")]
         metrics = httpx.get(f"{serve.url}/metrics").text
         assert 'pipeline_plugin_poller_up{source="mlflow"} 1.0' in metrics
-        pollers = subprocess.run([sys.executable, "-m", "pipeline_plugin.cli", "events", "pollers", "--json",
-                                  "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
-        assert pollers.returncode == 0, pollers.stderr
-        [status] = json.loads(pollers.stdout)
+        from pipeline_plugin.cli import main
+
+        capsys.readouterr()
+        assert main(["events", "pollers", "--json", "--state-dir", str(state)]) == 0
+        [status] = json.loads(capsys.readouterr().out)
         assert status["source"] == "mlflow" and status["state"] == "ok" and status["last_success"]
         assert status["new"] >= 2 and status["registry"].endswith(mlflow.split("//")[1])
