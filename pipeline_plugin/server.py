@@ -415,7 +415,7 @@ async def _read_body(request: HTTPRequest) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(listener: Listener) -> Starlette:
+def create_app(listener: Listener) -> "_WebhookFastPath":
     valid = sorted(listener.sources)
 
     async def webhook(request: HTTPRequest) -> Response:
@@ -498,7 +498,7 @@ def create_app(listener: Listener) -> Starlette:
 
         return span(app)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/webhooks/{source}", webhook, methods=["POST", "OPTIONS"]),
             Route("/healthz", healthz, methods=["GET"]),
@@ -507,6 +507,33 @@ def create_app(listener: Listener) -> Starlette:
         exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error},
         lifespan=lifespan,
     )
+    return _WebhookFastPath(app, webhook, server_error)
+
+
+class _WebhookFastPath:
+    """``POST /webhooks/<source>`` (the listener's hot path) straight to its handler, without
+    Starlette's middleware and route matching; everything else (and anything odd, such as a
+    trailing slash) goes to the Starlette app, which answers it as before."""
+
+    def __init__(self, app: Starlette, webhook: Any, server_error: Any) -> None:
+        self.app = app
+        self.webhook = webhook
+        self.server_error = server_error
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            path = scope["path"]
+            name = path[len("/webhooks/"):]
+            if path.startswith("/webhooks/") and name and "/" not in name:
+                scope["path_params"] = {"source": name}
+                request = HTTPRequest(scope, receive, send)
+                try:
+                    response = await self.webhook(request)
+                except Exception as exc:  # noqa: BLE001 - as Starlette's ServerErrorMiddleware: a 500, logged
+                    response = await self.server_error(request, exc)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 #: after SIGTERM, how long open requests may still finish (a client still sending its body, a
