@@ -20,8 +20,9 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import NotFoundError, ServiceError
 from ..events import ModelVersionEvent
@@ -43,6 +44,8 @@ from . import (
 from .leases import check_lease_args, lease_row
 
 T = TypeVar("T")
+#: deadlock_detected, serialization_failure: PostgreSQL aborted this transaction for another's sake
+_RETRY_SQLSTATES = ("40P01", "40001")
 #: overrides LEASE_SECONDS for the shared inbox (how long a killed replica's claims stay blocked)
 LEASE_ENV = "PIPELINE_PLUGIN_INBOX_LEASE_SECONDS"
 
@@ -82,13 +85,20 @@ class PostgresInbox:
 
     # ---- plumbing -----------------------------------------------------------------------------
     def _write(self, job: Callable[[Any], T]) -> T:
+        """Run ``job(conn)`` in one transaction; a deadlock or serialization failure between
+        replicas (PostgreSQL aborts one of them) is retried a few times."""
         from sqlalchemy.exc import DBAPIError
 
-        try:
-            with self.engine.begin() as conn:
-                return job(conn)
-        except DBAPIError as exc:
-            raise ServiceError(f"the inbox in {self.path} cannot store: {_short(exc)}") from None
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as conn:
+                    return job(conn)
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES and attempt < 4:
+                    time.sleep(0.01 * (attempt + 1))
+                    continue
+                raise ServiceError(f"the inbox in {self.path} cannot store: {_short(exc)}") from None
+        raise AssertionError("unreachable")
 
     def _read(self, job: Callable[[Any], T]) -> T:
         from sqlalchemy.exc import DBAPIError

@@ -14,11 +14,11 @@ import time
 from collections import Counter
 
 import httpx
-
 from contract_server import Contract, ContractServer, Reply
+from services import serve_process
+
 from pipeline_plugin.inbox.postgres import LEASE_ENV, PostgresInbox
 from pipeline_plugin.sources.auth import sign
-from services import serve_process
 
 SECRET = "two-listeners-secret"
 TOKEN = "two-listeners-token"
