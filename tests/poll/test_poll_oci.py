@@ -138,3 +138,37 @@ def test_a_registry_that_is_down_is_retried_with_backoff_and_shown(tmp_path, cap
         stop.set()
         thread.join(timeout=10)
     assert not inbox.leases()  # released on stop: another replica may poll at once
+
+
+def test_a_pushed_image_notified_and_polled_is_one_event(tmp_path, capsys):
+    """The registry's own notification reaches a running `serve`; polling the same registry later
+    stores nothing new (same host name from sources.docker-registry.options.host)."""
+    from tests.services import serve_process
+
+    import yaml
+
+    port = _free_port()
+    host = f"127.0.0.1:{port}"
+    config = tmp_path / "listener.yml"
+    config.write_text(yaml.safe_dump({"sources": {"docker-registry": {"options": {"host": host}}},
+                                      "poll": {"oci": {"registry": f"http://{host}", "repositories": ["models/churn"]}}}))
+    listener = tmp_path / "serve.yml"  # the webhook side only: this serve does not poll
+    listener.write_text(yaml.safe_dump({"sources": {"docker-registry": {"options": {"host": host}}}}))
+    state = tmp_path / "state"
+    token = "registry-notify-token"
+    with serve_process(state, env={"PIPELINE_PLUGIN_DOCKER_REGISTRY_SECRET": token},
+                       extra_args=["--no-worker", "--config", str(listener)]) as serve:
+        with docker_registry(tmp_path, notify_url=f"{serve.url}/webhooks/docker-registry", notify_token=token,
+                             port=port) as registry:
+            digest = push(registry.url, "models/churn", "v1", b"v1")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not Inbox(state).list():
+                time.sleep(0.2)
+            [notified] = Inbox(state).list()
+            assert (notified.event.version, notified.event.digest) == ("v1", digest)
+            assert not notified.event.delivery_id.startswith("poll:")
+            capsys.readouterr()
+            assert main(["poll", "--once", "--json", "--config", str(config), "--state-dir", str(state)]) == 0
+            counts = json.loads(capsys.readouterr().out)["sources"]["oci"]
+            assert (counts["seen"], counts["new"], counts["duplicate"]) == (1, 0, 1)
+            assert [e.id for e in Inbox(state).list()] == [notified.id]
