@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 from . import writeback
 from .errors import PipelinePluginError
 from .inbox import Claimed, Inbox, StoredEvent
+from .inbox.leases import keep_claimed
 
 log = logging.getLogger("pipeline_plugin.worker")
 
@@ -216,7 +217,8 @@ class Worker:
                 allowed_roots=self.allowed_roots,
             )
             try:
-                result = provider.dispatch(pipeline_run)
+                with keep_claimed(self.inbox, claimed.id, claimed.owner):  # no replica takes it over meanwhile
+                    result = provider.dispatch(pipeline_run)
             except Exception as exc:  # noqa: BLE001 - a provider failure is the run's result
                 message = exc.message if isinstance(exc, PipelinePluginError) else f"{type(exc).__name__}: {exc}"
                 log.warning("dispatch of run %s (%s) failed: %s", run.run_id, run.provider, message)

@@ -10,9 +10,15 @@ asked whether it still runs). The PostgreSQL inbox has the same three methods
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 LEASES_TABLE = """
 CREATE TABLE IF NOT EXISTS leases (
@@ -83,3 +89,29 @@ class SqliteLeases:
                 return []
             raise
         return [lease_row(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+@contextmanager
+def keep_claimed(inbox: Any, event_id: str, owner: str, seconds: float | None = None) -> Iterator[None]:
+    """Renew ``owner``'s claim on ``event_id`` every third of its lease while the body runs (a
+    dispatch that lasts longer than the lease), so that no other replica takes the event over and
+    starts its run again. Renewal errors are logged, not raised: the body's own result counts."""
+    from . import LEASE_SECONDS
+
+    seconds = seconds or getattr(inbox, "lease", LEASE_SECONDS)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(seconds / 3):
+            try:
+                inbox.renew(event_id, owner, lease=seconds)
+            except Exception as exc:  # noqa: BLE001 - the next beat tries again
+                log.warning("could not renew the lease on event %s: %s", event_id, exc)
+
+    thread = threading.Thread(target=beat, name=f"lease-{event_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from pipeline_plugin.events import ModelVersionEvent
+
 
 def test_one_owner_holds_a_lease_until_it_expires_or_is_released(any_inbox):
     inbox = any_inbox()
@@ -32,3 +34,20 @@ def test_lease_arguments_are_checked(any_inbox):
         inbox.try_lease("x", "a", 0)
     with pytest.raises(ValueError, match="owner"):
         inbox.try_lease("x", "", 5)
+
+
+def test_a_claim_is_kept_while_a_long_dispatch_runs(any_inbox):
+    from pipeline_plugin.inbox.leases import keep_claimed
+
+    inbox, other = any_inbox(), any_inbox()
+    [eid] = inbox.put("mlflow", [ModelVersionEvent.from_dict({"source": "mlflow", "kind": "model_version.created",
+                                                              "model": "churn", "version": "1", "delivery_id": "d1"})])
+    a, b = inbox.new_owner(), other.new_owner()
+    [claimed] = inbox.claim(a, lease=0.9)
+    with keep_claimed(inbox, eid, a, seconds=0.9):
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:  # three leases long: never taken over meanwhile
+            assert other.claim(b) == []
+            time.sleep(0.1)
+    time.sleep(1.0)
+    assert [c.id for c in other.claim(b)] == [eid]
