@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import yaml
 
 from .. import __version__, settings
+from ..errors import ConfigError
 from ..render import install_spec, template_settings
 
 NAME = "deploy-model"
@@ -71,7 +72,8 @@ def include(pipeline: Mapping[str, Any], rule_name: str = "rule", source: str = 
     known = defaults() if known is None else known
     chosen = {k: v for k, v in given.items() if k == "service" or k not in known or known[k] != v}
     if not given["service"]:
-        raise ValueError("the component needs a service name")
+        raise ConfigError(f"rule {rule_name!r}: pipeline.service is not set; the component's `service` input has no "
+                          "default: name the service, e.g. the model name in lower case")
     return (
         f"# The deploy pipeline: pipeline-plugin's GitLab CI/CD catalog component ({NAME}); rule {rule_name!r}\n"
         "# dispatches it with the event as pipeline variables. Inputs: docs/ci.md#gitlab-cicd-component\n"

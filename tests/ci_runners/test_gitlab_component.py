@@ -207,3 +207,12 @@ def test_readme_and_docs_name_the_component_as_init_writes_it():
         refs = set(re.findall(r"component: (\S+)", (ROOT / doc).read_text()))
         assert refs == {gitlab_component.reference()}, (doc, refs)
     assert gitlab_component.reference() == f"$CI_SERVER_FQDN/pipeline-plugin/pipeline-plugin/deploy-model@{__version__}"
+
+
+def test_include_without_a_service_names_the_setting():
+    from pipeline_plugin.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pipeline.service is not set"):
+        gitlab_component.include({}, "deploy-churn")
+    with pytest.raises(ConfigError, match="pipeline.staging_port"):
+        gitlab_component.include({"service": "s", "staging_port": "high"}, "deploy-churn")
