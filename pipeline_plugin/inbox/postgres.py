@@ -126,9 +126,16 @@ class PostgresInbox:
             e=event_id, at=utcnow(), w=what, d=json.dumps(data, sort_keys=True, default=str),
         )
 
-    def ping(self) -> None:
-        """Raise ServiceError unless the database answers."""
-        self._read(lambda c: self._x(c, "SELECT 1").scalar())
+    def cannot_store(self) -> str | None:
+        """Why a delivery cannot be stored now (a read-only standby or session), or None.
+        Raises ServiceError when the database does not answer."""
+        row = self._read(lambda c: self._x(
+            c, "SELECT pg_is_in_recovery() AS standby, current_setting('transaction_read_only') AS ro").first())
+        if row.standby:
+            return f"the database {self.path} is a read-only standby (in recovery): point the URL at the primary"
+        if row.ro == "on":
+            return f"the database {self.path} is read-only for this user (default_transaction_read_only)"
+        return None
 
     # ---- ingest -------------------------------------------------------------------------------
     def put(self, source: str, events: list[ModelVersionEvent], delivery_meta: Mapping[str, Any] | None = None) -> PutResult:

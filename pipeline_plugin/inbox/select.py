@@ -52,7 +52,14 @@ def health(inbox: Any) -> dict[str, Any]:
         out["depth"] = inbox.depth()
     except Exception as exc:  # noqa: BLE001 - health says what is wrong
         return {"backend": backend, "ok": False, "error": f"the inbox does not answer: {getattr(exc, 'message', exc)}"}
-    if backend == "sqlite":
+    if backend == "postgresql":
+        try:
+            why = inbox.cannot_store()
+        except Exception as exc:  # noqa: BLE001
+            return {"backend": backend, "ok": False, "error": f"the inbox does not answer: {getattr(exc, 'message', exc)}"}
+        if why:
+            out.update(ok=False, error=why)
+    elif backend == "sqlite":
         try:
             st = os.statvfs(inbox.state_dir)
         except OSError as exc:

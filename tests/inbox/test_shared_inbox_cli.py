@@ -57,3 +57,21 @@ def test_healthz_says_whether_the_database_answers(tmp_path, postgres, postgres_
         finally:
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
     assert c.get("/healthz").status_code == 200
+
+
+def test_healthz_says_a_read_only_database_cannot_store(tmp_path, postgres, postgres_url, monkeypatch):
+    monkeypatch.setenv("PIPELINE_PLUGIN_DATABASE_URL", postgres_url)
+    listener = Listener(tmp_path / "state", environ={}, start_worker=False)
+    c = TestClient(create_app(listener), raise_server_exceptions=False)
+    assert c.get("/healthz").status_code == 200
+    name = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres.url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        try:
+            ro = c.get("/healthz")
+            assert ro.status_code == 503 and "read-only" in ro.json()["inbox"]["error"], ro.text
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+    assert c.get("/healthz").status_code == 200
