@@ -49,8 +49,9 @@ def _inbox(args: argparse.Namespace):
     from ..inbox.select import open_inbox, shared_url
 
     state_dir = args.state_dir or default_state_dir()
-    if shared_url(getattr(args, "database_url", None)):
-        return open_inbox(state_dir, args.database_url)
+    url = getattr(args, "database_url", None)
+    if shared_url(url):
+        return open_inbox(state_dir, url)
     if not (Path(state_dir) / DB_NAME).exists():
         raise NotFoundError(
             f"no inbox in {str(state_dir)!r} (no {DB_NAME}); pass the --state-dir that `pipeline-plugin serve` uses"
