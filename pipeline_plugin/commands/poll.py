@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import threading
+import time
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -109,9 +110,10 @@ def run(args: argparse.Namespace) -> int:
         t.start()
         threads.append(t)
     try:
+        # not Thread.join: a KeyboardInterrupt inside join can mark the thread finished, and the
+        # join below would then not wait for the poller to give its lease up
         while any(t.is_alive() for t in threads):
-            for t in threads:
-                t.join(timeout=0.5)
+            time.sleep(0.5)
     except KeyboardInterrupt:
         stop.set()
         for t in threads:

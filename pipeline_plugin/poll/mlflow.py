@@ -10,7 +10,8 @@ with a file or SQL store, and Databricks (``tracking_uri: databricks`` with ``DA
 Events are those of the MLflow webhook source: ``registry`` = ``{tracking_uri}`` (the configured
 value, so set ``sources.mlflow.tracking_uri`` to the same string: by default the poller takes it
 from there, else from ``MLFLOW_TRACKING_URI``), ``artifact_uri`` = the version's ``source``,
-``tags`` = its tags.
+``tags`` = its tags. An HTTP tracking server that does not answer at all fails the poll at once
+(retried with the runner's backoff) instead of after MLflow's own minutes of connection retries.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from . import bool_option, delivery_id, names_option, observed_id, string_option
 
 KEYS = ("tracking_uri", "registry_uri", "models", "aliases")
 PAGE = 200
+PROBE_TIMEOUT = 10
 
 
 def validate(options: Mapping[str, Any], where: str) -> None:
@@ -67,7 +69,21 @@ class MlflowPoller:
             raise missing_client("MLflow", "mlflow", "mlflow") from None
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
 
+    def _reachable(self) -> None:
+        """Fail fast when an HTTP tracking server does not answer at all: MLflow's client retries a
+        refused connection for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES), the runner's backoff is
+        the retry here. Any HTTP answer (even 401/404 behind a proxy) counts as reachable."""
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return
+        import requests
+
+        try:
+            requests.get(self.tracking_uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT)
+        except requests.RequestException as exc:
+            raise ServiceError(f"{self.describe()}: no answer ({type(exc).__name__})") from None
+
     def list_versions(self) -> Iterator[ModelVersionEvent]:
+        self._reachable()
         client = self._client()
         try:
             yield from self._list(client)

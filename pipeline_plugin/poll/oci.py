@@ -62,13 +62,14 @@ class OciPoller:
 
         self.registry = registry
         self.repositories = repositories
-        self.host = host or urlsplit(registry).netloc
+        self.host = host or urlsplit(registry).netloc.rsplit("@", 1)[-1]
         self.session = requests.Session()
         self.auth = (username, password) if username and password is not None else None
         self._bearer: dict[str, str] = {}  # scope -> token
 
     def describe(self) -> str:
-        return f"registry {self.registry}"
+        parts = urlsplit(self.registry)
+        return f"registry {parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"  # never user:password@
 
     # ---- HTTP with the registry's auth dance ---------------------------------------------------------
     def _request(self, method: str, path: str, scope: str, headers: dict[str, str] | None = None):

@@ -166,3 +166,14 @@ def test_serve_polls_its_config(mlflow, tmp_path, capsys):
         [status] = json.loads(capsys.readouterr().out)
         assert status["source"] == "mlflow" and status["state"] == "ok" and status["last_success"]
         assert status["new"] >= 2 and status["registry"].endswith(mlflow.split("//")[1])
+
+
+def test_an_mlflow_server_that_does_not_answer_fails_the_poll_at_once(tmp_path, capsys):
+    from tests.services import _free_port
+
+    url = f"http://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    code, summary, err = poll_main(capsys, tmp_path / "state", "--source", "mlflow", "--option", f"tracking_uri={url}")
+    assert code == 3 and summary["ok"] is False
+    assert summary["sources"]["mlflow"]["error"] == f"MLflow at {url}: no answer (ConnectionError)"
+    assert time.monotonic() - started < 60  # not MLflow's minutes of connection retries

@@ -172,3 +172,38 @@ def test_a_pushed_image_notified_and_polled_is_one_event(tmp_path, capsys):
             counts = json.loads(capsys.readouterr().out)["sources"]["oci"]
             assert (counts["seen"], counts["new"], counts["duplicate"]) == (1, 0, 1)
             assert [e.id for e in Inbox(state).list()] == [notified.id]
+
+
+def test_poll_without_once_keeps_polling_under_the_lease(tmp_path):
+    """`pipeline-plugin poll` as a long-running process: it holds the lease poll:oci (shown by
+    `events pollers`), stores a tag pushed while it runs, and stops on SIGINT."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    with docker_registry(tmp_path) as registry:
+        push(registry.url, "models/churn", "v1", b"v1")
+        state = tmp_path / "state"
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline_plugin.cli", "poll", "--source", "oci",
+                                 "--interval", "0.3", "--option", f"registry={registry.url}", "--state-dir", str(state)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (state / "inbox.sqlite3").exists():
+                time.sleep(0.2)
+            inbox = Inbox(state)
+            while time.monotonic() < deadline and not inbox.list():
+                time.sleep(0.2)
+            push(registry.url, "models/churn", "v2", b"v2")
+            while time.monotonic() < deadline and len(inbox.list()) < 2:
+                time.sleep(0.2)
+            assert sorted(e.event.version for e in inbox.list()) == ["v1", "v2"]
+            [lease] = [x for x in inbox.leases() if x["name"] == "poll:oci"]
+            assert lease["status"]["state"] == "ok" and lease["status"]["new"] == 2
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert "oci: new image.pushed models/churn version v2" in err
+        assert not inbox.leases(), err  # given up on the way out
