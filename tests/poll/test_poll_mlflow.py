@@ -48,7 +48,7 @@ def register(url: str, name: str, count: int) -> list[str]:
 def poll_cli(state: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline_plugin.cli", "poll", "--once", "--json",
                            "--state-dir", str(state), *args],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+                          capture_output=True, text=True, timeout=120, check=False, env={**os.environ, **(env or {})})
 
 
 def poll_main(capsys, state: Path, *args: str) -> tuple[int, dict, str]:

@@ -4,13 +4,11 @@ once it is up."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
 
 import pytest
-import requests
 
 from pipeline_plugin.cli import main
 from pipeline_plugin.inbox import Inbox
@@ -18,31 +16,10 @@ from pipeline_plugin.metrics import Metrics
 from pipeline_plugin.poll import build, parse_source
 from pipeline_plugin.poll.runner import Runner
 from pipeline_plugin.poll.service import PollerThread
+from tests.poll.registry_push import push
 from tests.services import _free_port, docker_registry
 
 pytestmark = pytest.mark.registry
-MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def push(registry: str, repository: str, tag: str, content: bytes) -> str:
-    """An OCI image pushed as a client pushes it (blob upload, then the manifest); its digest."""
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {"c": content.decode()}},
-                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-    digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    start = requests.post(f"{registry}/v2/{repository}/blobs/uploads/", timeout=10)
-    assert start.status_code == 202, start.text
-    location = requests.compat.urljoin(registry, start.headers["Location"])
-    sep = "&" if "?" in location else "?"
-    done = requests.put(f"{location}{sep}digest={digest}", data=config, timeout=10,
-                        headers={"Content-Type": "application/octet-stream"})
-    assert done.status_code == 201, done.text
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST, "layers": [],
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest,
-                                      "size": len(config)}}).encode()
-    put = requests.put(f"{registry}/v2/{repository}/manifests/{tag}", data=manifest, timeout=10,
-                       headers={"Content-Type": MANIFEST})
-    assert put.status_code == 201, put.text
-    return "sha256:" + hashlib.sha256(manifest).hexdigest()
 
 
 def poll(capsys, state, *args):
@@ -143,9 +120,9 @@ def test_a_registry_that_is_down_is_retried_with_backoff_and_shown(tmp_path, cap
 def test_a_pushed_image_notified_and_polled_is_one_event(tmp_path, capsys):
     """The registry's own notification reaches a running `serve`; polling the same registry later
     stores nothing new (same host name from sources.docker-registry.options.host)."""
-    from tests.services import serve_process
-
     import yaml
+
+    from tests.services import serve_process
 
     port = _free_port()
     host = f"127.0.0.1:{port}"
@@ -203,7 +180,7 @@ def test_poll_without_once_keeps_polling_under_the_lease(tmp_path):
             assert lease["status"]["state"] == "ok" and lease["status"]["new"] == 2
         finally:
             proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=30)
+            _, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
         assert "oci: new image.pushed models/churn version v2" in err
         assert not inbox.leases(), err  # given up on the way out
