@@ -298,7 +298,7 @@ class Listener:
             kwargs["options"] = dict(conf.options) if conf else {}
         return sources.Request(**kwargs)
 
-    def _verify(self, name: str, req: "sources.Request", remote: str | None) -> "tuple[Response, str] | list[Any]":
+    def _verify(self, name: str, req: "sources.Request", remote: str | None) -> tuple[Response, str] | list[Any]:
         """Authenticate and parse (CPU only, no I/O): the events to store, or the answer and its
         outcome label when there is nothing to store."""
         source = self.sources[name]
@@ -415,7 +415,7 @@ async def _read_body(request: HTTPRequest) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(listener: Listener) -> "_WebhookFastPath":
+def create_app(listener: Listener) -> _WebhookFastPath:
     valid = sorted(listener.sources)
 
     async def webhook(request: HTTPRequest) -> Response:

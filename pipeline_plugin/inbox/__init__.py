@@ -317,7 +317,7 @@ class _GroupCommitter:
         self.commits = 0
         self.jobs = 0
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> "Future[T]":
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
         job = _Job(fn)
         with self.cond:
             if self.pid != os.getpid():  # a forked child: the parent's thread is not here
@@ -496,7 +496,7 @@ class Inbox(SqliteLeases):
 
     def submit_put(
         self, source: str, events: list[ModelVersionEvent], delivery_meta: Mapping[str, Any] | None = None
-    ) -> "Future[PutResult]":
+    ) -> Future[PutResult]:
         """:meth:`put` without waiting: the future resolves once the delivery's batch is committed
         (fsync'd), or fails with what would have been raised. The listener awaits it on its event
         loop (``asyncio.wrap_future``), so concurrent deliveries share one commit and hold no thread."""

@@ -30,7 +30,8 @@ def delivery(i: int) -> tuple[bytes, dict[str, str]]:
                   "X-MLflow-Signature": sign(SECRET.encode(), did, ts, body)}
 
 
-def test_concurrent_deliveries_share_commits_and_wait_for_theirs(tmp_path):
+def test_concurrent_deliveries_share_commits_and_wait_for_theirs(tmp_path, monkeypatch):
+    monkeypatch.delenv("PIPELINE_PLUGIN_DATABASE_URL", raising=False)  # the SQLite inbox of the state dir
     listener = Listener(tmp_path / "state", environ={"PIPELINE_PLUGIN_MLFLOW_SECRET": SECRET}, start_worker=False)
     inbox = listener.inbox
     submitted = []
