@@ -86,6 +86,8 @@ class ModelVersionEvent:
             extra = "|tags=" + ",".join(f"{k}={v}" for k, v in sorted(self.tags.items()))
         elif self.kind == "image.pushed":
             extra = f"|digest={self.digest}"
+        if self.is_test:  # a test delivery never stands for (nor swallows) the real change
+            extra += "|test"
         return f"{self.source}|{self.registry_key()}|{self.model}|{self.version}|{self.kind}{extra}"
 
     def state_slot(self) -> str | None:
@@ -93,7 +95,7 @@ class ModelVersionEvent:
         repository tag names a digest): the thing being set, else None. Setting it back to an
         earlier value (alias ``production`` v2 -> v3 -> v2) is a new change, not a duplicate: the
         inbox compares a repeated ``dedupe_key`` with the latest change of its slot."""
-        base = f"{self.source}|{self.registry_key()}|{self.model}"
+        base = f"{self.source}|{self.registry_key()}|{self.model}" + ("|test" if self.is_test else "")
         if self.kind.startswith("alias."):
             return f"{base}|{self.kind}|alias={self.alias}"
         if self.kind.startswith("tag."):

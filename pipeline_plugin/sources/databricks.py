@@ -44,8 +44,8 @@ deliveries are recorded with ``is_test=True`` (never deployed) when the webhook'
 ``?test=true`` (point the TEST_MODE webhook at ``/webhooks/databricks?test=true``), or its
 ``webhook_id`` is listed in ``sources.databricks.options.test_webhook_ids``. The query is outside
 the signature, so it can only lower a delivery to a test; a delivery marked so gets a delivery id of
-its own (``#test``), so it is never taken for a retry of the unmarked delivery. (The inbox still
-stores one event per change: test with a model version no real delivery will announce.)
+its own (``#test``), so it is never taken for a retry of the unmarked delivery, and a test event is
+never taken for the real change of the same version (the inbox keys them apart).
 """
 
 from __future__ import annotations

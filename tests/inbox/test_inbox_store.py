@@ -82,6 +82,18 @@ def test_same_change_with_new_delivery_id_is_stored_once(any_inbox):
     assert len(inbox.list()) == 3
 
 
+def test_a_test_delivery_never_swallows_the_real_change(any_inbox):
+    """A registry's test delivery (or a replay marked as one) for a version that is later really
+    announced: the real delivery is its own event, not a duplicate of the test."""
+    inbox = any_inbox()
+    test = inbox.put("mlflow", [ev("4", delivery_id="t", is_test=True)])
+    real = inbox.put("mlflow", [ev("4", delivery_id="r")])
+    assert not test.duplicate and not real.duplicate and list(test) != list(real)
+    assert inbox.put("mlflow", [ev("4", delivery_id="r2")]).duplicate  # the real change, again
+    stored = {e.id: e.event.is_test for e in inbox.list()}
+    assert stored == {test[0]: True, real[0]: False}
+
+
 def test_setting_a_state_back_is_a_new_change_but_repeating_it_is_not(any_inbox):
     """An alias moved v2 -> v3 -> v2 (a person rolling back in the registry) is three changes; the
     third announced again by a new delivery is still one. Likewise a repository tag pushed A -> B -> A."""
