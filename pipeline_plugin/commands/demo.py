@@ -23,6 +23,7 @@ from .. import settings
 from ..errors import ConfigError, ServiceError, StageFailed
 from ..history import History, use_state_dir
 from ..output import Progress, add_json_flag, emit
+from ..store import add_database_url_flag, use_database_url
 
 MODEL = "churn"
 RULE = "churn-to-production"
@@ -46,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(what the demo does when MLflow is not installed)")
     p.add_argument("--keep-running", action="store_true",
                    help="keep MLflow and the listener running after the version reached production (Ctrl-C stops)")
+    add_database_url_flag(p, help="the store and inbox the demo's listener and pipeline share (default "
+                          "$PIPELINE_PLUGIN_DATABASE_URL, else the state dir's SQLite files): a postgresql:// URL "
+                          "keeps the events, deployments and history there")
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -74,10 +78,12 @@ def preflight(say: Callable[[str], None]) -> str:
 
 
 def follow(state_dir: Path, service: str, version: str, timeout: float, say: Callable[[str], None]) -> dict[str, Any]:
-    """Print each stage of ``version`` as the worker records it; return when its run is final."""
-    from ..inbox import Inbox
+    """Print each stage of ``version`` as the worker records it; return when its run is final.
+    Reads the inbox the demo's `serve` uses: the shared one of $PIPELINE_PLUGIN_DATABASE_URL when that
+    is a postgresql:// URL, else the state dir's."""
+    from ..inbox.select import open_inbox
 
-    inbox = Inbox(state_dir)
+    inbox = open_inbox(state_dir)
     history = History(state_dir)
     deadline = time.monotonic() + timeout
     seen_event = None
@@ -119,6 +125,7 @@ def follow(state_dir: Path, service: str, version: str, timeout: float, say: Cal
 
 def run(args: argparse.Namespace) -> int:
     use_state_dir(args.state_dir)
+    use_database_url(args.database_url)  # the listener child, the history and follow() all use it
     from .. import demo_services
     from ..stages.promote import resolve_target
     from ..targets import get_target

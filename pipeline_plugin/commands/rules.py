@@ -47,6 +47,13 @@ def register(subparsers) -> None:
         help="answer `version: latest` from the listener's inbox in DIR (default: the event's own version "
         "counts as the latest)",
     )
+    from ..store import add_database_url_flag
+
+    add_database_url_flag(
+        explain,
+        help="answer `version: latest` from the shared inbox of `serve` replicas in this postgresql:// database "
+        "(with --state-dir, $PIPELINE_PLUGIN_DATABASE_URL does too) instead of the state dir's inbox.sqlite3",
+    )
     output.add_json_flag(explain)
     explain.set_defaults(func=run_explain)
 
@@ -94,17 +101,26 @@ def run_explain(args: argparse.Namespace) -> int:
     rules = load_rules(args.triggers)
     event = ModelVersionEvent.from_file(args.event)
     ctx = None
-    if args.state_dir:
+    if args.state_dir or args.database_url:
         from pathlib import Path
 
-        from ..inbox import Inbox
+        from ..inbox.select import open_inbox, shared_url
 
-        if not Path(args.state_dir).is_dir():
+        shared = shared_url(args.database_url)
+        if not shared and not args.state_dir:
+            from ..store import mask
+
+            raise ConfigError(
+                f"--database-url {mask(args.database_url)!r} is no PostgreSQL database, so it holds no shared inbox; "
+                "pass a postgresql://USER:PASSWORD@HOST:PORT/DB URL, or --state-dir for the listener's own inbox",
+                field="--database-url",
+            )
+        if not shared and not Path(args.state_dir).is_dir():
             raise ConfigError(
                 f"--state-dir {args.state_dir!r} does not exist; pass the folder `serve --state-dir` uses",
                 field="--state-dir",
             )
-        ctx = Inbox(args.state_dir)
+        ctx = open_inbox(args.state_dir or "", args.database_url)
     results = explain(rules, event, ctx)
     matched = [r.rule.name for r in results if r.matched]
     data = {"event": event.to_dict(), "results": [r.to_dict() for r in results], "matched": matched}
