@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             results[name] = counts
         failed = [n for n, c in results.items() if c["errors"]]
         lines = [f"{n}: {c['seen']} listed, {c['new']} new, {c['duplicate']} already stored"
+                 + (f", {c['skipped']} dated before since" if c["skipped"] else "")
                  + (f", FAILED: {c['error']}" if c["error"] else "") for n, c in results.items()]
         emit(args, {"sources": results, "ok": not failed}, "\n".join(lines))
         return 3 if failed else 0  # 3: an external service failed

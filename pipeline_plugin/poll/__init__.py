@@ -20,8 +20,11 @@ same file)::
       huggingface: {repositories: [acme/churn], endpoint: https://huggingface.co}
       oci: {registry: http://registry:5000, repositories: [models/churn], host: registry:5000}
 
-Every source also takes ``interval`` (seconds between polls, default 60) and ``max_backoff``
-(longest wait between retries of a registry that is down, default 300).
+Every source also takes ``interval`` (seconds between polls, default 60), ``max_backoff``
+(longest wait between retries of a registry that is down, default 300) and ``since`` (an ISO 8601
+time: versions the registry dates earlier are skipped, so that turning polling on for a registry
+full of old versions does not start a pipeline for each; what carries no date, such as an MLflow
+alias or an OCI tag, is not filtered).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ BACKENDS: dict[str, str] = {
     "oci": "oci",
 }
 
-COMMON_KEYS = ("interval", "max_backoff")
+COMMON_KEYS = ("interval", "max_backoff", "since")
 DEFAULT_INTERVAL = 60.0
 DEFAULT_MAX_BACKOFF = 300.0
 
@@ -70,6 +73,9 @@ class PollSettings:
     interval: float = DEFAULT_INTERVAL
     max_backoff: float = DEFAULT_MAX_BACKOFF
     where: str = "poll"  # for error messages: "<file>: poll.<source>"
+    #: ``since``: versions the registry dates earlier are not announced (epoch seconds), e.g. when
+    #: polling starts on a registry whose existing versions must not start pipelines
+    since: float | None = None
 
 
 def _number(where: str, key: str, value: Any, default: float) -> float:
@@ -108,7 +114,37 @@ def parse_source(name: str, raw: Any, where: str) -> PollSettings:
     max_backoff = _number(where, "max_backoff", raw.get("max_backoff"), max(DEFAULT_MAX_BACKOFF, interval))
     options = {k: v for k, v in raw.items() if k not in COMMON_KEYS}
     module.validate(options, where)
-    return PollSettings(source=name, options=options, interval=interval, max_backoff=max_backoff, where=where)
+    return PollSettings(source=name, options=options, interval=interval, max_backoff=max_backoff, where=where,
+                        since=_since(where, raw.get("since")))
+
+
+def parse_time(value: Any) -> float | None:
+    """Epoch seconds of an ISO 8601 time (``Z``, offsets, up to 9 fraction digits; no zone = UTC)."""
+    import re
+    from datetime import datetime, timezone
+
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value:
+        text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip()).replace("Z", "+00:00").replace("z", "+00:00")
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    else:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _since(where: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    moment = parse_time(value)
+    if moment is None:
+        raise ConfigError(f"{where}.since: must be an ISO 8601 time such as 2026-12-07T00:00:00Z, got {value!r}")
+    return moment
 
 
 def _module(name: str):

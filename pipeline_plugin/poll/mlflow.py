@@ -38,7 +38,7 @@ def validate(options: Mapping[str, Any], where: str) -> None:
 
 def _ms(value: Any) -> str | None:
     try:
-        return datetime.fromtimestamp(int(value) / 1000, timezone.utc).isoformat(timespec="seconds")
+        return datetime.fromtimestamp(int(value) / 1000, timezone.utc).isoformat(timespec="milliseconds")
     except (TypeError, ValueError, OverflowError, OSError):
         return None
 

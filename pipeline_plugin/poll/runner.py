@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from . import Poller, PollSettings
+from . import Poller, PollSettings, parse_time
 
 log = logging.getLogger("pipeline_plugin.poll")
 
@@ -65,19 +65,24 @@ class Runner:
             "seen": 0,
             "new": 0,
             "duplicate": 0,
+            "skipped": 0,
             "errors": 0,
         }
 
     # ---- one poll --------------------------------------------------------------------------------
     def poll_once(self) -> dict[str, Any]:
-        """Poll once; the counts of this poll (``seen``, ``new``, ``duplicate``, ``errors``) and
+        """Poll once; the counts of this poll (``seen``, ``new``, ``duplicate``, ``skipped`` (dated
+        before ``since``), ``errors``) and
         ``error`` (the message, or None). Never raises for a registry's failure."""
-        counts: dict[str, Any] = {"source": self.poller.name, "seen": 0, "new": 0, "duplicate": 0, "errors": 0,
-                                  "error": None}
+        counts: dict[str, Any] = {"source": self.poller.name, "seen": 0, "new": 0, "duplicate": 0, "skipped": 0,
+                                  "errors": 0, "error": None}
         started = time.time()
         try:
             for event in self.poller.list_versions():
                 counts["seen"] += 1
+                if self.settings.since is not None and (parse_time(event.time) or self.settings.since) < self.settings.since:
+                    counts["skipped"] += 1  # dated before ``since``
+                    continue
                 key = event.dedupe_key()
                 slot = event.state_slot() or key
                 if self.known.get(slot) == key:
@@ -99,7 +104,7 @@ class Runner:
 
     def _account(self, counts: dict[str, Any], started: float) -> None:
         h = self.health
-        for key in ("seen", "new", "duplicate", "errors"):
+        for key in ("seen", "new", "duplicate", "skipped", "errors"):
             h[key] += counts[key]
         if counts["error"] is None:
             self.failures = 0

@@ -86,6 +86,12 @@ def test_azureml_model_versions(tmp_path, capsys, monkeypatch):
     with azure(models) as server:
         monkeypatch.setenv("AZURE_RESOURCE_MANAGER_URL", server.url)
         monkeypatch.setenv("AZURE_ACCESS_TOKEN", ARM_TOKEN)
+        # `since`: the versions Azure ML dates earlier (systemData.createdAt) are not announced
+        code, counts, err = poll(capsys, tmp_path / "since", "azureml", *options, "--option", "since=2026-12-03T00:00:00Z")
+        assert code == 0, err
+        assert (counts["seen"], counts["new"], counts["skipped"]) == (4, 1, 3)
+        assert [(e.event.model, e.event.version) for e in Inbox(tmp_path / "since").list()] == [("credit", "3")]
+
         code, counts, err = poll(capsys, state, "azureml", *options)
         assert code == 0, err
         assert (counts["seen"], counts["new"], counts["duplicate"]) == (4, 3, 1)  # archived v4 left out

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -76,7 +77,7 @@ def test_poll_once_stores_versions_and_catches_up(mlflow, tmp_path, capsys):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["ok"] is True
-    assert summary["sources"]["mlflow"] | {"error": None} == {"seen": 3, "new": 3, "duplicate": 0, "errors": 0,
+    assert summary["sources"]["mlflow"] | {"error": None} == {"seen": 3, "new": 3, "duplicate": 0, "skipped": 0, "errors": 0,
                                                                "error": None}
     events = stored(state, name)
     assert sorted((e.event.kind, e.event.version, e.event.alias) for e in events) == [
@@ -86,6 +87,8 @@ def test_poll_once_stores_versions_and_catches_up(mlflow, tmp_path, capsys):
                for e in created)
 
     # nobody polls while two versions are registered and the alias moves: the next poll catches up
+    between = time.time()
+    time.sleep(0.05)
     register(mlflow, name, 2)
     MlflowClient(mlflow).set_registered_model_alias(name, "champion", "4")
     code, again, err = poll_main(capsys, state, "--source", "mlflow", "--option", f"models=[{name}]",
@@ -98,6 +101,18 @@ def test_poll_once_stores_versions_and_catches_up(mlflow, tmp_path, capsys):
     aliases = [(e.event.version) for e in stored(state, name) if e.event.kind == "alias.set"]
     assert aliases == ["1", "4"]
     assert "new model_version.created" in err  # progress lines on stderr, JSON alone on stdout
+
+    # polling turned on for this registry only now: `since` keeps versions registered before it out
+    code, fresh, err = poll_main(capsys, tmp_path / "fresh", "--source", "mlflow", "--option", f"models=[{name}]",
+                                 "--option", f"tracking_uri={mlflow}", "--option", f"since={between}")
+    assert code == 2 and "since: must be an ISO 8601 time" in err
+    since = datetime.fromtimestamp(between, timezone.utc).isoformat()
+    code, fresh, err = poll_main(capsys, tmp_path / "fresh", "--source", "mlflow", "--option", f"models=[{name}]",
+                                 "--option", f"tracking_uri={mlflow}", "--option", f"since='{since}'")
+    assert code == 0, err
+    assert (fresh["sources"]["mlflow"]["new"], fresh["sources"]["mlflow"]["skipped"]) == (3, 2)
+    assert sorted((e.event.kind, e.event.version) for e in stored(tmp_path / "fresh", name)) == [
+        ("alias.set", "4"), ("model_version.created", "3"), ("model_version.created", "4")]
 
 
 def mlflow_delivery(name: str, version: str, delivery: str) -> tuple[bytes, dict]:

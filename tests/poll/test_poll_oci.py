@@ -35,7 +35,7 @@ def test_tags_and_digests_of_a_real_registry(tmp_path, capsys):
         state = tmp_path / "state"
         code, summary, err = poll(capsys, state, "--option", f"registry={registry.url}")
         assert code == 0, err
-        assert summary["sources"]["oci"] | {"error": None} == {"seen": 2, "new": 2, "duplicate": 0, "errors": 0,
+        assert summary["sources"]["oci"] | {"error": None} == {"seen": 2, "new": 2, "duplicate": 0, "skipped": 0, "errors": 0,
                                                               "error": None}
         events = {e.event.version: e.event for e in Inbox(state).list()}
         assert {v: e.digest for v, e in events.items()} == digests
