@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..events import SOURCES
 from ..settings import default_state_dir
 from ..store import add_database_url_flag, use_database_url
 
@@ -21,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "serve",
         help="listen for registry webhooks, store them durably, match trigger rules, start pipelines",
-        description="Listen on POST /webhooks/<source> (mlflow, azureml, sagemaker, huggingface, docker-registry, "
-        "cloudevents). Each delivery is authenticated with the source's secret ($PIPELINE_PLUGIN_<SOURCE>_SECRET), "
+        description=f"Listen on POST /webhooks/<source> ({', '.join(SOURCES)}). Each delivery is authenticated "
+        "with the source's secret ($PIPELINE_PLUGIN_<SOURCE>_SECRET), "
         "stored durably before the 2xx answer, and matched against the trigger rules by a background worker. "
         "Also GET /healthz and GET /metrics (Prometheus).",
     )
