@@ -44,8 +44,8 @@ def is_own_writeback(event: ModelVersionEvent) -> bool:
 #   production(model, version, previous_version, info) -> dict   after a production check passed
 #   rollback(model, restored_version, from_version, before_restored, info) -> dict
 #   status(model, version, status, info) -> dict                 tags only (e.g. failed in staging)
-# ``info`` is a :class:`WritebackInfo`. Registries without a write-back (Hugging Face, a docker
-# registry, CloudEvents) are skipped with a reason. SDKs are imported only inside the backend.
+# ``info`` is a :class:`WritebackInfo`. Sources without a write-back (every one in
+# ``events.SOURCES`` not in ``WRITERS``) are skipped with a reason. SDKs are imported only inside the backend.
 
 #: tag names, each under TAG_PREFIX
 TAG_STATUS = TAG_PREFIX + "status"  # production, previous-production, rolled-back, failed-staging ...
