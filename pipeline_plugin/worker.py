@@ -31,6 +31,7 @@ from . import writeback
 from .errors import PipelinePluginError
 from .inbox import Claimed, Inbox, StoredEvent
 from .inbox.leases import keep_claimed
+from .inbox.trouble import failure_kind, trouble_for
 
 log = logging.getLogger("pipeline_plugin.worker")
 
@@ -96,12 +97,15 @@ class Worker:
     def run_forever(self, stop: threading.Event, poll: float = 1.0) -> None:
         """Process events until ``stop`` is set; ``wake`` (set by the server after a put) cuts the wait."""
         log.info("worker %s started with %d rule(s)", self.owner, len(self.rules))
+        trouble = trouble_for(self.inbox)  # one log line per kind of failure, not a traceback per retry
         while not stop.is_set():
             try:
                 self.drain()
-            except Exception:  # noqa: BLE001 - the worker thread must survive (e.g. disk full); retried
-                log.exception("worker loop failed; retrying")
+            except Exception as exc:  # noqa: BLE001 - the worker thread must survive (e.g. disk full); retried
+                trouble.failed(exc)
                 stop.wait(poll)
+            else:
+                trouble.recovered()
             self.wake.wait(poll)
             self.wake.clear()
         self.inbox.retire_owner(self.owner)
@@ -117,8 +121,11 @@ class Worker:
         try:
             retry_error = self._process(claimed)
         except Exception as exc:  # noqa: BLE001 - recorded, retried, dead-lettered after N attempts
-            log.exception("processing event %s failed", claimed.id)
             message = exc.message if isinstance(exc, PipelinePluginError) else f"{type(exc).__name__}: {exc}"
+            if failure_kind(exc):  # the inbox cannot store (disk full...): a line, no traceback
+                log.warning("processing event %s stopped: %s; retried", claimed.id, message)
+            else:
+                log.exception("processing event %s failed", claimed.id)
             self.inbox.fail(claimed.id, claimed.owner, message)
             return
         if retry_error is FINISHED:
