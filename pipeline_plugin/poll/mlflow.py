@@ -10,7 +10,8 @@ with a file or SQL store, and Databricks (``tracking_uri: databricks`` with ``DA
 Events are those of the MLflow webhook source: ``registry`` = ``{tracking_uri}`` (the configured
 value, so set ``sources.mlflow.tracking_uri`` to the same string: by default the poller takes it
 from there, else from ``MLFLOW_TRACKING_URI``), ``artifact_uri`` = the version's ``source``,
-``tags`` = its tags. An HTTP tracking server that does not answer at all fails the poll at once
+``tags`` = its tags; with ``workspace`` (an MLflow server run with workspaces, whose webhook
+payloads name one) ``registry`` holds it too. An HTTP tracking server that does not answer at all fails the poll at once
 (retried with the runner's backoff) instead of after MLflow's own minutes of connection retries.
 """
 
@@ -24,7 +25,7 @@ from ..errors import ConfigError, ServiceError
 from ..events import ModelVersionEvent
 from . import bool_option, delivery_id, names_option, observed_id, string_option
 
-KEYS = ("tracking_uri", "registry_uri", "models", "aliases")
+KEYS = ("tracking_uri", "registry_uri", "models", "aliases", "workspace")
 PAGE = 200
 PROBE_TIMEOUT = 10
 
@@ -32,6 +33,7 @@ PROBE_TIMEOUT = 10
 def validate(options: Mapping[str, Any], where: str) -> None:
     string_option(options, "tracking_uri", where)
     string_option(options, "registry_uri", where)
+    string_option(options, "workspace", where)
     names_option(options, "models", where)
     bool_option(options, "aliases", where, True)
 
@@ -51,8 +53,10 @@ class MlflowPoller:
     name = "mlflow"
     event_source = "mlflow"
 
-    def __init__(self, tracking_uri: str, registry_uri: str | None, models: list[str] | None, aliases: bool) -> None:
+    def __init__(self, tracking_uri: str, registry_uri: str | None, models: list[str] | None, aliases: bool,
+                 workspace: str | None = None) -> None:
         self.tracking_uri = tracking_uri
+        self.workspace = workspace
         self.registry_uri = registry_uri or tracking_uri
         self.models = models
         self.aliases = aliases
@@ -108,6 +112,8 @@ class MlflowPoller:
 
     def _list(self, client) -> Iterator[ModelVersionEvent]:
         registry = {"tracking_uri": self.tracking_uri}
+        if self.workspace:  # the "workspace" an MLflow server with workspaces puts in its webhook payloads
+            registry["workspace"] = self.workspace
         for model in self._registered(client):
             token = None
             while True:
@@ -141,4 +147,5 @@ def build(options: Mapping[str, Any], where: str) -> MlflowPoller:
         raise ConfigError(f"{where}.tracking_uri: is required (or set MLFLOW_TRACKING_URI, or sources.mlflow."
                           "tracking_uri in the listener config): the MLflow server to poll, e.g. http://mlflow:5000")
     return MlflowPoller(tracking, string_option(options, "registry_uri", where) or os.environ.get("MLFLOW_REGISTRY_URI"),
-                        names_option(options, "models", where), bool_option(options, "aliases", where, True))
+                        names_option(options, "models", where), bool_option(options, "aliases", where, True),
+                        string_option(options, "workspace", where))
