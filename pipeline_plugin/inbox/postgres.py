@@ -4,8 +4,10 @@ Same API as the SQLite :class:`pipeline_plugin.inbox.Inbox`; the tables (``inbox
 ``pipeline_plugin/store/schema.py``) are created by the store's Alembic migrations. What makes
 several replicas safe:
 
-- ``put``: one transaction per delivery; events and deliveries are inserted with ``ON CONFLICT DO
-  NOTHING`` on their unique keys, so a delivery that reaches two replicas at once is stored once.
+- ``put``: group commit (``pg_writer``): the deliveries queued in this process share one
+  transaction, each answered after its commit; events and deliveries are inserted with ``ON
+  CONFLICT DO NOTHING`` on their unique keys, so a delivery that reaches two replicas at once is
+  stored once.
 - ``claim``: ``SELECT ... FOR UPDATE SKIP LOCKED`` of events with work left whose lease is free,
   its own, or expired, and no earlier unfinished event of the same model (each model's events are
   handed out in order, one at a time). Lease times are the database's clock; a replica on another
@@ -21,6 +23,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,10 +45,10 @@ from . import (
     utcnow,
 )
 from .leases import check_lease_args, lease_row
+from .pg_writer import RETRY_SQLSTATES as _RETRY_SQLSTATES
+from .pg_writer import PutJob, committer_for
 
 T = TypeVar("T")
-#: deadlock_detected, serialization_failure: PostgreSQL aborted this transaction for another's sake
-_RETRY_SQLSTATES = ("40P01", "40001")
 #: overrides LEASE_SECONDS for the shared inbox (how long a killed replica's claims stay blocked)
 LEASE_ENV = "PIPELINE_PLUGIN_INBOX_LEASE_SECONDS"
 
@@ -79,6 +82,7 @@ class PostgresInbox:
         self.state_dir = Path(state_dir) if state_dir else None
         self.max_attempts = max_attempts
         self.lease = lease_seconds()
+        self._committer = committer_for(self.url, self.engine, self.path, self._put_one)
 
     def close(self) -> None:
         pass  # the engine is shared by the process (store.engine caches it)
@@ -139,55 +143,64 @@ class PostgresInbox:
 
     # ---- ingest -------------------------------------------------------------------------------
     def put(self, source: str, events: list[ModelVersionEvent], delivery_meta: Mapping[str, Any] | None = None) -> PutResult:
-        meta = _safe_meta(delivery_meta or {})
-        now = utcnow()
+        """Store a delivery's events durably (committed on return); see :meth:`submit_put`."""
+        return self.submit_put(source, events, delivery_meta).result()
 
-        def _job(conn: Any) -> PutResult:
-            ids: list[str] = []
-            new = 0
-            fresh: set[str] = set()
-            for event in events:
-                row = None
-                if event.delivery_id not in fresh:
-                    row = self._x(conn, "SELECT event_id FROM inbox_deliveries WHERE source=:s AND delivery_id=:d",
-                                  s=source, d=event.delivery_id).first()
-                if row is not None:
-                    ids.append(row[0])
-                    self._history(conn, row[0], "duplicate delivery", delivery_id=event.delivery_id)
-                    continue
-                key = event.dedupe_key()
-                existing = self._x(conn, "SELECT id FROM inbox_events WHERE dedupe_key=:k", k=key).scalar()
-                if existing is not None and event.state_slot() is not None:
-                    key, existing = self._state_change(conn, event, key)
-                if existing is None:
-                    eid = _event_id_for_key(key)
-                    inserted = self._x(
-                        conn,
-                        "INSERT INTO inbox_events(id, dedupe_key, source, kind, model, version, registry_key, delivery_id,"
-                        " event_json, received_at) VALUES (:id, :k, :src, :kind, :model, :version, :reg, :did, :ej, :at)"
-                        " ON CONFLICT DO NOTHING RETURNING id",
-                        id=eid, k=key, src=event.source, kind=event.kind, model=event.model, version=event.version,
-                        reg=event.registry_key(), did=event.delivery_id, ej=event.to_json(), at=now,
-                    ).scalar()
-                    if inserted is None:  # another replica stored the same change a moment ago
-                        existing = self._x(conn, "SELECT id FROM inbox_events WHERE dedupe_key=:k", k=key).scalar() or eid
-                    else:
-                        self._history(conn, eid, "received", delivery_id=event.delivery_id, **meta)
-                        new += 1
-                if existing is not None:
-                    eid = existing
-                    self._history(conn, eid, "duplicate event", delivery_id=event.delivery_id)
-                self._x(
+    def submit_put(
+        self, source: str, events: list[ModelVersionEvent], delivery_meta: Mapping[str, Any] | None = None
+    ) -> Future[PutResult]:
+        """:meth:`put` without waiting: the future resolves once the transaction holding the
+        delivery is committed, or fails with what would have been raised. Deliveries queued while
+        a commit is under way share the next transaction (``pg_writer``: set-wise statements, a
+        savepoint per delivery when one of them fails); the listener awaits the future."""
+        return self._committer.submit(PutJob(source, list(events), _safe_meta(delivery_meta or {}), utcnow()))
+
+    def _put_one(self, conn: Any, source: str, events: list[ModelVersionEvent], meta: Mapping[str, Any],
+                 now: str) -> PutResult:
+        """One delivery, statement by statement (the writer's path for what its batch can't do)."""
+        ids: list[str] = []
+        new = 0
+        fresh: set[str] = set()
+        for event in events:
+            row = None
+            if event.delivery_id not in fresh:
+                row = self._x(conn, "SELECT event_id FROM inbox_deliveries WHERE source=:s AND delivery_id=:d",
+                              s=source, d=event.delivery_id).first()
+            if row is not None:
+                ids.append(row[0])
+                self._history(conn, row[0], "duplicate delivery", delivery_id=event.delivery_id)
+                continue
+            key = event.dedupe_key()
+            existing = self._x(conn, "SELECT id FROM inbox_events WHERE dedupe_key=:k", k=key).scalar()
+            if existing is not None and event.state_slot() is not None:
+                key, existing = self._state_change(conn, event, key)
+            if existing is None:
+                eid = _event_id_for_key(key)
+                inserted = self._x(
                     conn,
-                    "INSERT INTO inbox_deliveries(source, delivery_id, received_at, event_id, meta_json)"
-                    " VALUES (:s, :d, :at, :e, :m) ON CONFLICT DO NOTHING",
-                    s=source, d=event.delivery_id, at=now, e=eid, m=json.dumps(meta, default=str),
-                )
-                fresh.add(event.delivery_id)
-                ids.append(eid)
-            return PutResult(ids, duplicate=bool(events) and new == 0)
-
-        return self._write(_job)
+                    "INSERT INTO inbox_events(id, dedupe_key, source, kind, model, version, registry_key, delivery_id,"
+                    " event_json, received_at) VALUES (:id, :k, :src, :kind, :model, :version, :reg, :did, :ej, :at)"
+                    " ON CONFLICT DO NOTHING RETURNING id",
+                    id=eid, k=key, src=event.source, kind=event.kind, model=event.model, version=event.version,
+                    reg=event.registry_key(), did=event.delivery_id, ej=event.to_json(), at=now,
+                ).scalar()
+                if inserted is None:  # another replica stored the same change a moment ago
+                    existing = self._x(conn, "SELECT id FROM inbox_events WHERE dedupe_key=:k", k=key).scalar() or eid
+                else:
+                    self._history(conn, eid, "received", delivery_id=event.delivery_id, **meta)
+                    new += 1
+            if existing is not None:
+                eid = existing
+                self._history(conn, eid, "duplicate event", delivery_id=event.delivery_id)
+            self._x(
+                conn,
+                "INSERT INTO inbox_deliveries(source, delivery_id, received_at, event_id, meta_json)"
+                " VALUES (:s, :d, :at, :e, :m) ON CONFLICT DO NOTHING",
+                s=source, d=event.delivery_id, at=now, e=eid, m=json.dumps(meta, default=str),
+            )
+            fresh.add(event.delivery_id)
+            ids.append(eid)
+        return PutResult(ids, duplicate=bool(events) and new == 0)
 
     def _state_change(self, conn: Any, event: ModelVersionEvent, key: str) -> tuple[str, str | None]:
         slot = event.state_slot()

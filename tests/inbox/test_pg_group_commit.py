@@ -1,0 +1,116 @@
+"""The PostgreSQL inbox groups concurrent deliveries into shared commits, answers none before the
+commit holding it, and a delivery PostgreSQL refuses fails alone: counted in commits, never timed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import psycopg
+
+from pipeline_plugin.events import ModelVersionEvent
+from pipeline_plugin.inbox.select import open_inbox
+from pipeline_plugin.server import Listener, create_app
+from tests.server.test_group_commit import SECRET, delivery
+
+N = 24
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def _block_event_inserts(url: str) -> psycopg.Connection:
+    """Another session holds a lock that lets the writer read but not insert events: the first
+    batch waits for it, and every delivery arriving meanwhile queues for the next one."""
+    blocker = psycopg.connect(_plain(url))
+    blocker.execute("LOCK TABLE inbox_events IN EXCLUSIVE MODE")
+    return blocker
+
+
+def test_concurrent_deliveries_share_postgres_commits_and_wait_for_theirs(tmp_path, monkeypatch, postgres_url):
+    monkeypatch.setenv("PIPELINE_PLUGIN_DATABASE_URL", postgres_url)
+    listener = Listener(tmp_path / "state", environ={"PIPELINE_PLUGIN_MLFLOW_SECRET": SECRET}, start_worker=False)
+    inbox = listener.inbox
+    assert inbox.backend == "postgresql"
+    submitted = []
+    submit_put = inbox.submit_put
+
+    def counting_submit(*args, **kwargs):
+        submitted.append(1)
+        return submit_put(*args, **kwargs)
+
+    inbox.submit_put = counting_submit
+    committer = inbox._committer
+    commits_before = committer.commits
+    blocker = _block_event_inserts(postgres_url)
+
+    async def scenario() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=create_app(listener))
+        async with httpx.AsyncClient(transport=transport, base_url="http://listener") as client:
+            tasks = [asyncio.ensure_future(client.post("/webhooks/mlflow", content=body, headers=headers))
+                     for body, headers in map(delivery, range(N))]
+            deadline = time.monotonic() + 60
+            while len(submitted) < N and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert len(submitted) == N, f"only {len(submitted)} of {N} deliveries reached the inbox"
+            await asyncio.sleep(0.3)
+            # every delivery is verified and queued, and none may be acknowledged: nothing is committed
+            assert not any(t.done() for t in tasks), [t.result().status_code for t in tasks if t.done()]
+            blocker.commit()
+            return await asyncio.gather(*tasks)
+
+    try:
+        responses = asyncio.run(scenario())
+    finally:
+        blocker.close()
+    assert [r.status_code for r in responses] == [200] * N, [r.text for r in responses if r.status_code != 200]
+    ids = [r.json()["stored"][0] for r in responses]
+    assert len(set(ids)) == N
+    # the first batch waited for the lock; all the others came meanwhile and shared one more commit
+    assert committer.commits - commits_before <= 2, committer.commits - commits_before
+    assert committer.slow_batches == 0  # new deliveries only: the set-wise statements, no savepoints
+    with psycopg.connect(_plain(postgres_url)) as fresh:
+        assert {r[0] for r in fresh.execute("SELECT id FROM inbox_events")} == set(ids)
+        assert fresh.execute("SELECT COUNT(*) FROM inbox_deliveries").fetchone()[0] == N
+        received = fresh.execute("SELECT COUNT(*) FROM inbox_history WHERE what = 'received'").fetchone()[0]
+        assert received == N
+
+
+def _event(i: int, model: str = "churn-model") -> ModelVersionEvent:
+    return ModelVersionEvent.from_dict({
+        "source": "mlflow", "kind": "model_version.created", "model": model, "version": str(i + 1),
+        "delivery_id": f"d-{i}", "registry": {"tracking_uri": "http://mlflow:5000"},
+    })
+
+
+def test_a_refused_delivery_fails_alone_and_a_repeat_is_stored_once(tmp_path, postgres_url):
+    inbox = open_inbox(tmp_path / "state", database_url=postgres_url)
+    committer = inbox._committer
+    first = inbox.put("mlflow", [_event(100)])  # stored before: its repeat in the batch is a duplicate
+    commits_before, slow_before = committer.commits, committer.slow_batches
+    blocker = _block_event_inserts(postgres_url)
+    try:
+        futures = [inbox.submit_put("mlflow", [_event(i)]) for i in range(8)]
+        # PostgreSQL text holds no NUL character: this one delivery cannot be stored
+        futures.append(inbox.submit_put("mlflow", [_event(8, model="bad\x00model")]))
+        futures.append(inbox.submit_put("mlflow", [_event(100)]))  # the sender's retry
+        futures.append(inbox.submit_put("mlflow", [_event(3)]))  # the same delivery twice in one batch
+        time.sleep(0.3)
+        assert not any(f.done() for f in futures)
+    finally:
+        blocker.commit()
+        blocker.close()
+    results = [f.exception(timeout=60) or f.result() for f in futures]
+    assert isinstance(results[8], Exception) and "NUL" in str(results[8]), results[8]
+    assert [r.duplicate for r in results[:8]] == [False] * 8
+    assert results[9].duplicate and list(results[9]) == list(first)
+    assert results[10].duplicate and list(results[10]) == list(results[3])
+    assert committer.commits - commits_before <= 2, committer.commits - commits_before
+    assert committer.slow_batches - slow_before == 1  # the batch holding the refused one, a savepoint each
+    with psycopg.connect(_plain(postgres_url)) as fresh:
+        stored = {r[0] for r in fresh.execute("SELECT id FROM inbox_events")}
+        assert stored == {r[0] for r in results[:8]} | set(first)
+        assert fresh.execute("SELECT COUNT(*) FROM inbox_deliveries").fetchone()[0] == 9
+    inbox.close()
