@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline_plugin import __version__
 from pipeline_plugin.cli import build_parser
@@ -170,3 +171,16 @@ def test_render_uses_the_packaged_templates_and_pins_its_own_version(venv, tmp_p
         assert f"pipeline-plugin {__version__}" in text
         if provider != "github":
             assert f'PLUGIN_SPEC: "pipeline-plugin[mlflow,postgres]=={__version__}"' in text
+
+
+def test_init_component_reads_the_packaged_gitlab_component(venv, tmp_path):
+    """`init --provider gitlab --component` from the wheel: the component's defaults come from the
+    copy of templates/deploy-model.yml the wheel ships, so only the rule's own settings are written."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    proc = _run([venv / "pipeline-plugin", "init", "--provider", "gitlab", "--component", "--dir", repo, "--model", "Iris"],
+                cwd=tmp_path, env=_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    [item] = yaml.safe_load((repo / ".gitlab-ci.yml").read_text())["include"]
+    assert item["component"].endswith(f"/deploy-model@{__version__}")
+    assert "install" not in item["inputs"] and item["inputs"]["service"] == "iris"
