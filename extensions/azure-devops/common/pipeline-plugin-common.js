@@ -85,9 +85,32 @@ function run(file, args, options) {
 /** pip-installs the tool (the extension's version, or the pluginSpec input) into the Python the
  * job uses (pythonPath input, else python3 on PATH) and returns the path of its CLI. */
 async function install() {
-  const spec = input('pluginSpec') || DEFAULT_SPEC;
+  const given = input('pluginSpec'); // a spec the pipeline names is always pip-installed
+  const spec = given || DEFAULT_SPEC;
   const python = input('pythonPath') || tl.which('python3', false) || tl.which('python', false);
   if (!python) throw new TaskError("no Python found: add the UsePythonVersion task before this one, or set the input 'pythonPath'");
+  if (!given && installedVersion(python) === VERSION) {
+    // the job's Python already has this exact version and its extras' packages (a self-hosted
+    // agent's earlier run, or an image with it baked in): nothing to install
+    console.log(`pipeline-plugin ${VERSION} is already installed for ${python}`);
+  } else {
+    await pipInstall(python, spec);
+  }
+  const scripts = run(python, ['-c', 'import sysconfig; print(sysconfig.get_path("scripts"))']).stdout.trim();
+  const cli = path.join(scripts, process.platform === 'win32' ? 'pipeline-plugin.exe' : 'pipeline-plugin');
+  if (!fs.existsSync(cli)) throw new TaskError(`${spec} is installed but ${cli} is missing`);
+  return cli;
+}
+
+/** The pipeline-plugin version installed for python when the default extras' modules import too, else ''. */
+function installedVersion(python) {
+  const probe = "import importlib.metadata as m, importlib.util as u\n" +
+    "print(m.version('pipeline-plugin') if all(u.find_spec(n) for n in ('mlflow', 'psycopg')) else '')";
+  const res = run(python, ['-c', probe], { env: toolEnv() });
+  return res.status === 0 ? res.stdout.trim() : '';
+}
+
+async function pipInstall(python, spec) {
   console.log(`Installing ${spec} with ${python}`);
   const code = await tl.tool(python)
     .arg(['-m', 'pip', 'install', '--disable-pip-version-check', '--quiet', spec])
@@ -95,10 +118,6 @@ async function install() {
   if (code !== 0) {
     throw new TaskError(`pip install ${spec} failed (exit ${code}): check the input 'pluginSpec' (a pinned spec, e.g. ${DEFAULT_SPEC}, or a wheel path) and the agent's access to the package index`);
   }
-  const scripts = run(python, ['-c', 'import sysconfig; print(sysconfig.get_path("scripts"))']).stdout.trim();
-  const cli = path.join(scripts, process.platform === 'win32' ? 'pipeline-plugin.exe' : 'pipeline-plugin');
-  if (!fs.existsSync(cli)) throw new TaskError(`${spec} is installed but ${cli} is missing`);
-  return cli;
 }
 
 /** The first JSON object in the tool's --json output. */
@@ -159,7 +178,7 @@ function setOutputs(values) {
  * the local image id, content-addressed too). */
 function resultOutputs(data) {
   return {
-    image: data.image || '',
+    image: data.image || data.image_id || '', // promote and rollback name the image by its id
     digest: data.digest || data.image_digest || data.image_id || '',
     scoringUri: data.scoring_uri || '',
   };
