@@ -13,7 +13,8 @@ start_docker() {
     exit 3
   fi
   say "starting dockerd (log: /var/log/pipeline-plugin-dockerd.log)"
-  nohup dockerd >/var/log/pipeline-plugin-dockerd.log 2>&1 &
+  # its own session: it outlives the shell (and process group) that started it
+  setsid nohup dockerd >/var/log/pipeline-plugin-dockerd.log 2>&1 < /dev/null &
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && return 0
     sleep 1
