@@ -24,7 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "stored once). Settings come from the poll: section of the listener config (--config); MLflow needs only "
         "MLFLOW_TRACKING_URI, SageMaker only boto3's usual AWS settings. Without --once it polls every --interval "
         "seconds, retrying a registry that is down with backoff, and takes the inbox lease poll:<source> so that "
-        "only one poller per source runs (serve with a poll: section takes the same lease).",
+        "only one poller per source runs (serve with a poll: section takes the same lease). The first poll of a "
+        "registry is a baseline: the versions it holds already are stored as ignored events and start no pipeline "
+        "(set since: in the source's settings, e.g. --option since=2026-01-01T00:00:00Z, to announce those dated "
+        "at or after it instead); versions registered later are announced.",
     )
     p.add_argument("--source", action="append", choices=SOURCES, metavar="SOURCE",
                    help=f"registry to poll ({'|'.join(SOURCES)}); repeat for several; default: every source of the "
@@ -33,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="set one of the source's poll settings (YAML value), e.g. --option models=[churn] "
                    "--option registry=http://registry:5000; with one --source only")
-    p.add_argument("--once", action="store_true", help="poll once, print each source's counts (seen, new, duplicate, errors) and exit (3 when a registry failed)")
+    p.add_argument("--once", action="store_true", help="poll once, print each source's counts (seen, new, duplicate, skipped, baseline, errors) and exit (3 "
+                   "when a registry failed)")
     p.add_argument("--interval", type=float, metavar="S", help="seconds between polls (default: the config's, else 60)")
     p.add_argument("--state-dir", type=Path, help="the inbox (default $PIPELINE_PLUGIN_STATE_DIR), as serve uses it")
     add_database_url_flag(p)
@@ -95,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         failed = [n for n, c in results.items() if c["errors"]]
         lines = [f"{n}: {c['seen']} listed, {c['new']} new, {c['duplicate']} already stored"
                  + (f", {c['skipped']} dated before since" if c["skipped"] else "")
+                 + (f", {c['baseline']} recorded as baseline (first poll: existing versions start no pipeline; set "
+                    "since: to deploy older ones)" if c["baseline"] else "")
                  + (f", FAILED: {c['error']}" if c["error"] else "") for n, c in results.items()]
         emit(args, {"sources": results, "ok": not failed}, "\n".join(lines))
         return 3 if failed else 0  # 3: an external service failed

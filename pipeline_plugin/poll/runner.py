@@ -4,6 +4,10 @@
   so a crash loses nothing already stored); versions seen before are counted ``duplicate``. What this
   runner stored or saw stored already is remembered in memory, so a steady registry costs one
   listing per interval and no writes.
+* The first successful poll of a registry (no ``poll_state`` row for its source and registry) is a
+  baseline when ``since`` is not set: what it lists is stored as ``ignored`` events and starts no
+  pipeline (:mod:`pipeline_plugin.poll.baseline`); counted ``baseline``. Later polls -- after a
+  restart too -- announce what is new as usual.
 * A failing poll (registry down, refused credentials) is retried after ``min(interval, 5) * 2**(n-1)``
   seconds for the n-th failure in a row, at most ``max_backoff``; the first success resets it.
 * ``health`` (JSON-ready) says what happened: ``state`` (``starting``, ``ok``, ``error``),
@@ -21,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from . import Poller, PollSettings, parse_time
+from .baseline import record_baseline, state_for
 
 log = logging.getLogger("pipeline_plugin.poll")
 
@@ -52,6 +57,9 @@ class Runner:
         #: state slot or dedupe key -> dedupe key of what is stored (a state slot remembers its value)
         self.known: dict[str, str] = {}
         self.failures = 0
+        #: the inbox's poll state; ``polled``: this registry's first poll is recorded there already
+        self.state = state_for(inbox)
+        self.polled = False
         self.health: dict[str, Any] = {
             "source": poller.name,
             "registry": poller.describe(),
@@ -66,51 +74,83 @@ class Runner:
             "new": 0,
             "duplicate": 0,
             "skipped": 0,
+            "baseline": 0,
             "errors": 0,
         }
 
     # ---- one poll --------------------------------------------------------------------------------
     def poll_once(self) -> dict[str, Any]:
         """Poll once; the counts of this poll (``seen``, ``new``, ``duplicate``, ``skipped`` (dated
-        before ``since``), ``errors``) and
-        ``error`` (the message, or None). Never raises for a registry's failure."""
+        before ``since``), ``baseline`` (recorded without starting pipelines: the registry's first
+        poll), ``errors``) and ``error`` (the message, or None). Never raises for a registry's failure."""
         counts: dict[str, Any] = {"source": self.poller.name, "seen": 0, "new": 0, "duplicate": 0, "skipped": 0,
-                                  "errors": 0, "error": None}
+                                  "baseline": 0, "errors": 0, "error": None}
         started = time.time()
         try:
-            for event in self.poller.list_versions():
-                counts["seen"] += 1
-                if self.settings.since is not None and (parse_time(event.time) or self.settings.since) < self.settings.since:
-                    counts["skipped"] += 1  # dated before ``since``
-                    continue
-                key = event.dedupe_key()
-                slot = event.state_slot() or key
-                if self.known.get(slot) == key:
-                    counts["duplicate"] += 1
-                    continue
-                result = self.inbox.put(self.poller.event_source, [event], DELIVERY_META)
-                self.known[slot] = key
-                if result.duplicate:
-                    counts["duplicate"] += 1
-                else:
-                    counts["new"] += 1
-                    self.progress(f"{self.poller.name}: new {event.kind} {event.model} version {event.version} "
-                                  f"(event {result[0]})")
+            registry = self.poller.describe()
+            if not self.polled:
+                self.polled = self.state.get(self.poller.name, registry) is not None
+            if not self.polled and self.settings.since is None:
+                self._baseline(counts, registry, started)
+            else:
+                self._announce(counts, registry, started)
         except Exception as exc:  # noqa: BLE001 - a registry's failure is retried, never fatal
             counts["errors"] += 1
             counts["error"] = f"{type(exc).__name__}: {exc}" if not getattr(exc, "message", None) else str(exc.message)
         self._account(counts, started)
         return counts
 
+    def _announce(self, counts: dict[str, Any], registry: str, started: float) -> None:
+        """Store what the registry lists and the inbox does not hold yet (what rules then match)."""
+        for event in self.poller.list_versions():
+            counts["seen"] += 1
+            if self.settings.since is not None and (parse_time(event.time) or self.settings.since) < self.settings.since:
+                counts["skipped"] += 1  # dated before ``since``
+                continue
+            key = event.dedupe_key()
+            slot = event.state_slot() or key
+            if self.known.get(slot) == key:
+                counts["duplicate"] += 1
+                continue
+            result = self.inbox.put(self.poller.event_source, [event], DELIVERY_META)
+            self.known[slot] = key
+            if result.duplicate:
+                counts["duplicate"] += 1
+            else:
+                counts["new"] += 1
+                self.progress(f"{self.poller.name}: new {event.kind} {event.model} version {event.version} "
+                              f"(event {result[0]})")
+        if not self.polled:  # polled with ``since``: no baseline later either
+            self.state.mark(self.poller.name, registry, iso(started) or "", "since", 0)
+            self.polled = True
+
+    def _baseline(self, counts: dict[str, Any], registry: str, started: float) -> None:
+        """The registry's first poll: store what it holds as ignored events, then remember the poll."""
+        events = list(self.poller.list_versions())  # all of it, or (raising) nothing: retried as a baseline
+        at = iso(started) or ""
+        stored = record_baseline(self.state, self.poller.event_source, events, at, DELIVERY_META)
+        for event in events:
+            key = event.dedupe_key()
+            self.known[event.state_slot() or key] = key
+        self.state.mark(self.poller.name, registry, at, "baseline", stored)
+        self.polled = True
+        counts.update(seen=len(events), baseline=stored, duplicate=len(events) - stored)
+        log.info("poller %s: first poll of %s: %d version(s) it holds recorded as baseline (ignored: no pipeline "
+                 "starts; set since: to deploy older versions), %d already stored", self.poller.name, registry,
+                 stored, len(events) - stored)
+        self.progress(f"{self.poller.name}: first poll of {registry}: {stored} existing version(s) recorded as "
+                      "baseline without starting pipelines (set since: to deploy older versions)")
+
     def _account(self, counts: dict[str, Any], started: float) -> None:
         h = self.health
-        for key in ("seen", "new", "duplicate", "skipped", "errors"):
+        for key in ("seen", "new", "duplicate", "skipped", "baseline", "errors"):
             h[key] += counts[key]
         if counts["error"] is None:
             self.failures = 0
             h.update(state="ok", last_success=iso(started), consecutive_errors=0)
             self.progress(f"{self.poller.name}: polled {self.poller.describe()}: {counts['seen']} listed, "
-                          f"{counts['new']} new, {counts['duplicate']} known")
+                          f"{counts['new']} new, {counts['duplicate']} known"
+                          + (f", {counts['baseline']} recorded as baseline" if counts["baseline"] else ""))
         else:
             self.failures += 1
             h.update(state="error", last_error=counts["error"], last_error_at=iso(time.time()),

@@ -94,7 +94,11 @@ def test_azureml_model_versions(tmp_path, capsys, monkeypatch):
 
         code, counts, err = poll(capsys, state, "azureml", *options)
         assert code == 0, err
-        assert (counts["seen"], counts["new"], counts["duplicate"]) == (4, 3, 1)  # archived v4 left out
+        # the first poll of this workspace is a baseline: what it holds starts no pipeline (Event Grid's v2 is
+        # stored already: a duplicate); archived v4 left out
+        assert (counts["seen"], counts["new"], counts["baseline"], counts["duplicate"]) == (4, 0, 3, 1)
+        assert {e.event.version: e.status for e in Inbox(state).list() if e.event.model == "credit"} == {
+            "1": "ignored", "2": "pending", "3": "ignored"}
         events = {(e.event.model, e.event.version): e.event for e in Inbox(state).list()}
         assert sorted(events) == [("credit", "1"), ("credit", "2"), ("credit", "3"), ("fraud", "1")]
         assert events[("credit", "2")].delivery_id == "eg-2"
@@ -105,7 +109,12 @@ def test_azureml_model_versions(tmp_path, capsys, monkeypatch):
         # a new version while nobody polled, then a listed model only
         models["credit"].append(version("credit", "5"))
         code, counts, err = poll(capsys, state, "azureml", *options, "--option", "models=[credit]")
-        assert (counts["seen"], counts["new"]) == (4, 1)
+        assert (counts["seen"], counts["new"], counts["baseline"]) == (4, 1, 0)
+        assert Inbox(state).list()[-1].event.version == "5" and Inbox(state).list()[-1].status == "pending"
+        # with `since` the later version is announced, the earlier dated ones still skipped
+        code, counts, err = poll(capsys, tmp_path / "since", "azureml", *options, "--option", "since=2026-12-03T00:00:00Z")
+        assert (counts["seen"], counts["new"], counts["skipped"], counts["duplicate"]) == (5, 1, 3, 1)
+        assert [e.event.version for e in Inbox(tmp_path / "since").list()] == ["3", "5"]
         assert all(r.header("Authorization") == f"Bearer {ARM_TOKEN}" for r in server.requests)
         monkeypatch.setenv("AZURE_ACCESS_TOKEN", "expired-secret")
         code, counts, err = poll(capsys, state, "azureml", *options)
@@ -174,7 +183,8 @@ def test_hub_refs_and_commits(tmp_path, capsys, monkeypatch):
                    "--option", "branches=[main]"]
         code, counts, err = poll(capsys, state, "huggingface", *options)
         assert code == 0, err
-        assert (counts["seen"], counts["new"], counts["duplicate"]) == (2, 1, 1)  # main's head b; tag v1 known
+        # the first poll is a baseline: main's head b is recorded (ignored), tag v1 is known from the webhook
+        assert (counts["seen"], counts["new"], counts["baseline"], counts["duplicate"]) == (2, 0, 1, 1)
         events = {e.event.version: e.event for e in Inbox(state).list()}
         assert set(events) == {"v1", b}
         assert events["v1"].delivery_id == "w-1#refs/tags/v1"

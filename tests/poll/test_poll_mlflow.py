@@ -77,8 +77,10 @@ def test_poll_once_stores_versions_and_catches_up(mlflow, tmp_path, capsys):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["ok"] is True
-    assert summary["sources"]["mlflow"] | {"error": None} == {"seen": 3, "new": 3, "duplicate": 0, "skipped": 0, "errors": 0,
-                                                               "error": None}
+    # the first poll of this server is a baseline: stored, but ignored (no pipeline starts for them)
+    assert summary["sources"]["mlflow"] | {"error": None} == {"seen": 3, "new": 0, "duplicate": 0, "skipped": 0,
+                                                               "baseline": 3, "errors": 0, "error": None}
+    assert "3 recorded as baseline" in done.stderr
     events = stored(state, name)
     assert sorted((e.event.kind, e.event.version, e.event.alias) for e in events) == [
         ("alias.set", "1", "champion"), ("model_version.created", "1", None), ("model_version.created", "2", None)]
@@ -95,7 +97,8 @@ def test_poll_once_stores_versions_and_catches_up(mlflow, tmp_path, capsys):
                                  "--option", f"tracking_uri={mlflow}")
     assert code == 0, err
     counts = again["sources"]["mlflow"]
-    assert (counts["seen"], counts["new"], counts["duplicate"]) == (5, 3, 2)
+    assert (counts["seen"], counts["new"], counts["duplicate"], counts["baseline"]) == (5, 3, 2, 0)
+    assert sorted(e.status for e in stored(state, name)) == ["ignored"] * 3 + ["pending"] * 3
     versions = sorted(e.event.version for e in stored(state, name) if e.event.kind == "model_version.created")
     assert versions == ["1", "2", "3", "4"]
     aliases = [(e.event.version) for e in stored(state, name) if e.event.kind == "alias.set"]
@@ -136,13 +139,14 @@ def test_webhook_and_poll_of_one_version_is_one_event(mlflow, tmp_path, capsys):
     body, headers = mlflow_delivery(name, "1", "d-1")
     assert client.post("/webhooks/mlflow", content=body, headers=headers).json()["duplicate"] is False
 
-    # the poller takes tracking_uri from sources.mlflow: version 1 is the webhook's event, version 2 is new
+    # the poller takes tracking_uri from sources.mlflow: version 1 is the webhook's event, version 2 existed
+    # before this first poll: recorded as baseline (ignored)
     code, done, err = poll_main(capsys, tmp_path / "state", "--config", str(config_file))
     assert code == 0, err
     counts = done["sources"]["mlflow"]
-    assert (counts["seen"], counts["new"], counts["duplicate"]) == (2, 1, 1)
+    assert (counts["seen"], counts["new"], counts["baseline"], counts["duplicate"]) == (2, 0, 1, 1)
 
-    # and the webhook for version 2, arriving after the poll, is a duplicate of the polled event
+    # and the webhook for version 2, arriving after the poll, is a duplicate of the polled event: still ignored
     body, headers = mlflow_delivery(name, "2", "d-2")
     answer = client.post("/webhooks/mlflow", content=body, headers=headers).json()
     assert answer["duplicate"] is True
@@ -150,6 +154,7 @@ def test_webhook_and_poll_of_one_version_is_one_event(mlflow, tmp_path, capsys):
     assert sorted(e.event.version for e in events) == ["1", "2"]
     polled = next(e for e in events if e.event.version == "2")
     assert polled.event.delivery_id.startswith("poll:mlflow:") and answer["stored"] == [polled.id]
+    assert polled.status == "ignored" and "existed before polling started" in polled.reason
 
 
 def test_serve_polls_its_config(mlflow, tmp_path, capsys):

@@ -35,8 +35,10 @@ def test_tags_and_digests_of_a_real_registry(tmp_path, capsys):
         state = tmp_path / "state"
         code, summary, err = poll(capsys, state, "--option", f"registry={registry.url}")
         assert code == 0, err
-        assert summary["sources"]["oci"] | {"error": None} == {"seen": 2, "new": 2, "duplicate": 0, "skipped": 0, "errors": 0,
-                                                              "error": None}
+        # the first poll of the registry is a baseline: the tags are stored, ignored (no pipeline starts)
+        assert summary["sources"]["oci"] | {"error": None} == {"seen": 2, "new": 0, "duplicate": 0, "skipped": 0,
+                                                              "baseline": 2, "errors": 0, "error": None}
+        assert {e.status for e in Inbox(state).list()} == {"ignored"}
         events = {e.event.version: e.event for e in Inbox(state).list()}
         assert {v: e.digest for v, e in events.items()} == digests
         assert events["v1"].source == "docker-registry" and events["v1"].kind == "image.pushed"
@@ -51,8 +53,9 @@ def test_tags_and_digests_of_a_real_registry(tmp_path, capsys):
                                   "--option", "repositories=[models/churn]", "--option", "host=registry.example:5000")
         assert code == 0, err
         counts = summary["sources"]["oci"]
-        # another host name is another registry identity: all three tags are new under it
-        assert (counts["seen"], counts["new"]) == (3, 3)
+        # another host name is another registry identity (the same registry polled: no baseline): all three
+        # tags are new under it
+        assert (counts["seen"], counts["new"], counts["baseline"]) == (3, 3, 0)
         code, summary, err = poll(capsys, state, "--option", f"registry={registry.url}",
                                   "--option", "repositories=[models/churn]")
         counts = summary["sources"]["oci"]
@@ -177,7 +180,9 @@ def test_poll_without_once_keeps_polling_under_the_lease(tmp_path):
                 time.sleep(0.2)
             assert sorted(e.event.version for e in inbox.list()) == ["v1", "v2"]
             [lease] = [x for x in inbox.leases() if x["name"] == "poll:oci"]
-            assert lease["status"]["state"] == "ok" and lease["status"]["new"] == 2
+            # v1 was there before polling started: baseline (ignored); v2 pushed while it runs: new
+            assert lease["status"]["state"] == "ok" and lease["status"]["new"] == 1 and lease["status"]["baseline"] == 1
+            assert {e.event.version: e.status for e in inbox.list()} == {"v1": "ignored", "v2": "pending"}
         finally:
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=30)

@@ -1,0 +1,108 @@
+"""The first poll of a registry is a baseline: turning polling on for a registry full of images
+starts no pipeline for them; what is pushed afterwards (also while no poller runs) is announced and
+matched. A new poller process on the same inbox does not take a baseline again; ``since`` replaces
+the baseline. On the SQLite inbox and on PostgreSQL, against a real docker-registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline_plugin.cli import main
+from pipeline_plugin.inbox.select import open_inbox
+from pipeline_plugin.rules import load_rules
+from pipeline_plugin.worker import Worker
+from tests.poll.registry_push import push
+from tests.services import docker_registry
+
+pytestmark = pytest.mark.registry
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """``--database-url`` args for the poll command, or none (the state dir's SQLite inbox)."""
+    if request.param == "sqlite":
+        return []
+    return ["--database-url", request.getfixturevalue("postgres_url")]
+
+
+def poll(capsys, state, database, *args):
+    """`pipeline-plugin poll --once --json` as a new process would run it (an empty Runner)."""
+    capsys.readouterr()
+    code = main(["poll", "--source", "oci", "--once", "--json", "--state-dir", str(state), *database, *args])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return json.loads(out.out)["sources"]["oci"], out.err
+
+
+def worker(inbox, tmp_path):
+    """The listener's worker with one rule that matches every model (it records the match)."""
+    rules = tmp_path / "triggers"
+    rules.mkdir(exist_ok=True)
+    (rules / "any.yml").write_text("name: any-model\nmatch: {model: '*'}\n")
+    return Worker(inbox, load_rules(rules), rules)
+
+
+def test_first_poll_is_a_baseline_then_new_tags_are_announced(tmp_path, capsys, database):
+    state = tmp_path / "state"
+    with docker_registry(tmp_path) as registry:
+        for tag in ("v1", "v2", "v3"):
+            push(registry.url, "models/churn", tag, tag.encode())
+        option = ["--option", f"registry={registry.url}"]
+
+        counts, err = poll(capsys, state, database, *option)
+        assert counts | {"error": None} == {"seen": 3, "new": 0, "duplicate": 0, "skipped": 0, "baseline": 3,
+                                            "errors": 0, "error": None}
+        assert "3 existing version(s) recorded as baseline without starting pipelines" in err
+        inbox = open_inbox(state, *database[1:])
+        stored = inbox.list()
+        assert sorted(e.event.version for e in stored) == ["v1", "v2", "v3"]
+        assert {e.status for e in stored} == {"ignored"}
+        assert all("existed before polling started at" in e.reason and "set since:" in e.reason for e in stored)
+        work = worker(inbox, tmp_path)
+        assert work.drain() == 0  # nothing for the worker: no rule matched, no run recorded
+        assert not inbox.runs()
+
+        # pushed while no poller runs; the next poll is a new process on the same inbox: no baseline again
+        push(registry.url, "models/churn", "v4", b"v4")
+        moved = push(registry.url, "models/churn", "v1", b"v1 rebuilt")
+        counts, err = poll(capsys, state, database, *option)
+        assert (counts["seen"], counts["new"], counts["baseline"], counts["duplicate"]) == (4, 2, 0, 2)
+        assert "recorded as baseline" not in err
+        assert work.drain() == 2
+        matched = {(e.event.version, e.event.digest) for e in inbox.list() if e.status == "matched"}
+        assert matched == {("v4", next(e.event.digest for e in inbox.list() if e.event.version == "v4")),
+                           ("v1", moved)}
+        assert all(e.rules == ["any-model"] for e in inbox.list() if e.status == "matched")
+
+        # polled again: nothing new, nothing of the baseline comes back
+        counts, _ = poll(capsys, state, database, *option)
+        assert (counts["new"], counts["baseline"], counts["duplicate"]) == (0, 0, 4)
+        assert work.drain() == 0
+        assert sorted(e.status for e in inbox.list()) == ["ignored", "ignored", "ignored", "matched", "matched"]
+
+        # another registry polled by the same inbox has its own first poll
+        with docker_registry(tmp_path / "second") as second:
+            push(second.url, "models/credit", "v1", b"credit")
+            counts, _ = poll(capsys, state, database, "--option", f"registry={second.url}")
+            assert (counts["new"], counts["baseline"]) == (0, 1)
+
+
+def test_since_replaces_the_baseline(tmp_path, capsys, database):
+    """`since` set: no baseline; OCI tags carry no date, so `since` does not filter them and they are
+    announced. Dated versions before `since` are skipped: tests/poll/test_poll_loopback.py (Azure ML)
+    and test_poll_mlflow.py."""
+    state = tmp_path / "state"
+    with docker_registry(tmp_path) as registry:
+        push(registry.url, "models/churn", "v1", b"v1")
+        option = ["--option", f"registry={registry.url}", "--option", "since=2026-01-01T00:00:00Z"]
+        counts, _ = poll(capsys, state, database, *option)
+        assert (counts["new"], counts["baseline"]) == (1, 0)
+        # since removed later: this registry was polled already, so no baseline swallows what is new
+        push(registry.url, "models/churn", "v2", b"v2")
+        counts, _ = poll(capsys, state, database, "--option", f"registry={registry.url}")
+        assert (counts["new"], counts["baseline"], counts["duplicate"]) == (1, 0, 1)
+        inbox = open_inbox(state, *database[1:])
+        assert worker(inbox, tmp_path).drain() == 2
+        assert [e.status for e in inbox.list()] == ["matched", "matched"]
