@@ -174,3 +174,16 @@ inbox_leases = Table(
 )
 
 INBOX_TABLES = (inbox_events, inbox_deliveries, inbox_runs, inbox_history, inbox_leases)
+
+# ---- the pollers' state (pipeline_plugin.poll.baseline): one row per polled (source, registry), written
+# after its first successful poll (a baseline, or ``since``); migration 0003
+inbox_poll_state = Table(
+    "inbox_poll_state",
+    metadata,
+    Column("source", Text, nullable=False),
+    Column("registry", Text, nullable=False),
+    Column("first_poll_at", Text, nullable=False),
+    Column("mode", Text, nullable=False),
+    Column("baseline", Integer, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("source", "registry", name="inbox_poll_state_pk"),
+)

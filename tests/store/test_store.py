@@ -82,7 +82,7 @@ def test_reopening_sees_the_same_data_and_keeps_one_revision(store_url):
     store = open_store(url=store_url)
     assert History(store=store).records()[0].service == "s"
     with store.engine.connect() as db:
-        assert db.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]  # the newest migration (0002: the inbox tables)
+        assert db.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]  # the newest migration (0003: the pollers' state)
 
 
 def test_a_newer_schema_is_refused(store_url):
@@ -93,7 +93,7 @@ def test_a_newer_schema_is_refused(store_url):
     with pytest.raises(ConfigError) as err:
         open_store(url=store_url)
     message = str(err.value)
-    assert "schema revision 9999" in message and "upgrade pipeline-plugin" in message and "0002" in message
+    assert "schema revision 9999" in message and "upgrade pipeline-plugin" in message and "0003" in message
     assert "pp-test-s3cret" not in message
 
 
