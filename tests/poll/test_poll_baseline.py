@@ -81,6 +81,9 @@ def test_first_poll_is_a_baseline_then_new_tags_are_announced(tmp_path, capsys, 
         assert (counts["new"], counts["baseline"], counts["duplicate"]) == (0, 0, 4)
         assert work.drain() == 0
         assert sorted(e.status for e in inbox.list()) == ["ignored", "ignored", "ignored", "matched", "matched"]
+        # one baselined version deployed on purpose (what `pipeline-plugin events replay <id>` does)
+        v2 = next(e for e in inbox.list() if e.event.version == "v2")
+        assert work.replay(v2.id).status == "matched"
 
         # another registry polled by the same inbox has its own first poll
         with docker_registry(tmp_path / "second") as second:
