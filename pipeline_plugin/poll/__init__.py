@@ -22,9 +22,12 @@ same file)::
 
 Every source also takes ``interval`` (seconds between polls, default 60), ``max_backoff``
 (longest wait between retries of a registry that is down, default 300) and ``since`` (an ISO 8601
-time: versions the registry dates earlier are skipped, so that turning polling on for a registry
-full of old versions does not start a pipeline for each; what carries no date, such as an MLflow
+time: versions the registry dates earlier are skipped; what carries no date, such as an MLflow
 alias or an OCI tag, is not filtered).
+
+The first poll of a source and registry is a baseline (:mod:`.baseline`): what the registry holds
+then is stored as ``ignored`` events and starts no pipeline; later polls announce what is new.
+``since`` replaces the baseline.
 """
 
 from __future__ import annotations
@@ -73,8 +76,8 @@ class PollSettings:
     interval: float = DEFAULT_INTERVAL
     max_backoff: float = DEFAULT_MAX_BACKOFF
     where: str = "poll"  # for error messages: "<file>: poll.<source>"
-    #: ``since``: versions the registry dates earlier are not announced (epoch seconds), e.g. when
-    #: polling starts on a registry whose existing versions must not start pipelines
+    #: ``since``: versions the registry dates earlier are not announced (epoch seconds); set, it
+    #: replaces the first poll's baseline (versions dated at or after it are announced)
     since: float | None = None
 
 
