@@ -114,3 +114,38 @@ def test_a_refused_delivery_fails_alone_and_a_repeat_is_stored_once(tmp_path, po
         assert stored == {r[0] for r in results[:8]} | set(first)
         assert fresh.execute("SELECT COUNT(*) FROM inbox_deliveries").fetchone()[0] == 9
     inbox.close()
+
+
+def test_two_writers_putting_the_same_deliveries_store_each_once(tmp_path, postgres_url):
+    """Two replicas' writers (each its own engine and connection) get the same deliveries in
+    opposite orders, batched: every put succeeds, both answer the same event ids, each change is
+    stored once and counted new by one replica only."""
+    from sqlalchemy import create_engine
+
+    from pipeline_plugin.inbox.pg_writer import PgGroupCommitter, PutJob
+
+    inbox = open_inbox(tmp_path / "state", database_url=postgres_url)  # migrates the schema
+    engines = [create_engine(inbox.url) for _ in range(2)]
+    writers = [PgGroupCommitter(engine, inbox.path, inbox._put_one) for engine in engines]
+    events = [_event(i) for i in range(40)]
+    try:
+        futures: list[list] = [[], []]
+        for i in range(len(events)):
+            for w, order in ((0, events), (1, events[::-1])):
+                futures[w].append(writers[w].submit(PutJob("mlflow", [order[i]], {"replica": w}, "now")))
+        results = [[f.result(timeout=120) for f in fs] for fs in futures]
+    finally:
+        for engine in engines:
+            engine.dispose()
+    by_delivery = [dict(zip([e.delivery_id for e in order], res)) for order, res in
+                   ((events, results[0]), (events[::-1], results[1]))]
+    for e in events:
+        a, b = by_delivery[0][e.delivery_id], by_delivery[1][e.delivery_id]
+        assert list(a) == list(b)
+        assert not (a.duplicate and b.duplicate) and (a.duplicate or b.duplicate), e.delivery_id  # one stored it
+    assert sum(w.commits for w in writers) < 2 * len(events)
+    with psycopg.connect(_plain(postgres_url)) as fresh:
+        assert fresh.execute("SELECT COUNT(*) FROM inbox_events").fetchone()[0] == len(events)
+        assert fresh.execute("SELECT COUNT(*) FROM inbox_deliveries").fetchone()[0] == len(events)
+        assert fresh.execute("SELECT COUNT(*) FROM inbox_history WHERE what = 'received'").fetchone()[0] == len(events)
+    inbox.close()
