@@ -135,9 +135,6 @@ class Runner:
         self.state.mark(self.poller.name, registry, at, "baseline", stored)
         self.polled = True
         counts.update(seen=len(events), baseline=stored, duplicate=len(events) - stored)
-        log.info("poller %s: first poll of %s: %d version(s) it holds recorded as baseline (ignored: no pipeline "
-                 "starts; set since: to deploy older versions), %d already stored", self.poller.name, registry,
-                 stored, len(events) - stored)
         self.progress(f"{self.poller.name}: first poll of {registry}: {stored} existing version(s) recorded as "
                       "baseline without starting pipelines (set since: to deploy older versions)")
 
