@@ -1,6 +1,6 @@
 """The extension's tasks run the way the Azure Pipelines agent runs them, through a release's
-stages: package -> deploy (staging) -> smoke test -> promote (production), on real Docker, for a
-model version registered in a real MLflow server.
+stages: package -> deploy (staging) -> smoke test -> promote (production), then the failure hook's
+rollback and a delete, on real Docker, for a model version registered in a real MLflow server.
 
 Each task is `node index.js` in its folder of the unpacked .vsix (the task library's real code), its
 own process with its own agent temp dir, sources dir and empty state dir; its inputs arrive as
@@ -239,6 +239,26 @@ def test_tasks_take_an_mlflow_version_through_package_deploy_smoke_test_and_prom
     assert ci_chain.serves(service, database_url, tmp_path) == {"staging": "1", "production": "1"}
     assert any("Promotion: production" in s for s in promo.summaries), promo.summaries
     assert_secrets_hidden(promo, "promote", database_url, token, key)
+
+    # 5. the failure hook's rollback (only if production serves a version that is not there) changes nothing
+    back = run_task(unpacked, "PipelinePluginRollback", {
+        "serviceName": service, "environment": "production", "ifServing": "2", "scoringKey": key, **store,
+    }, tmp_path / "rollback", endpoint=endpoint, **common)
+    seconds["rollback"] = back.seconds
+    assert back.returncode == 0 and back.result == "Succeeded", back.explain()
+    assert back.outputs["status"] == "unchanged", back.outputs
+    assert ci_chain.serves(service, database_url, tmp_path) == {"staging": "1", "production": "1"}
+    assert_secrets_hidden(back, "rollback", database_url, token, key)
+
+    # 6. delete staging from yet another job: the shared store knows what runs there
+    gone = run_task(unpacked, "PipelinePluginDelete", {
+        "serviceName": service, "environment": "staging", **store}, tmp_path / "delete", **common)
+    seconds["delete"] = gone.seconds
+    assert gone.returncode == 0 and gone.result == "Succeeded", gone.explain()
+    assert gone.outputs["status"] == "deleted", gone.outputs
+    assert ci_chain.serving(docker_client, service, "staging") == set()
+    assert ci_chain.serving(docker_client, service, "production") == {"1"}
+    assert_secrets_hidden(gone, "delete", database_url)
     print("task seconds:", seconds)
 
 
