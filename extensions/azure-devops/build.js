@@ -79,8 +79,12 @@ function main() {
     copy(path.join(HERE, 'common', 'pipeline-plugin-common.js'), path.join(dest, 'pipeline-plugin-common.js'));
     copy(path.join(HERE, 'images', 'icon.png'), path.join(dest, 'icon.png'));
     const seen = new Map();
-    for (const dep of Object.keys(JSON.parse(fs.readFileSync(path.join(src, 'package.json'), 'utf8')).dependencies || {})) {
+    const deps = JSON.parse(fs.readFileSync(path.join(src, 'package.json'), 'utf8')).dependencies || {};
+    for (const [dep, pinned] of Object.entries(deps)) {
       closure(dep, modulesRoot, seen);
+      // the task ships exactly the version its package.json pins (scripts/setup.sh installs it)
+      const found = JSON.parse(fs.readFileSync(path.join(args.nodeModules, dep, 'package.json'), 'utf8')).version;
+      if (found !== pinned) throw new Error(`${task} pins ${dep}@${pinned} but ${args.nodeModules} has ${found}: run scripts/setup.sh`);
     }
     for (const dir of seen.keys()) {
       // keep the layout npm made (hoisted or nested), relative to the node_modules root
@@ -100,4 +104,10 @@ function main() {
   }
 }
 
-main();
+try {
+  main();
+} catch (err) {
+  // a missing or mismatched dependency, a task version that differs from the extension's: exit 2
+  process.stderr.write(`build.js: ${err.message}\n`);
+  process.exit(2);
+}

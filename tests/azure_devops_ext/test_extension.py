@@ -141,3 +141,23 @@ def test_the_classic_release_uses_the_tasks_with_their_inputs_and_is_started_by_
                     "Production": ["PipelinePluginPromote", "PipelinePluginRollback"]}
     [rollback] = [s for s in production["deployPhases"][0]["workflowTasks"] if s["refName"] == "Rollback"]
     assert rollback["condition"] == "failed()" and rollback["inputs"]["ifServing"] == "$(MODEL_VERSION)"
+
+
+def test_build_refuses_a_task_library_other_than_the_pinned_one(tmp_path):
+    """Each task ships exactly the azure-pipelines-task-lib its package.json pins: another version in
+    the node_modules build.js copies from is a clear error (exit 2), not a silently different task."""
+    import shutil
+
+    from tests.azure_devops_ext.conftest import TOOLS
+
+    src = tmp_path / "ext"
+    shutil.copytree(EXT, src)
+    pkg = src / "tasks" / "PipelinePluginDelete" / "package.json"
+    doc = json.loads(pkg.read_text())
+    doc["dependencies"]["azure-pipelines-task-lib"] = "5.0.0"
+    pkg.write_text(json.dumps(doc))
+    proc = subprocess.run(["node", str(src / "build.js"), "--out", str(tmp_path / "out"), "--node-modules", str(TOOLS)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "tasks/PipelinePluginDelete pins azure-pipelines-task-lib@5.0.0 but" in proc.stderr
+    assert "run scripts/setup.sh" in proc.stderr
