@@ -177,22 +177,49 @@ class PgGroupCommitter:
         return results
 
 
-def put_batch(conn: Any, batch: list[PutJob]) -> list[PutResult]:
-    """The deliveries of ``batch`` as if put one after another, in four statements. Raises
-    _SlowPath for what only the one-at-a-time path does (a repeated state change)."""
+def _text(sql: str) -> Any:
     from sqlalchemy import text
 
+    return text(sql)
+
+
+def _arrays(prefix: str, n: int) -> str:
+    return ", ".join(f"CAST(:{prefix}{i} AS text[])" for i in range(n))
+
+
+#: what is stored already: the batch's deliveries ('d') and changes ('e')
+_KNOWN = _text(
+    "SELECT 'd' AS tag, d.source AS a, d.delivery_id AS b, d.event_id AS id FROM inbox_deliveries d"
+    " JOIN unnest(CAST(:s AS text[]), CAST(:d AS text[])) AS w(s, d) ON d.source = w.s AND d.delivery_id = w.d"
+    " UNION ALL SELECT 'e', e.dedupe_key, NULL, e.id FROM inbox_events e WHERE e.dedupe_key = ANY(CAST(:k AS text[]))"
+)
+#: the batch in one statement: new events (arrival order; the ids inserted are returned), history
+#: rows ("received" turns "duplicate event" where another replica's insert won), deliveries
+_WRITE = _text(
+    "WITH ev AS (INSERT INTO inbox_events(id, dedupe_key, source, kind, model, version, registry_key, delivery_id,"
+    " event_json, received_at) SELECT id, k, src, kind, model, version, reg, did, ej, at FROM unnest("
+    + _arrays("c", 10) + ") WITH ORDINALITY AS r(id, k, src, kind, model, version, reg, did, ej, at, n) ORDER BY n"
+    " ON CONFLICT DO NOTHING RETURNING id),"
+    " h AS (INSERT INTO inbox_history(event_id, at, what, data_json)"
+    " SELECT e, a, CASE WHEN w = 'received' AND NOT EXISTS (SELECT 1 FROM ev WHERE ev.id = r.e) THEN 'duplicate event'"
+    " ELSE w END, CASE WHEN w = 'received' AND NOT EXISTS (SELECT 1 FROM ev WHERE ev.id = r.e) THEN j2 ELSE j END"
+    " FROM unnest(" + _arrays("h", 5) + ") WITH ORDINALITY AS r(e, a, w, j, j2, n) ORDER BY n),"
+    " dl AS (INSERT INTO inbox_deliveries(source, delivery_id, received_at, event_id, meta_json)"
+    " SELECT * FROM unnest(" + _arrays("d", 5) + ") ON CONFLICT DO NOTHING)"
+    " SELECT id FROM ev"
+)
+
+
+def put_batch(conn: Any, batch: list[PutJob]) -> list[PutResult]:
+    """The deliveries of ``batch`` as if put one after another, in two statements. Raises
+    _SlowPath for what only the one-at-a-time path does (a repeated state change)."""
     pairs = list(dict.fromkeys((job.source, e.delivery_id) for job in batch for e in job.events))
     keys = list(dict.fromkeys(e.dedupe_key() for job in batch for e in job.events))
     if not pairs:
         return [PutResult([], duplicate=False) for _ in batch]
     delivered: dict[tuple[str, str], str] = {}
     known: dict[str, str] = {}
-    for row in conn.execute(text(
-        "SELECT 'd' AS tag, d.source AS a, d.delivery_id AS b, d.event_id AS id FROM inbox_deliveries d"
-        " JOIN unnest(CAST(:s AS text[]), CAST(:d AS text[])) AS w(s, d) ON d.source = w.s AND d.delivery_id = w.d"
-        " UNION ALL SELECT 'e', e.dedupe_key, NULL, e.id FROM inbox_events e WHERE e.dedupe_key = ANY(CAST(:k AS text[]))"
-    ), {"s": [p[0] for p in pairs], "d": [p[1] for p in pairs], "k": keys}):
+    for row in conn.execute(_KNOWN, {"s": [p[0] for p in pairs], "d": [p[1] for p in pairs], "k": keys}):
         tag, a, b, eid = row
         if tag == "d":
             delivered[(a, b)] = eid
@@ -233,45 +260,25 @@ def put_batch(conn: Any, batch: list[PutJob]) -> list[PutResult]:
             ids.append(eid)
         plans.append((ids, steps))
 
-    inserted: set[str] = set()
-    if new_events:
-        cols = list(zip(*new_events.values()))
-        inserted = {r[0] for r in conn.execute(text(
-            "INSERT INTO inbox_events(id, dedupe_key, source, kind, model, version, registry_key, delivery_id,"
-            " event_json, received_at) SELECT id, k, src, kind, model, version, reg, did, ej, at FROM unnest("
-            + ", ".join(f"CAST(:c{i} AS text[])" for i in range(10)) +
-            ") WITH ORDINALITY AS r(id, k, src, kind, model, version, reg, did, ej, at, n) ORDER BY n"
-            " ON CONFLICT DO NOTHING RETURNING id"
-        ), {f"c{i}": list(col) for i, col in enumerate(cols)})}
-
     at = utcnow()
-    history: list[tuple[str, str, str, str]] = []
+    history: list[tuple[str, str, str, str, str]] = []  # event id, at, what, data, data if the insert was skipped
+    for _ids, steps in plans:
+        for what, eid, did, meta in steps:
+            plain = json.dumps({"delivery_id": did}, sort_keys=True)
+            data = json.dumps({"delivery_id": did, **meta}, sort_keys=True, default=str) if what == "received" else plain
+            history.append((eid, at, what, data, plain))
+    rows = sorted(deliveries.values())  # one order for every replica: fewer lock waits between them
+    params: dict[str, list] = {f"c{i}": list(col) for i, col in enumerate(zip(*new_events.values()))} if new_events \
+        else {f"c{i}": [] for i in range(10)}
+    params.update({f"h{i}": [h[i] for h in history] for i in range(5)})
+    params.update({f"d{i}": [r[i] for r in rows] for i in range(5)})
+    inserted = {r[0] for r in conn.execute(_WRITE, params)}
+
     results = []
     for ids, steps in plans:
-        new = 0
-        for what, eid, did, meta in steps:
-            if what == "received" and eid not in inserted:  # another replica stored the same change a moment ago
-                what, meta = "duplicate event", {}
-            data = {"delivery_id": did, **meta} if what == "received" else {"delivery_id": did}
-            history.append((eid, at, what, json.dumps(data, sort_keys=True, default=str)))
-            if what == "received":
-                inserted.discard(eid)  # counted once, by the job that stored it
-                new += 1
+        # a change another replica stored a moment ago (its insert skipped) is a duplicate here
+        new = sum(1 for what, eid, _did, _meta in steps if what == "received" and eid in inserted)
         results.append(PutResult(ids, duplicate=bool(ids) and new == 0))
-    rows = sorted(deliveries.values())  # one order for every replica: fewer lock waits between them
-    conn.execute(text(
-        "WITH h AS (INSERT INTO inbox_history(event_id, at, what, data_json)"
-        " SELECT e, a, w, j FROM unnest(CAST(:he AS text[]), CAST(:ha AS text[]), CAST(:hw AS text[]),"
-        " CAST(:hj AS text[])) WITH ORDINALITY AS r(e, a, w, j, n) ORDER BY n)"
-        " INSERT INTO inbox_deliveries(source, delivery_id, received_at, event_id, meta_json)"
-        " SELECT * FROM unnest(CAST(:ds AS text[]), CAST(:dd AS text[]), CAST(:da AS text[]), CAST(:de AS text[]),"
-        " CAST(:dm AS text[])) ON CONFLICT DO NOTHING"
-    ), {
-        "he": [h[0] for h in history], "ha": [h[1] for h in history], "hw": [h[2] for h in history],
-        "hj": [h[3] for h in history],
-        "ds": [r[0] for r in rows], "dd": [r[1] for r in rows], "da": [r[2] for r in rows], "de": [r[3] for r in rows],
-        "dm": [r[4] for r in rows],
-    })
     return results
 
 
