@@ -1,5 +1,5 @@
-"""The extension's manifests: every task.json validates against Azure's task schema (vendored here:
-tasks.schema.json from microsoft/azure-pipelines-task-lib, MIT licence, see NOTICE.md), the .vsix
+"""The extension's manifests: every task.json passes tfx-cli's own task validation (the check
+`tfx build tasks upload` runs, from the tfx-cli that scripts/setup.sh installs), the .vsix
 that `tfx extension create` makes (offline) holds every task with what the agent runs, and the
 tasks' versions pin the tool they install."""
 
@@ -11,13 +11,11 @@ import subprocess
 import zipfile
 import xml.etree.ElementTree as ET
 
-import jsonschema
 import pytest
 
 from pipeline_plugin import __version__
 from tests.azure_devops_ext.conftest import EXT, MANIFEST, TASKS
 
-SCHEMA = json.loads((EXT.parents[1] / "tests" / "azure_devops_ext" / "tasks.schema.json").read_text())
 STAGE_TASKS = {"PipelinePluginPackage", "PipelinePluginDeploy", "PipelinePluginSmokeTest", "PipelinePluginPromote",
                "PipelinePluginRollback", "PipelinePluginDelete", "PipelinePluginApprove"}
 SECRET_INPUTS = {"databaseUrl", "scoringKey", "registryToken"}
@@ -32,12 +30,33 @@ def test_the_extension_has_one_task_per_stage():
     assert sorted(p.name for p in (EXT / "tasks").iterdir()) == sorted(TASKS)
 
 
+def tfx_validate(path) -> subprocess.CompletedProcess:
+    """tfx-cli's validation of a task.json (lib/jsonvalidate.js: id, name, friendlyName,
+    instanceNameFormat, execution handlers and their targets), run as `tfx build tasks upload` runs it."""
+    from tests.azure_devops_ext.conftest import TOOLS
+
+    script = "require(process.argv[1]).validate(process.argv[2]); console.log('valid')"
+    return subprocess.run(["node", "-e", script, str(TOOLS / "tfx-cli" / "_build" / "lib" / "jsonvalidate.js"), str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_tfx_validation_refuses_a_broken_task_json(tmp_path):
+    """The check below can fail: a task.json with a bad id and a 41-character friendlyName is refused."""
+    folder = tmp_path / "Broken"
+    folder.mkdir()
+    doc = task_json("PipelinePluginDeploy") | {"id": "not-a-guid", "friendlyName": "x" * 41}
+    (folder / "task.json").write_text(json.dumps(doc))
+    (folder / "index.js").write_text("")
+    proc = tfx_validate(folder / "task.json")
+    assert proc.returncode != 0
+    assert "id is a required guid" in proc.stderr and "friendlyName is a required string" in proc.stderr
+
+
 @pytest.mark.parametrize("name", sorted(STAGE_TASKS))
-def test_task_json_validates_against_the_task_schema(name):
+def test_task_json_passes_tfx_task_validation(name):
     doc = task_json(name)
-    jsonschema.Draft4Validator.check_schema(SCHEMA)
-    errors = sorted(jsonschema.Draft4Validator(SCHEMA).iter_errors(doc), key=lambda e: list(e.path))
-    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+    proc = tfx_validate(EXT / "tasks" / name / "task.json")
+    assert proc.returncode == 0 and "valid" in proc.stdout, proc.stderr
     assert doc["name"] == name and doc["execution"] == {"Node20_1": {"target": "index.js", "argumentFormat": ""}}
     groups = {g["name"] for g in doc["groups"]}
     names = [i["name"] for i in doc["inputs"]]
