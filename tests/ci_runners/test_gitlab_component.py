@@ -1,5 +1,5 @@
 """The GitLab CI/CD catalog component `deploy-model` (templates/deploy-model.yml, the catalog's
-layout at the project root): valid for GitLab's own CI schema (vendored in schemas/), its inputs
+layout at the project root): valid for GitLab's own CI schema (GitLab's ci.json as check-jsonschema ships it), its inputs
 described and typed with the rule settings' defaults, and, expanded by a real third-party runner
 (gitlab-ci-local 4.64, which implements `include: component:` and `spec: inputs`), the same jobs as the
 pipeline `render --provider gitlab` writes for the same rule. The include it is used with is the one
@@ -7,6 +7,7 @@ pipeline `render --provider gitlab` writes for the same rule. The include it is 
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import re
 import subprocess
@@ -26,7 +27,9 @@ from . import gitlab_local
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENT = ROOT / "templates" / "deploy-model.yml"
-SCHEMA = json.loads((Path(__file__).parent / "schemas" / "gitlab-ci.json").read_text())
+#: GitLab's own CI schema (gitlab-org/gitlab app/assets/javascripts/editor/schema/ci.json) as the
+#: check-jsonschema package (a test dependency) ships it
+SCHEMA = json.loads(importlib.resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("gitlab-ci.json").read_text())
 EVENT = ModelVersionEvent.from_dict({"source": "mlflow", "kind": "model_version.created", "model": "churn", "version": "3",
                                      "registry": {"tracking_uri": "http://mlflow.example:5000"}})
 #: the variables `dispatch` passes: the rendered file carries them as values, the component as ""
@@ -120,7 +123,7 @@ def runner():
 
 
 #: gitlab-ci-local 4.64 bundles an older copy of GitLab's schema in which `tags` needs one item; GitLab's
-#: own schema (schemas/gitlab-ci.json, checked above) and GitLab take `tags: []` (the default: no tags)
+#: own schema (GitLab's ci.json, checked above) and GitLab take `tags: []` (the default: no tags)
 EMPTY_TAGS = ["--ignore-schema-paths", "#/definitions/tags/minItems"]
 
 
