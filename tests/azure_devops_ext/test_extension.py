@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import zipfile
 import xml.etree.ElementTree as ET
+import zipfile
 
 import pytest
 
