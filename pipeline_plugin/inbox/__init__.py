@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 from ..errors import NotFoundError, ServiceError
 from ..events import ModelVersionEvent
 from .leases import SqliteLeases
+from .sqlite_writer import committer, open_db
 
 DB_NAME = "inbox.sqlite3"
 #: PRAGMA user_version of the tables below; a newer file is refused rather than misread
@@ -275,157 +276,6 @@ _LIVE_OWNERS: set[str] = set()
 T = TypeVar("T")
 
 
-class _Job:
-    __slots__ = ("fn", "future")
-
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
-        self.fn = fn
-        self.future: Future = Future()
-
-
-def _open(path: Path) -> sqlite3.Connection:
-    try:
-        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise ServiceError(f"cannot open the inbox {str(path)!r}: {exc}") from None
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA busy_timeout=30000")
-    db.execute("PRAGMA foreign_keys=ON")
-    return db
-
-
-class _GroupCommitter:
-    """One per database file in this process: a writer thread that runs every job queued so far
-    in one transaction (each job in its own savepoint), commits it (WAL + ``synchronous=FULL``:
-    one fsync for the whole batch) and only then resolves each job's future.
-
-    Callers either wait (:meth:`run`, for threads) or get the future (:meth:`submit`, which the
-    listener awaits on its event loop, so that a waiting delivery holds no thread). The thread
-    keeps one connection and stops (closing it) after ``IDLE_SECONDS`` without work.
-    ``commits`` and ``jobs`` count transactions and the jobs they carried."""
-
-    IDLE_SECONDS = 5.0
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.cond = threading.Condition()
-        self.pending: list[_Job] = []
-        self.thread: threading.Thread | None = None
-        self.pid = os.getpid()
-        self.commits = 0
-        self.jobs = 0
-
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
-        job = _Job(fn)
-        with self.cond:
-            if self.pid != os.getpid():  # a forked child: the parent's thread is not here
-                self.pid, self.thread, self.pending = os.getpid(), None, []
-            self.pending.append(job)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._loop, name=f"inbox-writer:{self.path.name}", daemon=True)
-                self.thread.start()
-            else:
-                self.cond.notify()
-        return job.future
-
-    def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return self.submit(fn).result()
-
-    def _loop(self) -> None:
-        db: sqlite3.Connection | None = None
-        opened: tuple[int, int] | None = None
-        try:
-            while True:
-                with self.cond:
-                    if not self.pending:
-                        self.cond.wait(self.IDLE_SECONDS)
-                    if not self.pending:
-                        self.thread = None  # idle: a later submit starts a new thread
-                        return
-                    batch, self.pending = self.pending, []
-                # a caller that gave up before its job started (a cancelled await) is dropped
-                batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
-                if not batch:
-                    continue
-                try:
-                    ident = self._file_id()
-                    if db is not None and ident != opened:  # deleted and made again: write the new file
-                        db.close()
-                        db = None
-                    if db is None:
-                        db, opened = _open(self.path), self._file_id()
-                    self._commit(db, batch)
-                except BaseException as exc:  # noqa: BLE001 - every waiting caller gets an answer
-                    error = exc if isinstance(exc, ServiceError) else ServiceError(
-                        f"could not write to the inbox {str(self.path)!r}: {type(exc).__name__}: {exc}")
-                    for job in batch:
-                        if not job.future.done():
-                            job.future.set_exception(error)
-        finally:
-            if db is not None:
-                db.close()
-
-    def _file_id(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return st.st_dev, st.st_ino
-
-    def _commit(self, db: sqlite3.Connection, batch: list[_Job]) -> None:
-        results: list[tuple[_Job, Any, BaseException | None]] = []
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            error = ServiceError(f"the inbox {str(self.path)!r} is not writable: {exc}")
-            for job in batch:
-                job.future.set_exception(error)
-            return
-        try:
-            for job in batch:
-                db.execute("SAVEPOINT job")
-                try:
-                    results.append((job, job.fn(db), None))
-                except Exception as exc:  # noqa: BLE001 - handed to that job's caller
-                    db.execute("ROLLBACK TO SAVEPOINT job")
-                    results.append((job, None, exc))
-                db.execute("RELEASE SAVEPOINT job")
-            db.execute("COMMIT")  # the fsync: nothing below is answered before it returned
-        except BaseException as exc:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            error = exc if not isinstance(exc, sqlite3.Error) else ServiceError(
-                f"could not commit to the inbox {str(self.path)!r}: {exc}"
-            )
-            for job in batch:
-                job.future.set_exception(error)
-            return
-        self.commits += 1
-        self.jobs += len(batch)
-        for job, result, exc in results:
-            if exc is not None:
-                job.future.set_exception(exc)
-            else:
-                job.future.set_result(result)
-
-
-_COMMITTERS: dict[str, _GroupCommitter] = {}
-_COMMITTERS_GUARD = threading.Lock()
-
-
-def _committer(path: Path) -> _GroupCommitter:
-    key = str(path.resolve())
-    with _COMMITTERS_GUARD:
-        committer = _COMMITTERS.get(key)
-        if committer is None:
-            committer = _COMMITTERS[key] = _GroupCommitter(Path(key))
-        return committer
-
-
 class Inbox(SqliteLeases):
     """The durable event store of one state dir. Thread-safe: one connection per thread."""
 
@@ -438,7 +288,7 @@ class Inbox(SqliteLeases):
         self.path = self.state_dir / DB_NAME
         self.max_attempts = max_attempts
         self._local = threading.local()
-        self._committer = _committer(self.path)
+        self._committer = committer(self.path)
         try:
             with self._committer.cond:  # not while another thread of this process writes
                 db = self._db()
@@ -458,7 +308,7 @@ class Inbox(SqliteLeases):
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = self._local.db = _open(self.path)
+            db = self._local.db = open_db(self.path)
         return db
 
     def close(self) -> None:
