@@ -3,6 +3,7 @@ needs Docker fails with the command that starts it when no daemon answers."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -60,6 +61,18 @@ def postgres_url(postgres, request) -> str:
 
     name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
     return postgres.create_database(name)
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """A command run in-process may change os.environ for the rest of its process (`--database-url`
+    exports PIPELINE_PLUGIN_DATABASE_URL, as a CLI run should): each test gets back the environment
+    it started with, so one test's database never becomes every later test's store."""
+    saved = dict(os.environ)
+    yield
+    if dict(os.environ) != saved:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture(autouse=True)
