@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -116,14 +118,27 @@ def run(args: argparse.Namespace) -> int:
         t = threading.Thread(target=poller.run, args=(stop,), name=f"poller-{name}", daemon=True)
         t.start()
         threads.append(t)
-    try:
-        # not Thread.join: a KeyboardInterrupt inside join can mark the thread finished, and the
-        # join below would then not wait for the poller to give its lease up
-        while any(t.is_alive() for t in threads):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
+    # SIGINT (Ctrl-C) and SIGTERM (systemd, Kubernetes) both stop the pollers, which give their
+    # leases up; the handlers only set the event, so no exception lands inside a write
+    received: list[int] = []
+
+    def _stop(signum: int, _frame: object) -> None:
+        received.append(signum)
         stop.set()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)} \
+        if threading.current_thread() is threading.main_thread() else {}
+    try:
+        while not stop.is_set() and any(t.is_alive() for t in threads):
+            stop.wait(0.5)
+        stop.set()
+        deadline = time.monotonic() + 10  # bounded: a lease not given up expires anyway
         for t in threads:
-            t.join(timeout=10)
-        raise
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        print("stopped: " + signal.Signals(received[0]).name, file=sys.stderr)
+        return 130 if received[0] == signal.SIGINT else 0
     return 0
