@@ -18,7 +18,6 @@ retried. Nothing here answers a delivery before the commit that holds it returne
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -28,6 +27,7 @@ from typing import Any
 from ..errors import ServiceError
 from ..events import ModelVersionEvent
 from . import PutResult, _event_id_for_key, utcnow
+from .batching import BatchWriter
 
 #: deadlock_detected, serialization_failure: PostgreSQL aborted this transaction for another's sake
 RETRY_SQLSTATES = ("40P01", "40001")
@@ -49,56 +49,23 @@ class _SlowPath(Exception):
 SlowPut = Callable[[Any, str, list, Mapping[str, Any], str], PutResult]
 
 
-class PgGroupCommitter:
+class PgGroupCommitter(BatchWriter):
     """The writer of one PostgreSQL inbox in this process. ``commits`` and ``jobs`` count the
     transactions committed and the deliveries they carried; ``slow_batches`` the batches done one
     delivery at a time."""
 
-    IDLE_SECONDS = 5.0
-
     def __init__(self, engine: Any, where: str, slow_put: SlowPut) -> None:
+        super().__init__("inbox-writer:postgresql")
         self.engine = engine
         self.where = where  # the masked URL, for messages
         self.slow_put = slow_put
-        self.cond = threading.Condition()
-        self.pending: list[PutJob] = []
-        self.thread: threading.Thread | None = None
-        self.pid = os.getpid()
-        self.commits = 0
-        self.jobs = 0
         self.slow_batches = 0
 
     def submit(self, job: PutJob) -> Future:
-        with self.cond:
-            if self.pid != os.getpid():  # a forked child: the parent's thread (and connection) is not here
-                self.pid, self.thread, self.pending = os.getpid(), None, []
-            self.pending.append(job)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._loop, name="inbox-writer:postgresql", daemon=True)
-                self.thread.start()
-            else:
-                self.cond.notify()
-        return job.future
+        return self._enqueue(job)
 
-    # ---- the writer thread ----------------------------------------------------------------------
-    def _loop(self) -> None:
-        conn: Any = None
-        try:
-            while True:
-                with self.cond:
-                    if not self.pending:
-                        self.cond.wait(self.IDLE_SECONDS)
-                    if not self.pending:
-                        self.thread = None  # idle: a later submit starts a new thread
-                        return
-                    batch, self.pending = self.pending, []
-                batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
-                if not batch:
-                    continue
-                conn = self._run(conn, batch)
-        finally:
-            if conn is not None:
-                _close(conn)
+    def _release(self, conn: Any) -> None:
+        _close(conn)
 
     def _run(self, conn: Any, batch: list[PutJob]) -> Any:
         """Write and commit ``batch``, answer every job; returns the connection to keep (or None)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from ..errors import ServiceError
+from .batching import BatchWriter
 
 T = TypeVar("T")
 
@@ -39,76 +40,44 @@ def open_db(path: Path) -> sqlite3.Connection:
     return db
 
 
-class GroupCommitter:
+class GroupCommitter(BatchWriter):
     """One per database file in this process: a writer thread that runs every job queued so far
     in one transaction (each job in its own savepoint), commits it (WAL + ``synchronous=FULL``:
     one fsync for the whole batch) and only then resolves each job's future.
 
     Callers either wait (:meth:`run`, for threads) or get the future (:meth:`submit`, which the
-    listener awaits on its event loop, so that a waiting delivery holds no thread). The thread
-    keeps one connection and stops (closing it) after ``IDLE_SECONDS`` without work.
-    ``commits`` and ``jobs`` count transactions and the jobs they carried."""
-
-    IDLE_SECONDS = 5.0
+    listener awaits on its event loop, so that a waiting delivery holds no thread); the queue and
+    the thread are :class:`~.batching.BatchWriter`'s."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__(f"inbox-writer:{path.name}")
         self.path = path
-        self.cond = threading.Condition()
-        self.pending: list[_Job] = []
-        self.thread: threading.Thread | None = None
-        self.pid = os.getpid()
-        self.commits = 0
-        self.jobs = 0
 
     def submit(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
-        job = _Job(fn)
-        with self.cond:
-            if self.pid != os.getpid():  # a forked child: the parent's thread is not here
-                self.pid, self.thread, self.pending = os.getpid(), None, []
-            self.pending.append(job)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._loop, name=f"inbox-writer:{self.path.name}", daemon=True)
-                self.thread.start()
-            else:
-                self.cond.notify()
-        return job.future
+        return self._enqueue(_Job(fn))
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return self.submit(fn).result()
 
-    def _loop(self) -> None:
-        db: sqlite3.Connection | None = None
-        opened: tuple[int, int] | None = None
+    def _run(self, conn: tuple[sqlite3.Connection, tuple[int, int] | None] | None, batch: list[_Job]) -> Any:
+        db, opened = conn if conn is not None else (None, None)
         try:
-            while True:
-                with self.cond:
-                    if not self.pending:
-                        self.cond.wait(self.IDLE_SECONDS)
-                    if not self.pending:
-                        self.thread = None  # idle: a later submit starts a new thread
-                        return
-                    batch, self.pending = self.pending, []
-                # a caller that gave up before its job started (a cancelled await) is dropped
-                batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
-                if not batch:
-                    continue
-                try:
-                    ident = self._file_id()
-                    if db is not None and ident != opened:  # deleted and made again: write the new file
-                        db.close()
-                        db = None
-                    if db is None:
-                        db, opened = open_db(self.path), self._file_id()
-                    self._commit(db, batch)
-                except BaseException as exc:  # noqa: BLE001 - every waiting caller gets an answer
-                    error = exc if isinstance(exc, ServiceError) else ServiceError(
-                        f"could not write to the inbox {str(self.path)!r}: {type(exc).__name__}: {exc}")
-                    for job in batch:
-                        if not job.future.done():
-                            job.future.set_exception(error)
-        finally:
-            if db is not None:
+            if db is not None and self._file_id() != opened:  # deleted and made again: write the new file
                 db.close()
+                db = None
+            if db is None:
+                db, opened = open_db(self.path), self._file_id()
+            self._commit(db, batch)
+        except BaseException as exc:  # noqa: BLE001 - every waiting caller gets an answer
+            error = exc if isinstance(exc, ServiceError) else ServiceError(
+                f"could not write to the inbox {str(self.path)!r}: {type(exc).__name__}: {exc}")
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(error)
+        return None if db is None else (db, opened)
+
+    def _release(self, conn: tuple[sqlite3.Connection, Any]) -> None:
+        conn[0].close()
 
     def _file_id(self) -> tuple[int, int] | None:
         try:
