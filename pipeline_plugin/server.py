@@ -333,35 +333,18 @@ class Listener:
             err = PayloadError(f"malformed {name} delivery: {type(exc).__name__}: {exc}", field="(body)")
             return _json_error(err, 400), "bad_request"
 
-    def handle(self, name: str, req: "sources.Request", remote: str | None) -> tuple[Response, str]:
-        """Returns the HTTP response and the outcome label for metrics (blocks until stored)."""
-        checked = self._verify(name, req, remote)
-        if isinstance(checked, tuple):
-            return checked
-        events = checked
-        if not events:
-            return JSONResponse({"stored": [], "duplicate": False, "detail": "no model version in this delivery"}), "no_event"
-        try:
-            ids = self.inbox.put(name, events, self._meta(req, remote))
-        except Exception as exc:  # noqa: BLE001 - nothing was committed: the sender must send it again
-            return self._not_stored(name, exc)
-        return self._stored(name, events, ids)
-
     async def handle_async(self, name: str, req: "sources.Request", remote: str | None) -> tuple[Response, str]:
-        """:meth:`handle` on the event loop: verify and parse here, then await the inbox's group
-        commit (no thread waits for the fsync, and concurrent deliveries share one)."""
+        """Verify and parse on the event loop, then await the inbox's group commit (no thread waits
+        for the fsync, and concurrent deliveries share one); the HTTP response and the outcome
+        label for metrics."""
         checked = self._verify(name, req, remote)
         if isinstance(checked, tuple):
             return checked
         events = checked
         if not events:
             return JSONResponse({"stored": [], "duplicate": False, "detail": "no model version in this delivery"}), "no_event"
-        submit = getattr(self.inbox, "submit_put", None)
         try:
-            if submit is not None:
-                ids = await asyncio.wrap_future(submit(name, events, self._meta(req, remote)))
-            else:  # an inbox without a future-returning put: wait for it in a thread
-                ids = await run_in_threadpool(self.inbox.put, name, events, self._meta(req, remote))
+            ids = await asyncio.wrap_future(self.inbox.submit_put(name, events, self._meta(req, remote)))
         except Exception as exc:  # noqa: BLE001 - nothing was committed: the sender must send it again
             return self._not_stored(name, exc)
         return self._stored(name, events, ids)
