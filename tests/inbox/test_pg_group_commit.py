@@ -3,16 +3,14 @@ commit holding it, and a delivery PostgreSQL refuses fails alone: counted in com
 
 from __future__ import annotations
 
-import asyncio
 import time
 
-import httpx
 import psycopg
 
 from pipeline_plugin.events import ModelVersionEvent
 from pipeline_plugin.inbox.select import open_inbox
-from pipeline_plugin.server import Listener, create_app
-from tests.server.test_group_commit import SECRET, delivery
+from pipeline_plugin.server import Listener
+from tests.server.test_group_commit import SECRET, deliver_while_blocked
 
 N = 24
 
@@ -32,44 +30,15 @@ def _block_event_inserts(url: str) -> psycopg.Connection:
 def test_concurrent_deliveries_share_postgres_commits_and_wait_for_theirs(tmp_path, monkeypatch, postgres_url):
     monkeypatch.setenv("PIPELINE_PLUGIN_DATABASE_URL", postgres_url)
     listener = Listener(tmp_path / "state", environ={"PIPELINE_PLUGIN_MLFLOW_SECRET": SECRET}, start_worker=False)
-    inbox = listener.inbox
-    assert inbox.backend == "postgresql"
-    submitted = []
-    submit_put = inbox.submit_put
-
-    def counting_submit(*args, **kwargs):
-        submitted.append(1)
-        return submit_put(*args, **kwargs)
-
-    inbox.submit_put = counting_submit
-    committer = inbox._committer
-    commits_before = committer.commits
+    assert listener.inbox.backend == "postgresql"
+    committer = listener.inbox._committer
     blocker = _block_event_inserts(postgres_url)
-
-    async def scenario() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=create_app(listener))
-        async with httpx.AsyncClient(transport=transport, base_url="http://listener") as client:
-            tasks = [asyncio.ensure_future(client.post("/webhooks/mlflow", content=body, headers=headers))
-                     for body, headers in map(delivery, range(N))]
-            deadline = time.monotonic() + 60
-            while len(submitted) < N and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            assert len(submitted) == N, f"only {len(submitted)} of {N} deliveries reached the inbox"
-            await asyncio.sleep(0.3)
-            # every delivery is verified and queued, and none may be acknowledged: nothing is committed
-            assert not any(t.done() for t in tasks), [t.result().status_code for t in tasks if t.done()]
-            blocker.commit()
-            return await asyncio.gather(*tasks)
-
     try:
-        responses = asyncio.run(scenario())
+        ids, commits = deliver_while_blocked(listener, blocker.commit)
     finally:
         blocker.close()
-    assert [r.status_code for r in responses] == [200] * N, [r.text for r in responses if r.status_code != 200]
-    ids = [r.json()["stored"][0] for r in responses]
-    assert len(set(ids)) == N
     # the first batch waited for the lock; all the others came meanwhile and shared one more commit
-    assert committer.commits - commits_before <= 2, committer.commits - commits_before
+    assert commits <= 2, commits
     assert committer.slow_batches == 0  # new deliveries only: the set-wise statements, no savepoints
     with psycopg.connect(_plain(postgres_url)) as fresh:
         assert {r[0] for r in fresh.execute("SELECT id FROM inbox_events")} == set(ids)

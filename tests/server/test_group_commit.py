@@ -30,9 +30,10 @@ def delivery(i: int) -> tuple[bytes, dict[str, str]]:
                   "X-MLflow-Signature": sign(SECRET.encode(), did, ts, body)}
 
 
-def test_concurrent_deliveries_share_commits_and_wait_for_theirs(tmp_path, monkeypatch):
-    monkeypatch.delenv("PIPELINE_PLUGIN_DATABASE_URL", raising=False)  # the SQLite inbox of the state dir
-    listener = Listener(tmp_path / "state", environ={"PIPELINE_PLUGIN_MLFLOW_SECRET": SECRET}, start_worker=False)
+def deliver_while_blocked(listener: Listener, unblock, settle: float = 0.3) -> tuple[list[str], int]:
+    """N concurrent deliveries to ``listener`` while another session keeps its inbox from committing:
+    every one is verified and queued, none is answered until ``unblock()``, then all are 200 with
+    distinct ids. Returns the stored ids and the commits the inbox's writer used."""
     inbox = listener.inbox
     submitted = []
     submit_put = inbox.submit_put
@@ -44,9 +45,6 @@ def test_concurrent_deliveries_share_commits_and_wait_for_theirs(tmp_path, monke
     inbox.submit_put = counting_submit
     committer = inbox._committer
     commits_before = committer.commits
-    # another writer (e.g. a CLI command) holds the database's write lock: nothing can commit
-    blocker = sqlite3.connect(inbox.path, isolation_level=None, timeout=30)
-    blocker.execute("BEGIN IMMEDIATE")
 
     async def scenario() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=create_app(listener))
@@ -57,23 +55,33 @@ def test_concurrent_deliveries_share_commits_and_wait_for_theirs(tmp_path, monke
             while len(submitted) < N and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             assert len(submitted) == N, f"only {len(submitted)} of {N} deliveries reached the inbox"
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(settle)
             # every delivery is verified and queued, and none may be acknowledged: nothing is committed
             assert not any(t.done() for t in tasks), [t.result().status_code for t in tasks if t.done()]
-            blocker.execute("COMMIT")
+            unblock()
             return await asyncio.gather(*tasks)
 
-    try:
-        responses = asyncio.run(scenario())
-    finally:
-        blocker.close()
+    responses = asyncio.run(scenario())
     assert [r.status_code for r in responses] == [200] * N, [r.text for r in responses if r.status_code != 200]
     ids = [r.json()["stored"][0] for r in responses]
     assert len(set(ids)) == N
+    return ids, committer.commits - commits_before
+
+
+def test_concurrent_deliveries_share_commits_and_wait_for_theirs(tmp_path, monkeypatch):
+    monkeypatch.delenv("PIPELINE_PLUGIN_DATABASE_URL", raising=False)  # the SQLite inbox of the state dir
+    listener = Listener(tmp_path / "state", environ={"PIPELINE_PLUGIN_MLFLOW_SECRET": SECRET}, start_worker=False)
+    # another writer (e.g. a CLI command) holds the database's write lock: nothing can commit
+    blocker = sqlite3.connect(listener.inbox.path, isolation_level=None, timeout=30)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        ids, commits = deliver_while_blocked(listener, lambda: blocker.execute("COMMIT"), settle=0.2)
+    finally:
+        blocker.close()
     # the first delivery's transaction waited for the lock; all the others came while it did and
     # went into one more transaction: 2 commits (fsyncs) for N deliveries, not N
-    assert committer.commits - commits_before <= 2, committer.commits - commits_before
-    fresh = sqlite3.connect(inbox.path)
+    assert commits <= 2, commits
+    fresh = sqlite3.connect(listener.inbox.path)
     try:
         assert {r[0] for r in fresh.execute("SELECT id FROM events")} == set(ids)
     finally:
