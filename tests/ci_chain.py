@@ -178,3 +178,21 @@ def cleanup(docker_client, service: str, database_url: str, proxy_dir: Path) -> 
             docker_client.images.remove(image.id, force=True)
         except Exception:  # noqa: BLE001 - shared by another tag
             pass
+
+
+# ---- module fixtures of the chain tests (import them by name; each test module names its own
+# `service` fixture, which these key on) ------------------------------------------------------
+@pytest.fixture(scope="module")
+def database_url(postgres, service) -> str:
+    """One empty PostgreSQL database: the store every stage of the chain shares."""
+    return postgres.create_database(f"t_{service.replace('-', '_')}")
+
+
+@pytest.fixture(scope="module")
+def proxy_dir(docker_client, service, database_url, tmp_path_factory):
+    """The runner or agent host's folder for the docker target's stable addresses; everything the
+    stages started is stopped afterwards."""
+    d = tmp_path_factory.mktemp("addresses")
+    yield d
+    cleanup(docker_client, service, database_url, d)
+

@@ -33,6 +33,7 @@ from conftest import unused_port
 
 from pipeline_plugin.render import ACTION_REF, render_pipeline
 from tests import ci_chain
+from tests.ci_chain import database_url, proxy_dir  # noqa: F401 - the chain's module fixtures
 
 from . import test_action
 from .test_action import SYSTEM_PATH, parse_outputs, run_action
@@ -54,20 +55,6 @@ def mlflow(tmp_path_factory, service):
     name = f"churn-{service}"
     with ci_chain.mlflow_with_versions(tmp_path_factory.mktemp("mlflow"), name) as url:
         yield url, name
-
-
-@pytest.fixture(scope="module")
-def database_url(postgres, service) -> str:
-    return postgres.create_database(f"t_{service.replace('-', '_')}")
-
-
-@pytest.fixture(scope="module")
-def proxy_dir(docker_client, service, database_url, tmp_path_factory):
-    """The runner host's folder for the docker target's stable addresses; everything the jobs
-    started is stopped afterwards."""
-    d = tmp_path_factory.mktemp("addresses")
-    yield d
-    ci_chain.cleanup(docker_client, service, database_url, d)
 
 
 @dataclass

@@ -31,10 +31,10 @@ import requests
 from conftest import unused_port
 
 from pipeline_plugin import __version__
-
 from tests import ci_chain
 from tests.action import test_action
 from tests.action.test_action import SYSTEM_PATH
+from tests.ci_chain import database_url, proxy_dir  # noqa: F401 - the chain's module fixtures
 
 pytestmark = [pytest.mark.docker, pytest.mark.mlflow, pytest.mark.slow]
 
@@ -134,18 +134,6 @@ def mlflow(tmp_path_factory, service):
     name = f"churn-{service}"
     with ci_chain.mlflow_with_versions(tmp_path_factory.mktemp("mlflow"), name, versions=1) as url:
         yield url, name
-
-
-@pytest.fixture(scope="module")
-def database_url(postgres, service) -> str:
-    return postgres.create_database(f"t_{service.replace('-', '_')}")
-
-
-@pytest.fixture(scope="module")
-def proxy_dir(docker_client, service, database_url, tmp_path_factory):
-    d = tmp_path_factory.mktemp("addresses")
-    yield d
-    ci_chain.cleanup(docker_client, service, database_url, d)
 
 
 def assert_secrets_hidden(run: TaskRun, task: str, *values: str) -> None:

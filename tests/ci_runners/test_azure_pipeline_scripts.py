@@ -41,6 +41,7 @@ from pipeline_plugin.render import render_pipeline
 from tests import ci_chain
 from tests.action import test_action
 from tests.action.test_action import SYSTEM_PATH
+from tests.ci_chain import database_url, proxy_dir  # noqa: F401 - the chain's module fixtures
 from tests.render.test_ci_settings import azure_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.mlflow, pytest.mark.slow]
@@ -62,20 +63,6 @@ def mlflow(tmp_path_factory, service):
     name = f"churn-{service}"
     with ci_chain.mlflow_with_versions(tmp_path_factory.mktemp("mlflow"), name, versions=3) as url:
         yield url, name
-
-
-@pytest.fixture(scope="module")
-def database_url(postgres, service) -> str:
-    return postgres.create_database(f"t_{service.replace('-', '_')}")
-
-
-@pytest.fixture(scope="module")
-def proxy_dir(docker_client, service, database_url, tmp_path_factory):
-    """The agent host's folder for the docker target's stable addresses; everything the stages
-    started is stopped afterwards."""
-    d = tmp_path_factory.mktemp("addresses")
-    yield d
-    ci_chain.cleanup(docker_client, service, database_url, d)
 
 
 def unescape_vso(value: str) -> str:
