@@ -75,7 +75,10 @@ class ModelVersionEvent:
     # ---- identity ---------------------------------------------------------------------------
     def registry_key(self) -> str:
         """A stable string naming the registry instance (sorted key=value pairs)."""
-        return ";".join(f"{k}={v}" for k, v in sorted(self.registry.items()))
+        key = self.__dict__.get("_registry_key")
+        if key is None:  # the event is frozen: computed once
+            key = self.__dict__["_registry_key"] = ";".join(f"{k}={v}" for k, v in sorted(self.registry.items()))
+        return key
 
     def dedupe_key(self) -> str:
         """Two deliveries with the same key describe the same change and are stored once."""
@@ -106,7 +109,7 @@ class ModelVersionEvent:
 
     # ---- JSON form --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {name: getattr(self, name) for name in _FIELD_ORDER}
         data["tags"] = dict(self.tags)
         data["registry"] = dict(self.registry)
         return data
@@ -122,8 +125,7 @@ class ModelVersionEvent:
         can be fed back."""
         if not isinstance(data, Mapping):
             raise PayloadError("an event must be a JSON object", field="(root)")
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs = {k: v for k, v in data.items() if k in _FIELD_NAMES}
         for required in ("source", "kind", "model", "version"):
             if kwargs.get(required) in (None, ""):
                 raise PayloadError(
@@ -150,3 +152,7 @@ class ModelVersionEvent:
         except json.JSONDecodeError as exc:
             raise PayloadError(f"event file {str(p)!r} is not JSON: {exc}", field="--event") from None
         return cls.from_dict(data)
+
+
+_FIELD_ORDER = tuple(f.name for f in fields(ModelVersionEvent))
+_FIELD_NAMES = frozenset(_FIELD_ORDER)
