@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 from . import writeback
 from .errors import PipelinePluginError
-from .inbox import Claimed, Inbox, StoredEvent
+from .inbox import Claimed, Decision, Inbox, StoredEvent
 from .inbox.leases import keep_claimed
 from .inbox.trouble import failure_kind, trouble_for
 
@@ -38,6 +38,8 @@ log = logging.getLogger("pipeline_plugin.worker")
 #: run statuses that still need a dispatch; any other (dispatched, succeeded, failed, unknown, or a
 #: provider's own word) is final
 OPEN_RUN_STATUSES = ("recorded", "dispatching", "error")
+#: after a wake-up, how long the serving worker lets deliveries gather before it claims them
+GATHER_SECONDS = 0.05
 #: ``_process`` finished the event itself (outcome and release in one transaction)
 FINISHED = "<finished>"
 
@@ -79,20 +81,76 @@ class Worker:
         self.owner = inbox.new_owner()
         self.wake = threading.Event()
         self._get_provider = get_provider
-        self.batch = batch  # events leased per claim (one transaction); 1 when several workers share the inbox
+        self.batch = batch  # events leased per claim (one transaction)
+        self.gather = GATHER_SECONDS
 
     # ---- loops --------------------------------------------------------------------------------
-    def drain(self, max_events: int | None = None) -> int:
-        """Process events until none is claimable now; returns how many were processed."""
+    def drain(self, max_events: int | None = None, until_short: bool = False) -> int:
+        """Process events until none is claimable now (with ``until_short``: until a claim got
+        fewer than a full batch, so that what keeps arriving is left for the next, larger claim);
+        returns how many were processed."""
         done = 0
         while max_events is None or done < max_events:
-            batch = self.inbox.claim(self.owner, limit=self.batch if max_events is None else min(self.batch, max_events - done))
+            limit = self.batch if max_events is None else min(self.batch, max_events - done)
+            batch = self.inbox.claim(self.owner, limit=limit)
             if not batch:
                 break
-            for claimed in batch:
-                self.process(claimed)
+            short = until_short and len(batch) < limit
+            if len(batch) == 1:
+                self.process(batch[0])
                 done += 1
+                if short:
+                    break
+                continue
+            finished, next_up, handed_back = self._decide_batch(batch)
+            short = short and not handed_back  # those are claimed again at once
+            done += finished
+            if next_up is not None:
+                self.process(next_up)
+                done += 1
+            if short:
+                break
         return done
+
+    def _decide_batch(self, batch: list[Claimed]) -> tuple[int, Claimed | None, int]:
+        """Match every pending event of ``batch`` and record all outcomes in one transaction: an
+        event without runs is finished there. One event with runs to dispatch is kept (returned,
+        with its status updated) and the others are handed back, so that this worker does not hold
+        events that other workers could dispatch meanwhile. A model whose event waits for a
+        dispatch has its later events handed back undecided: they are matched only after it."""
+        decisions: list[Decision] = []
+        release: list[str] = []
+        failed: list[tuple[Claimed, Exception]] = []
+        waiting: set[tuple[str, str, str]] = set()  # models with an event that still has runs to dispatch
+        next_up: Claimed | None = None
+        finished = 0
+        for claimed in batch:
+            event = claimed.event
+            model = (event.source, event.registry_key(), event.model)
+            if model in waiting:
+                release.append(claimed.id)
+                continue
+            decision = None
+            if claimed.status == "pending":
+                try:
+                    decision = self._decide(claimed)
+                except Exception as exc:  # noqa: BLE001 - recorded like a failed process(): retried
+                    failed.append((claimed, exc))
+                    continue
+                decisions.append(decision)
+                if not decision.runs:
+                    finished += 1
+                    continue
+                claimed.status = decision.status or claimed.status
+            waiting.add(model)
+            if next_up is None:
+                next_up = claimed
+            else:
+                release.append(claimed.id)
+        self.inbox.record_decisions(self.owner, decisions, release)
+        for claimed, exc in failed:
+            self._failed(claimed, exc)
+        return finished + len(failed), next_up, len(release)
 
     def run_forever(self, stop: threading.Event, poll: float = 1.0) -> None:
         """Process events until ``stop`` is set; ``wake`` (set by the server after a put) cuts the wait."""
@@ -100,13 +158,16 @@ class Worker:
         trouble = trouble_for(self.inbox)  # one log line per kind of failure, not a traceback per retry
         while not stop.is_set():
             try:
-                self.drain()
+                self.drain(until_short=True)
             except Exception as exc:  # noqa: BLE001 - the worker thread must survive (e.g. disk full); retried
                 trouble.failed(exc)
                 stop.wait(poll)
             else:
                 trouble.recovered()
-            self.wake.wait(poll)
+            if self.wake.wait(poll) and self.gather > 0:
+                # deliveries come in bursts: waiting a moment lets one claim take many of them, so
+                # they are matched and recorded in one transaction instead of two each
+                stop.wait(self.gather)
             self.wake.clear()
         self.inbox.retire_owner(self.owner)
 
@@ -121,12 +182,7 @@ class Worker:
         try:
             retry_error = self._process(claimed)
         except Exception as exc:  # noqa: BLE001 - recorded, retried, dead-lettered after N attempts
-            message = exc.message if isinstance(exc, PipelinePluginError) else f"{type(exc).__name__}: {exc}"
-            if failure_kind(exc):  # the inbox cannot store (disk full...): a line, no traceback
-                log.warning("processing event %s stopped: %s; retried", claimed.id, message)
-            else:
-                log.exception("processing event %s failed", claimed.id)
-            self.inbox.fail(claimed.id, claimed.owner, message)
+            self._failed(claimed, exc)
             return
         if retry_error is FINISHED:
             return
@@ -135,51 +191,63 @@ class Worker:
         else:
             self.inbox.finish(claimed.id, claimed.owner)
 
+    def _failed(self, claimed: Claimed, exc: Exception) -> None:
+        message = exc.message if isinstance(exc, PipelinePluginError) else f"{type(exc).__name__}: {exc}"
+        if failure_kind(exc):  # the inbox cannot store (disk full...): a line, no traceback
+            log.warning("processing event %s stopped: %s; retried", claimed.id, message)
+        else:
+            log.error("processing event %s failed", claimed.id, exc_info=exc)
+        self.inbox.fail(claimed.id, claimed.owner, message)
+
     def _process(self, claimed: Claimed) -> str | None:
         """Returns an error text when some run should be retried later, ``FINISHED`` when the event
         was finished with its outcome (one transaction), else None."""
-        event = claimed.event
         if claimed.status == "pending":
-            reason = ""
-            if event.is_test:
-                reason = f"test delivery ({event.source_event_type or 'example payload'}): recorded, never starts a pipeline"
-            elif writeback.is_own_writeback(event):
-                reason = "echo of pipeline-plugin's own write-back (alias/tag it set): never starts a pipeline"
-            if reason:
-                self.inbox.record_runs(
-                    claimed.id, claimed.generation, [], status="ignored", reason=reason, finish_owner=claimed.owner
-                )
-                log.info("event %s ignored: %s", claimed.id, reason)
-                return FINISHED
-            from .rules import explain
-
-            results = explain(self.rules, event, self.ctx)
-            matched = [r.rule for r in results if r.matched]
-            runs = [
-                {
-                    "rule_name": rule.name,
-                    "provider": str(rule.pipeline.get("provider", "")),
-                    "pipeline": dict(rule.pipeline),
-                    "rules_dir": _rule_dir(rule, self.rules_dir),
-                }
-                for rule in matched
-                if getattr(rule, "pipeline", None)
-            ]
-            names = [rule.name for rule in matched]
-            if matched:
-                status, reason = "matched", f"matched {len(names)} rule(s)"
-            else:
-                first = next((r.reason for r in results if r.reason), "")
-                status = "unmatched"
-                reason = f"no rule matched ({len(results)} checked)" + (f"; e.g. {first}" if first else "")
+            decision = self._decide(claimed)
             self.inbox.record_runs(
-                claimed.id, claimed.generation, runs, status=status, reason=reason, rules=names,
-                finish_owner=claimed.owner,
+                claimed.id, claimed.generation, decision.runs, status=decision.status, reason=decision.reason,
+                rules=decision.rules, finish_owner=claimed.owner,
             )
-            log.info("event %s %s/%s v%s: %s %s", claimed.id, event.source, event.model, event.version, status, names)
-            if not runs:
+            if not decision.runs:
                 return FINISHED
         return self._dispatch_runs(claimed)
+
+    def _decide(self, claimed: Claimed) -> Decision:
+        """Match the event against the rules: ``ignored`` (a test delivery, an echo of our own
+        write-back), else ``matched`` with one run per matched rule that has a pipeline, or
+        ``unmatched``. Nothing is written here."""
+        event = claimed.event
+        reason = ""
+        if event.is_test:
+            reason = f"test delivery ({event.source_event_type or 'example payload'}): recorded, never starts a pipeline"
+        elif writeback.is_own_writeback(event):
+            reason = "echo of pipeline-plugin's own write-back (alias/tag it set): never starts a pipeline"
+        if reason:
+            log.info("event %s ignored: %s", claimed.id, reason)
+            return Decision(claimed.id, claimed.generation, [], "ignored", reason)
+        from .rules import explain
+
+        results = explain(self.rules, event, self.ctx)
+        matched = [r.rule for r in results if r.matched]
+        runs = [
+            {
+                "rule_name": rule.name,
+                "provider": str(rule.pipeline.get("provider", "")),
+                "pipeline": dict(rule.pipeline),
+                "rules_dir": _rule_dir(rule, self.rules_dir),
+            }
+            for rule in matched
+            if getattr(rule, "pipeline", None)
+        ]
+        names = [rule.name for rule in matched]
+        if matched:
+            status, reason = "matched", f"matched {len(names)} rule(s)"
+        else:
+            first = next((r.reason for r in results if r.reason), "")
+            status = "unmatched"
+            reason = f"no rule matched ({len(results)} checked)" + (f"; e.g. {first}" if first else "")
+        log.info("event %s %s/%s v%s: %s %s", claimed.id, event.source, event.model, event.version, status, names)
+        return Decision(claimed.id, claimed.generation, runs, status, reason, names)
 
     def _dispatch_runs(self, claimed: Claimed) -> str | None:
         from .providers import PipelineRun

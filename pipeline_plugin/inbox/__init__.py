@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import socket
 import sqlite3
 import threading
@@ -39,6 +38,8 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 from ..errors import NotFoundError, ServiceError
 from ..events import ModelVersionEvent
 from .leases import SqliteLeases
+from .sqlite_put import PutJob, PutResult, history_row, insert_history
+from .sqlite_put import event_id_for_key as _event_id_for_key
 from .sqlite_writer import committer, open_db
 
 DB_NAME = "inbox.sqlite3"
@@ -126,10 +127,6 @@ def event_id_for(event: ModelVersionEvent) -> str:
     return _event_id_for_key(event.dedupe_key())
 
 
-def _event_id_for_key(key: str) -> str:
-    return "ev_" + hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
 def run_id_for(event_id: str, rule_name: str, generation: int = 0) -> str:
     """Stable run id from (event id, rule name[, replay generation]): the provider's idempotency key."""
     key = f"{event_id}|{rule_name}" + (f"|{generation}" if generation else "")
@@ -143,14 +140,6 @@ def _version_number(version: str) -> tuple[int, ...] | None:
     return None
 
 
-class PutResult(list):
-    """The stored ids of one delivery (a list), plus whether it was all seen before."""
-
-    def __init__(self, ids: Iterable[str], duplicate: bool) -> None:
-        super().__init__(ids)
-        self.duplicate = duplicate
-
-
 @dataclass
 class Claimed:
     id: str
@@ -159,6 +148,24 @@ class Claimed:
     attempts: int
     owner: str
     status: str = "pending"  # what matching decided so far (a restart keeps the decision)
+
+
+@dataclass
+class Decision:
+    """What matching decided for one claimed event: its outcome (``status``: ``matched``,
+    ``unmatched``, ``ignored``; None keeps it) and one run per matched rule with a pipeline
+    (``rule_name``, ``provider``, ``pipeline``, ``rules_dir``)."""
+
+    event_id: str
+    generation: int
+    runs: list[Mapping[str, Any]] = field(default_factory=list)
+    status: str | None = None
+    reason: str = ""
+    rules: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.status is not None and self.status not in EVENT_STATUSES:
+            raise ValueError(f"unknown event status {self.status!r}")
 
 
 @dataclass
@@ -350,83 +357,7 @@ class Inbox(SqliteLeases):
         """:meth:`put` without waiting: the future resolves once the delivery's batch is committed
         (fsync'd), or fails with what would have been raised. The listener awaits it on its event
         loop (``asyncio.wrap_future``), so concurrent deliveries share one commit and hold no thread."""
-        meta = _safe_meta(delivery_meta or {})
-        now = utcnow()
-
-        def _job(db: sqlite3.Connection) -> PutResult:
-            ids: list[str] = []
-            new = 0
-            fresh: set[str] = set()  # delivery ids first seen in this very delivery
-            for event in events:
-                row = None
-                if event.delivery_id not in fresh:
-                    row = db.execute(
-                        "SELECT event_id FROM deliveries WHERE source=? AND delivery_id=?", (source, event.delivery_id)
-                    ).fetchone()
-                if row is not None:
-                    ids.append(row["event_id"])
-                    self._history(db, row["event_id"], "duplicate delivery", delivery_id=event.delivery_id)
-                    continue
-                key = event.dedupe_key()
-                row = db.execute("SELECT id FROM events WHERE dedupe_key=?", (key,)).fetchone()
-                existing = row["id"] if row is not None else None
-                if existing is not None and event.state_slot() is not None:
-                    key, existing = self._state_change(db, event, key)
-                if existing is not None:
-                    eid = existing
-                    self._history(db, eid, "duplicate event", delivery_id=event.delivery_id)
-                else:
-                    eid = _event_id_for_key(key)
-                    db.execute(
-                        "INSERT INTO events(id, dedupe_key, source, kind, model, version, registry_key, delivery_id,"
-                        " event_json, received_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        (
-                            eid,
-                            key,
-                            event.source,
-                            event.kind,
-                            event.model,
-                            event.version,
-                            event.registry_key(),
-                            event.delivery_id,
-                            event.to_json(),
-                            now,
-                        ),
-                    )
-                    self._history(db, eid, "received", delivery_id=event.delivery_id, **meta)
-                    new += 1
-                db.execute(
-                    "INSERT OR IGNORE INTO deliveries(source, delivery_id, received_at, event_id, meta_json)"
-                    " VALUES (?,?,?,?,?)",
-                    (source, event.delivery_id, now, eid, json.dumps(meta, default=str)),
-                )
-                fresh.add(event.delivery_id)
-                ids.append(eid)
-            return PutResult(ids, duplicate=bool(events) and new == 0)
-
-        return self._committer.submit(_job)
-
-    @staticmethod
-    def _state_change(db: sqlite3.Connection, event: ModelVersionEvent, key: str) -> tuple[str, str | None]:
-        """For a state-setting event whose ``key`` is stored already: ``(key, id)`` of the stored
-        change when it is still the latest of the event's state slot (a repeat: a duplicate);
-        else ``(key#N, None)``, a fresh key (the state was set elsewhere since and is now set back:
-        a new change)."""
-        slot = event.state_slot()
-        rows = db.execute(
-            "SELECT id, dedupe_key, event_json FROM events WHERE source=? AND registry_key=? AND model=? AND kind=?"
-            " ORDER BY seq DESC LIMIT 500",
-            (event.source, event.registry_key(), event.model, event.kind),
-        ).fetchall()
-        same = re.compile(re.escape(key) + r"(#[0-9]+)?")
-        for r in rows:
-            if ModelVersionEvent.from_dict(json.loads(r["event_json"])).state_slot() == slot:
-                if same.fullmatch(r["dedupe_key"]):
-                    return r["dedupe_key"], r["id"]
-                break
-        n = db.execute("SELECT COUNT(*) FROM events WHERE dedupe_key=? OR substr(dedupe_key, 1, ?)=?",
-                       (key, len(key) + 1, key + "#")).fetchone()[0]
-        return f"{key}#{n}", None
+        return self._committer.submit(PutJob(source, events, _safe_meta(delivery_meta or {}), utcnow()))
 
     # ---- work queue ---------------------------------------------------------------------------
     def new_owner(self) -> str:
@@ -446,42 +377,63 @@ class Inbox(SqliteLeases):
         never deploy at once; different models go to different workers in parallel."""
         now = time.time()
         claimed: list[Claimed] = []
+        dead: dict[str, bool] = {}  # holder -> gone (asked once per claim)
+        if not any(self._claimable(row[0], row[1], owner, now, dead) for row in self._db().execute(
+                "SELECT lease_owner, lease_until FROM events WHERE done=0 AND next_attempt_at<=? ORDER BY seq LIMIT ?",
+                (now, limit * 4 + 64))):
+            return claimed  # nothing for this worker: no write transaction (deliveries need the lock)
 
         def _job(db: sqlite3.Connection) -> Any:
-            rows = db.execute(
-                "SELECT id, event_json, generation, attempts, lease_owner, lease_until, status, source, registry_key,"
+            rows = db.execute(  # the event itself is read only for the ones claimed
+                "SELECT id, generation, attempts, lease_owner, lease_until, status, source, registry_key,"
                 " model FROM events WHERE done=0 AND next_attempt_at<=? ORDER BY seq LIMIT ?",
                 (now, limit * 4 + 64),
             ).fetchall()
             busy: set[tuple[str, str, str]] = set()  # models an older event of which another worker holds
+            chosen = []
             for row in rows:
-                if len(claimed) >= limit:
+                if len(chosen) >= limit:
                     break
                 model_key = (row["source"], row["registry_key"], row["model"])
                 holder = row["lease_owner"]
-                if holder and holder != owner and (row["lease_until"] or 0) > now and not _owner_dead(holder):
+                if not self._claimable(holder, row["lease_until"], owner, now, dead):
                     busy.add(model_key)
                     continue
                 if model_key in busy:
                     continue
                 if holder and holder != owner:
                     self._history(db, row["id"], "lease taken over", previous_owner=holder)
-                db.execute(
-                    "UPDATE events SET lease_owner=?, lease_until=?, attempts=attempts+1 WHERE id=?",
-                    (owner, now + lease, row["id"]),
+                chosen.append(row)
+            if not chosen:
+                return
+            ids = [row["id"] for row in chosen]
+            marks = ",".join("?" * len(ids))
+            db.execute(f"UPDATE events SET lease_owner=?, lease_until=?, attempts=attempts+1 WHERE id IN ({marks})",
+                       (owner, now + lease, *ids))
+            texts = dict(db.execute(f"SELECT id, event_json FROM events WHERE id IN ({marks})", ids).fetchall())
+            claimed.extend(
+                Claimed(
+                    id=row["id"],
+                    event=ModelVersionEvent.from_dict(json.loads(texts[row["id"]])),
+                    generation=row["generation"],
+                    attempts=row["attempts"] + 1,
+                    owner=owner,
+                    status=row["status"],
                 )
-                claimed.append(
-                    Claimed(
-                        id=row["id"],
-                        event=ModelVersionEvent.from_dict(json.loads(row["event_json"])),
-                        generation=row["generation"],
-                        attempts=row["attempts"] + 1,
-                        owner=owner,
-                        status=row["status"],
-                    )
-                )
+                for row in chosen
+            )
         self._write(_job)
         return claimed
+
+    @staticmethod
+    def _claimable(holder: str | None, until: float | None, owner: str, now: float, dead: dict[str, bool]) -> bool:
+        """Free, ``owner``'s own, expired, or held by a process of this host that is gone."""
+        if not holder or holder == owner or (until or 0) <= now:
+            return True
+        gone = dead.get(holder)
+        if gone is None:
+            gone = dead[holder] = _owner_dead(holder)
+        return gone
 
     def renew(self, event_id: str, owner: str, lease: float = LEASE_SECONDS) -> None:
 
@@ -518,40 +470,76 @@ class Inbox(SqliteLeases):
         ``pipeline``, ``rules_dir``), and with ``status`` the matching outcome, in one
         transaction. Idempotent: a run recorded before is kept, never doubled. With
         ``finish_owner`` and no runs, the event is also finished (released) in that transaction."""
-        now = utcnow()
-        if status is not None and status not in EVENT_STATUSES:
-            raise ValueError(f"unknown event status {status!r}")
-
-        def _job(db: sqlite3.Connection) -> Any:
-            if status is not None:
-                db.execute(
-                    "UPDATE events SET status=?, reason=?, rules_json=?, processed_at=? WHERE id=?",
-                    (status, reason, json.dumps(rules or []), now, event_id),
-                )
-                self._history(db, event_id, status, reason=reason, rules=rules or [])
-            for run in runs:
-                run_id = run_id_for(event_id, run["rule_name"], generation)
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO runs(run_id, event_id, rule_name, generation, provider, pipeline_json,"
-                    " rules_dir, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (
-                        run_id,
-                        event_id,
-                        run["rule_name"],
-                        generation,
-                        run["provider"],
-                        json.dumps(run.get("pipeline") or {}, sort_keys=True, default=str),
-                        str(run["rules_dir"]) if run.get("rules_dir") else None,
-                        now,
-                        now,
-                    ),
-                )
-                if cur.rowcount:
-                    self._history(db, event_id, "run recorded", run_id=run_id, rule=run["rule_name"], provider=run["provider"])
-            if finish_owner and not runs:
-                self._finish(db, event_id, finish_owner)
-        self._write(_job)
+        decision = Decision(event_id, generation, list(runs), status, reason, rules)
+        self._write(lambda db: self._record(db, decision, finish_owner, utcnow()))
         return self.runs(event_id, generation)
+
+    def record_decisions(self, owner: str, decisions: list[Decision], release: Iterable[str] = ()) -> None:
+        """What matching decided for several claimed events, in one transaction: each one's
+        outcome and runs (an event without runs is finished), and the events of ``release`` handed
+        back unprocessed (their lease freed, the claim not counted as an attempt)."""
+        now = utcnow()
+
+        def _job(db: sqlite3.Connection) -> None:
+            history: list[tuple[str, str, str, str]] = []
+            db.executemany(
+                "UPDATE events SET status=?, reason=?, rules_json=?, processed_at=? WHERE id=?",
+                [(d.status, d.reason, json.dumps(d.rules or []), now, d.event_id) for d in decisions if d.status],
+            )
+            for d in decisions:
+                if d.status is not None:
+                    history.append(history_row(d.event_id, now, d.status, reason=d.reason, rules=d.rules or []))
+                history += self._insert_runs(db, d, now)
+            insert_history(db, history)
+            for ids, sql in (
+                ([d.event_id for d in decisions if not d.runs],
+                 "UPDATE events SET done=1, lease_owner=NULL, lease_until=NULL, last_error=NULL"),
+                (list(release), "UPDATE events SET lease_owner=NULL, lease_until=NULL, attempts=MAX(attempts-1, 0)"),
+            ):
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start:start + 500]
+                    db.execute(f"{sql} WHERE lease_owner=? AND id IN ({','.join('?' * len(chunk))})", (owner, *chunk))
+
+        self._write(_job)
+
+    def _record(self, db: sqlite3.Connection, d: Decision, finish_owner: str | None, now: str) -> None:
+        history: list[tuple[str, str, str, str]] = []
+        if d.status is not None:
+            db.execute(
+                "UPDATE events SET status=?, reason=?, rules_json=?, processed_at=? WHERE id=?",
+                (d.status, d.reason, json.dumps(d.rules or []), now, d.event_id),
+            )
+            history.append(history_row(d.event_id, now, d.status, reason=d.reason, rules=d.rules or []))
+        history += self._insert_runs(db, d, now)
+        insert_history(db, history)
+        if finish_owner and not d.runs:
+            self._finish(db, d.event_id, finish_owner)
+
+    @staticmethod
+    def _insert_runs(db: sqlite3.Connection, d: Decision, now: str) -> list[tuple[str, str, str, str]]:
+        """One run per entry of ``d.runs`` unless recorded before; the history rows of the new ones."""
+        history = []
+        for run in d.runs:
+            run_id = run_id_for(d.event_id, run["rule_name"], d.generation)
+            cur = db.execute(
+                "INSERT OR IGNORE INTO runs(run_id, event_id, rule_name, generation, provider, pipeline_json,"
+                " rules_dir, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    d.event_id,
+                    run["rule_name"],
+                    d.generation,
+                    run["provider"],
+                    json.dumps(run.get("pipeline") or {}, sort_keys=True, default=str),
+                    str(run["rules_dir"]) if run.get("rules_dir") else None,
+                    now,
+                    now,
+                ),
+            )
+            if cur.rowcount:
+                history.append(history_row(d.event_id, now, "run recorded", run_id=run_id, rule=run["rule_name"],
+                                           provider=run["provider"]))
+        return history
 
     def mark_dispatching(self, run_id: str, expect: tuple[str, ...] = ("recorded", "error", "dispatching")) -> bool:
         """Take the run for dispatch (committed before the provider is called). False when the run

@@ -22,7 +22,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ from . import (
     LEASE_SECONDS,
     MAX_ATTEMPTS,
     Claimed,
+    Decision,
     PutResult,
     RunRecord,
     StoredEvent,
@@ -283,31 +284,42 @@ class PostgresInbox:
         rules: list[str] | None = None,
         finish_owner: str | None = None,
     ) -> list[RunRecord]:
+        decision = Decision(event_id, generation, list(runs), status, reason, rules)
+        self._write(lambda c: self._record(c, decision, finish_owner, utcnow()))
+        return self.runs(event_id, generation)
+
+    def record_decisions(self, owner: str, decisions: list[Decision], release: Iterable[str] = ()) -> None:
+        """As the SQLite inbox's: the decisions of several claimed events in one transaction, and
+        the events of ``release`` handed back unprocessed."""
         now = utcnow()
-        if status is not None and status not in EVENT_STATUSES:
-            raise ValueError(f"unknown event status {status!r}")
 
         def _job(conn: Any) -> None:
-            if status is not None:
-                self._outcome(conn, event_id, status, reason, rules, now)
-            for run in runs:
-                run_id = run_id_for(event_id, run["rule_name"], generation)
-                added = self._x(
-                    conn,
-                    "INSERT INTO inbox_runs(run_id, event_id, rule_name, generation, provider, pipeline_json, rules_dir,"
-                    " created_at, updated_at) VALUES (:id, :e, :rule, :g, :p, :pj, :rd, :at, :at)"
-                    " ON CONFLICT DO NOTHING RETURNING run_id",
-                    id=run_id, e=event_id, rule=run["rule_name"], g=generation, p=run["provider"],
-                    pj=json.dumps(run.get("pipeline") or {}, sort_keys=True, default=str),
-                    rd=str(run["rules_dir"]) if run.get("rules_dir") else None, at=now,
-                ).scalar()
-                if added:
-                    self._history(conn, event_id, "run recorded", run_id=run_id, rule=run["rule_name"], provider=run["provider"])
-            if finish_owner and not runs:
-                self._finish(conn, event_id, finish_owner)
+            for decision in decisions:
+                self._record(conn, decision, owner, now)
+            for event_id in release:
+                self._x(conn, "UPDATE inbox_events SET lease_owner=NULL, lease_until=NULL,"
+                        " attempts=GREATEST(attempts-1, 0) WHERE id=:id AND lease_owner=:o", id=event_id, o=owner)
 
         self._write(_job)
-        return self.runs(event_id, generation)
+
+    def _record(self, conn: Any, d: Decision, finish_owner: str | None, now: str) -> None:
+        if d.status is not None:
+            self._outcome(conn, d.event_id, d.status, d.reason, d.rules, now)
+        for run in d.runs:
+            run_id = run_id_for(d.event_id, run["rule_name"], d.generation)
+            added = self._x(
+                conn,
+                "INSERT INTO inbox_runs(run_id, event_id, rule_name, generation, provider, pipeline_json, rules_dir,"
+                " created_at, updated_at) VALUES (:id, :e, :rule, :g, :p, :pj, :rd, :at, :at)"
+                " ON CONFLICT DO NOTHING RETURNING run_id",
+                id=run_id, e=d.event_id, rule=run["rule_name"], g=d.generation, p=run["provider"],
+                pj=json.dumps(run.get("pipeline") or {}, sort_keys=True, default=str),
+                rd=str(run["rules_dir"]) if run.get("rules_dir") else None, at=now,
+            ).scalar()
+            if added:
+                self._history(conn, d.event_id, "run recorded", run_id=run_id, rule=run["rule_name"], provider=run["provider"])
+        if finish_owner and not d.runs:
+            self._finish(conn, d.event_id, finish_owner)
 
     def mark_dispatching(self, run_id: str, expect: tuple[str, ...] = ("recorded", "error", "dispatching")) -> bool:
         """Compare-and-set: True for the one caller that moved the run from ``expect`` to dispatching."""

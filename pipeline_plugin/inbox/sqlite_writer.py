@@ -52,8 +52,21 @@ class GroupCommitter(BatchWriter):
     def __init__(self, path: Path) -> None:
         super().__init__(f"inbox-writer:{path.name}")
         self.path = path
+        #: while ``serve`` runs, its event loop's writer (``loop_writer.LoopWriter``) takes the jobs
+        #: of the other threads (the workers, the pollers): one writer in the process, no lock
+        #: contention between two connections
+        self.delegate: Any = None
 
     def submit(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        delegate = self.delegate
+        if delegate is not None:
+            future = delegate.submit(fn)  # None on the loop's own thread, or once it stopped
+            if future is not None:
+                return future
+        return self.submit_here(fn)
+
+    def submit_here(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """On this committer's own thread, whatever the delegate."""
         return self._enqueue(_Job(fn))
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -86,6 +99,35 @@ class GroupCommitter(BatchWriter):
             return None
         return st.st_dev, st.st_ino
 
+    @staticmethod
+    def _bulk(db: sqlite3.Connection, batch: list[_Job], results: list[tuple[_Job, Any, BaseException | None]]
+              ) -> list[_Job]:
+        """Jobs whose type has ``bulk(db, fns) -> results | None`` (the inbox's deliveries) are run
+        together when there are several; the jobs left to run one by one are returned. A bulk run
+        that fails is rolled back and its jobs run one by one, so an error reaches its own caller."""
+        groups: dict[Any, list[_Job]] = {}
+        for job in batch:
+            bulk = getattr(type(job.fn), "bulk", None)
+            if bulk is not None:
+                groups.setdefault(bulk, []).append(job)
+        done: set[int] = set()
+        for bulk, jobs in groups.items():
+            if len(jobs) < 2:
+                continue
+            db.execute("SAVEPOINT bulk")
+            try:
+                values = bulk(db, [job.fn for job in jobs])
+            except Exception:  # noqa: BLE001 - retried job by job below, where it reaches its caller
+                db.execute("ROLLBACK TO SAVEPOINT bulk")
+                values = None
+            db.execute("RELEASE SAVEPOINT bulk")
+            if values is None:
+                continue
+            for job, value in zip(jobs, values):
+                results.append((job, value, None))
+                done.add(id(job))
+        return [job for job in batch if id(job) not in done] if done else batch
+
     def _commit(self, db: sqlite3.Connection, batch: list[_Job]) -> None:
         results: list[tuple[_Job, Any, BaseException | None]] = []
         try:
@@ -96,7 +138,7 @@ class GroupCommitter(BatchWriter):
                 job.future.set_exception(error)
             return
         try:
-            for job in batch:
+            for job in self._bulk(db, batch, results):
                 db.execute("SAVEPOINT job")
                 try:
                     results.append((job, job.fn(db), None))

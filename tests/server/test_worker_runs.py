@@ -309,3 +309,44 @@ def test_two_workers_run_different_models_at_once_and_each_models_events_in_orde
             w.wake.set()
         for t in threads:
             t.join(10)
+
+
+def test_a_claimed_batch_is_matched_in_one_go_and_only_one_dispatch_is_kept(tmp_path, triggers):
+    """A worker claims many events at once: all outcomes are recorded together, events without
+    runs are finished, one event with runs is dispatched and the others are handed back (free for
+    another worker, the claim not counted as an attempt); a model whose event waits for its
+    dispatch has its later events handed back undecided, so v3 is matched only after v2."""
+    gh = CountingProvider("github")
+    inbox, worker = make_worker(tmp_path / "state", triggers, {"github": gh})
+    ids = inbox.put("mlflow", [ev("churn-a", "2"), ev("churn-a", "3"), ev("churn-b", "2"),
+                               ev("churn-c", "1"), ev("other", "1")])
+    a2, a3, b2, c1, other = ids
+    writes_before = inbox._committer.commits
+    batch = inbox.claim(worker.owner, limit=16)
+    assert [c.id for c in batch] == ids
+    finished, kept, handed_back = worker._decide_batch(batch)
+    assert inbox._committer.commits - writes_before == 2  # the claim, then every outcome at once
+    assert (finished, kept.id, handed_back) == (2, a2, 2)  # c1 (record-only match) and other (unmatched)
+    stored = {i: inbox.get(i) for i in ids}
+    assert stored[a2].status == "matched" and stored[a2].runs and not stored[a2].done
+    assert stored[a3].status == "pending"  # after a2's dispatch, not before
+    assert stored[b2].status == "matched" and stored[b2].runs[0].status == "recorded"
+    assert stored[c1].done and stored[c1].status == "matched" and stored[other].done
+    assert stored[other].status == "unmatched"
+    rows = dict(sqlite_rows(inbox, "SELECT id, lease_owner FROM events WHERE id IN (?, ?, ?)", (a2, a3, b2)))
+    assert rows == {a2: worker.owner, a3: None, b2: None}
+    assert stored[b2].attempts == 0 and stored[a3].attempts == 0  # handed back: not an attempt
+    worker.process(kept)
+    assert worker.drain() == 2  # b2 dispatched, then a3 matched and dispatched
+    assert len(gh.calls) == 3 and all(e.done for e in inbox.list())
+    assert inbox.get(a3).runs[0].status == "dispatched"
+
+
+def sqlite_rows(inbox, sql, params):
+    import sqlite3
+
+    db = sqlite3.connect(inbox.path)
+    try:
+        return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
