@@ -44,7 +44,6 @@ from typing import Any, Mapping, Sequence
 import yaml
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -53,7 +52,6 @@ from . import __version__, sources
 from .errors import (
     AuthenticationError,
     ConfigError,
-    NotFoundError,
     PayloadError,
     PayloadTooLarge,
     PipelinePluginError,
@@ -61,11 +59,11 @@ from .errors import (
 )
 from .inbox.select import health as inbox_health
 from .inbox.select import open_inbox
-from .metrics import CONTENT_TYPE, UNKNOWN_SOURCE, Metrics
+from .metrics import CONTENT_TYPE, Metrics
+from .webhook_asgi import MAX_BODY, JSONAnswer, LoopBridge, WebhookEndpoint  # noqa: F401 - MAX_BODY: the limit, for callers
 
 log = logging.getLogger("pipeline_plugin.server")
 
-MAX_BODY = 1024 * 1024
 SOURCE_CONFIG_KEYS = ("secret_env", "auth", "tracking_uri", "tracking_uris", "options")
 CONFIG_KEYS = ("sources", "fetch", "poll")
 FETCH_CONFIG_KEYS = ("allowed_roots",)
@@ -237,6 +235,7 @@ class Listener:
                 ", ".join(self._secret_var(n) for n in unauthenticated),
             )
         self.workers: list[Any] = []
+        self._writer: Any = None  # inbox.loop_writer.LoopWriter, made by the first delivery
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -260,9 +259,9 @@ class Listener:
         from .worker import Worker
 
         # several workers run different models' pipelines at once (the inbox keeps each model's
-        # events in order); each claims one event at a time so that none hoards the queue
-        batch = 16 if self.workers_wanted == 1 else 1
-        self.workers = [Worker(open_inbox(self.state_dir), self.rules, self.rules_dir, batch=batch,
+        # events in order); a worker matches a whole claimed batch in one transaction and keeps
+        # only one event to dispatch, handing the others back, so that none hoards the queue
+        self.workers = [Worker(open_inbox(self.state_dir), self.rules, self.rules_dir, batch=64,
                                allowed_roots=self.config.fetch_roots)
                         for _ in range(self.workers_wanted)]
         self._stop.clear()
@@ -279,6 +278,8 @@ class Listener:
     def stop(self) -> None:
         self._stop.set()
         self.wake_workers()
+        if self._writer is not None:  # first: a worker may wait for a job queued on this loop
+            self._writer.close()
         # bounded: a pipeline still running is left to its daemon thread (its event stays claimed in
         # the inbox and is taken up again after the lease) so that the process can exit
         deadline = time.monotonic() + getattr(self, "shutdown_timeout", 30.0)
@@ -333,7 +334,8 @@ class Listener:
             err = PayloadError(f"malformed {name} delivery: {type(exc).__name__}: {exc}", field="(body)")
             return _json_error(err, 400), "bad_request"
 
-    async def handle_async(self, name: str, req: "sources.Request", remote: str | None) -> tuple[Response, str]:
+    async def handle_async(self, name: str, req: "sources.Request", remote: str | None,
+                           bridge: LoopBridge | None = None) -> tuple[Any, str]:
         """Verify and parse on the event loop, then await the inbox's group commit (no thread waits
         for the fsync, and concurrent deliveries share one); the HTTP response and the outcome
         label for metrics."""
@@ -344,10 +346,33 @@ class Listener:
         if not events:
             return JSONResponse({"stored": [], "duplicate": False, "detail": "no model version in this delivery"}), "no_event"
         try:
-            ids = await asyncio.wrap_future(self.inbox.submit_put(name, events, self._meta(req, remote)))
+            writer = self._loop_writer()
+            if writer is not None:  # SQLite: stored on this loop, only the fsync on another thread
+                ids = await writer.put(name, events, self._meta(req, remote))
+            else:
+                future = self.inbox.submit_put(name, events, self._meta(req, remote))
+                ids = await (bridge.wrap(future) if bridge is not None else asyncio.wrap_future(future))
         except Exception as exc:  # noqa: BLE001 - nothing was committed: the sender must send it again
             return self._not_stored(name, exc)
         return self._stored(name, events, ids)
+
+    def _loop_writer(self) -> Any:
+        """The SQLite inbox's writer for the running loop (the first loop that asks gets it; a
+        second loop while the first still runs uses the inbox's writer thread); None for PostgreSQL."""
+        from .inbox import Inbox
+
+        if not isinstance(self.inbox, Inbox):
+            return None
+        loop = asyncio.get_running_loop()
+        writer = self._writer
+        if writer is not None and writer.loop is not loop and writer.loop.is_closed():
+            writer.close()  # a test client's earlier loop: this one gets its own
+            writer = None
+        if writer is None:
+            from .inbox.loop_writer import LoopWriter
+
+            writer = self._writer = LoopWriter(self.inbox, loop)
+        return writer if writer.loop is loop and not writer.closed else None
 
     @staticmethod
     def _meta(req: "sources.Request", remote: str | None) -> dict[str, Any]:
@@ -372,60 +397,15 @@ class Listener:
                 "duplicate" if ids.duplicate else "stored",
                 ", ".join(f"{e.kind} {e.model} v{e.version}" for e in events),
             )
-        return JSONResponse({"stored": list(ids), "duplicate": ids.duplicate}), (
+        return JSONAnswer({"stored": list(ids), "duplicate": ids.duplicate}), (
             "duplicate" if ids.duplicate else "accepted"
         )
-
-
-async def _read_body(request: HTTPRequest) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None:
-        try:
-            declared = int(length)
-        except ValueError:
-            raise PayloadError(f"Content-Length {length!r} is not a number", field="Content-Length") from None
-        if declared > MAX_BODY:
-            raise PayloadTooLarge(
-                f"body of {declared} bytes is over the {MAX_BODY} byte limit", field="(body)", limit=MAX_BODY
-            )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise PayloadTooLarge(f"body is over the {MAX_BODY} byte limit", field="(body)", limit=MAX_BODY)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def create_app(listener: Listener) -> _WebhookFastPath:
     valid = sorted(listener.sources)
 
-    async def webhook(request: HTTPRequest) -> Response:
-        started = time.perf_counter()
-        name = request.path_params["source"]
-        if name not in listener.sources:
-            listener.metrics.delivery(UNKNOWN_SOURCE, "unknown_source")
-            err = NotFoundError(f"no webhook source {name!r}; valid sources: {', '.join(valid)}", valid=valid)
-            return _json_error(err, 404)
-        try:
-            body = await _read_body(request) if request.method == "POST" else b""
-        except PayloadTooLarge as exc:
-            listener.metrics.delivery(name, "too_large")
-            return _json_error(exc, 413)
-        except PayloadError as exc:
-            listener.metrics.delivery(name, "bad_request")
-            return _json_error(exc, 400)
-        except ClientDisconnect:
-            listener.metrics.delivery(name, "bad_request")
-            return Response(status_code=400)
-        req = listener._request(name, request.method, request.url.path, request.headers, body, request.query_params)
-        remote = request.client.host if request.client else None
-        response, outcome = await listener.handle_async(name, req, remote)
-        listener.metrics.delivery(name, outcome)
-        if outcome in ("accepted", "duplicate"):
-            listener.metrics.ack(name, time.perf_counter() - started)
-        return response
+    webhook = WebhookEndpoint(listener)
 
     async def healthz(request: HTTPRequest) -> Response:
         inbox = await run_in_threadpool(inbox_health, listener.inbox)
@@ -494,11 +474,11 @@ def create_app(listener: Listener) -> _WebhookFastPath:
 
 
 class _WebhookFastPath:
-    """``POST /webhooks/<source>`` (the listener's hot path) straight to its handler, without
+    """``POST /webhooks/<source>`` (the listener's hot path) straight to its ASGI endpoint, without
     Starlette's middleware and route matching; everything else (and anything odd, such as a
     trailing slash) goes to the Starlette app, which answers it as before."""
 
-    def __init__(self, app: Starlette, webhook: Any, server_error: Any) -> None:
+    def __init__(self, app: Starlette, webhook: WebhookEndpoint, server_error: Any) -> None:
         self.app = app
         self.webhook = webhook
         self.server_error = server_error
@@ -509,12 +489,11 @@ class _WebhookFastPath:
             name = path[len("/webhooks/"):]
             if path.startswith("/webhooks/") and name and "/" not in name:
                 scope["path_params"] = {"source": name}
-                request = HTTPRequest(scope, receive, send)
                 try:
-                    response = await self.webhook(request)
+                    await self.webhook(scope, receive, send)
                 except Exception as exc:  # noqa: BLE001 - as Starlette's ServerErrorMiddleware: a 500, logged
-                    response = await self.server_error(request, exc)
-                await response(scope, receive, send)
+                    response = await self.server_error(HTTPRequest(scope, receive, send), exc)
+                    await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -551,5 +530,8 @@ def serve(listener: Listener, host: str, port: int, log_level: str = "info", *, 
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
     uvicorn.Server(config).run()
+    c = listener.inbox._committer
+    w = listener._writer
+    log.warning("DEBUG %s commits %d jobs %d writer batches %s stored %s syncs %s handed %s", getattr(c, "dbg", None), c.commits, c.jobs, w.batches, w.stored, w.syncs, w.handed_over)
     if reloader is not None:
         reloader.stop()
