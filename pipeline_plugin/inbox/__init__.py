@@ -384,11 +384,11 @@ class Inbox(SqliteLeases):
             return claimed  # nothing for this worker: no write transaction (deliveries need the lock)
 
         def _job(db: sqlite3.Connection) -> Any:
-            rows = db.execute(  # the event itself is read only for the ones claimed
+            rows = db.execute(  # read as far as needed; the event itself only for the ones claimed
                 "SELECT id, generation, attempts, lease_owner, lease_until, status, source, registry_key,"
                 " model FROM events WHERE done=0 AND next_attempt_at<=? ORDER BY seq LIMIT ?",
                 (now, limit * 4 + 64),
-            ).fetchall()
+            )
             busy: set[tuple[str, str, str]] = set()  # models an older event of which another worker holds
             chosen = []
             for row in rows:
@@ -404,6 +404,7 @@ class Inbox(SqliteLeases):
                 if holder and holder != owner:
                     self._history(db, row["id"], "lease taken over", previous_owner=holder)
                 chosen.append(row)
+            rows.close()
             if not chosen:
                 return
             ids = [row["id"] for row in chosen]
