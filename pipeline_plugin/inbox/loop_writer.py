@@ -9,18 +9,25 @@ stored in one transaction (``PutJob.bulk``: a few multi-row statements), committ
 file with ``fdatasync``. Only then is each delivery answered. That is what ``synchronous=FULL``
 does at commit (fsync the WAL), once for the whole batch, without blocking the loop on the disk.
 
-- A batch that cannot take the write lock at once (the worker's writer thread or another process
-  is committing) tries again shortly; after ``BUSY_PATIENCE`` seconds, or on any other error, its
-  deliveries go to the inbox's writer thread (:meth:`Inbox.submit_put`), which waits for the lock
-  and reports errors (disk full...) per delivery. Nothing is answered before it is durable.
+- A batch that cannot take the write lock at once (another process is writing, e.g. a CLI
+  command) tries again every ``BUSY_RETRY`` seconds; after ``BUSY_PATIENCE`` seconds, or on any
+  other error, its deliveries and jobs go to the inbox's writer thread
+  (``GroupCommitter.submit_here``, ``synchronous=FULL``), which waits for the lock and reports
+  errors (disk full...) per delivery. Nothing is answered before it is durable.
 - The loop's connection never checkpoints (a checkpoint fsyncs the database file); the syncer
   checkpoints (``PASSIVE``) every ``CHECKPOINT_EVERY`` batches, off the loop.
 - The process's other writers (the worker threads, the pollers) hand their jobs to this writer
   too (``GroupCommitter.delegate``): they run in the next batch, each in its own savepoint, and
   are answered after its fsync, so that two connections of one process never wait on each other.
 - Reads by other connections may see a batch before its fsync returned. The worker acts on what it
-  reads only through its own commits, which are ``FULL``: they flush the same WAL, this batch with
-  them, before anything is dispatched.
+  reads only through its own writes (the claim, ``mark_dispatching``), which are answered after a
+  later flush of the same WAL, this batch with them: nothing is dispatched for an event that is
+  not on disk.
+- Why a flush of the WAL file is enough: a commit that is answered had its frames and the WAL
+  header flushed; frames of an earlier generation of the WAL were copied into the database, and
+  the database synced, by a checkpoint before the WAL was restarted; a crash before the flush
+  loses only frames that nobody was told were stored (SQLite ignores frames whose checksums or
+  salts do not match).
 """
 
 from __future__ import annotations
