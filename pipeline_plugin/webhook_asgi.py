@@ -6,8 +6,9 @@ behaviour is the one ``server`` documents: 404 for an unknown source, 413 over `
 for bad input or a client that left before its body was complete, 401 on a bad signature, 503
 when the inbox cannot store, 200 ``{"stored": [...], "duplicate": bool}`` once durable.
 
-``LoopBridge`` hands the inbox's answers (resolved on its writer thread, a whole group commit at a
-time) back to the event loop with one wake-up per batch instead of one per delivery.
+``LoopBridge`` hands the PostgreSQL inbox's answers (resolved on its writer thread, a whole group
+commit at a time) back to the event loop with one wake-up per batch instead of one per delivery;
+the SQLite inbox is written by the loop itself (``inbox/loop_writer.py``).
 """
 
 from __future__ import annotations
