@@ -1,6 +1,7 @@
 """The extension's tasks run the way the Azure Pipelines agent runs them, through a release's
-stages: package -> deploy (staging) -> smoke test -> promote (production), then the failure hook's
-rollback and a delete, on real Docker, for a model version registered in a real MLflow server.
+stages: package -> deploy (staging) -> smoke test -> promote (production, held for approval) ->
+approve, then the failure hook's rollback and a delete, on real Docker, for a model version
+registered in a real MLflow server.
 
 Each task is `node index.js` in its folder of the unpacked .vsix (the task library's real code), its
 own process with its own agent temp dir, sources dir and empty state dir; its inputs arrive as
@@ -208,12 +209,25 @@ def test_tasks_take_an_mlflow_version_through_package_deploy_smoke_test_and_prom
     assert any("Smoke test" in s and "passed" in s for s in smoke.summaries), smoke.summaries
     assert_secrets_hidden(smoke, "smoke-test", database_url, key)
 
-    # 4. promote to production (after the release's pre-deployment approval), written back to MLflow
-    # through the service connection
-    promo = run_task(unpacked, "PipelinePluginPromote", {
-        "serviceName": service, "port": str(production_port), "target": "docker", "scoringKey": key, **store,
+    # 4. promote to production, held for approval in the shared store under the release's run id
+    run_id = f"release-42-{service}"
+    held = run_task(unpacked, "PipelinePluginPromote", {
+        "serviceName": service, "port": str(production_port), "target": "docker", "scoringKey": key,
+        "requireApproval": "true", "runId": run_id, **store,
     }, tmp_path / "production", endpoint=endpoint, **common)
-    seconds["promote"] = promo.seconds
+    seconds["promote"] = held.seconds
+    assert held.returncode == 0 and held.result == "Succeeded", held.explain()
+    assert held.outputs["status"] == "pending-approval" and held.outputs["runId"] == run_id, held.outputs
+    assert run_id in held.message, held.message
+    assert "production" not in ci_chain.serves(service, database_url, tmp_path)
+    assert_secrets_hidden(held, "promote", database_url, token, key)
+
+    # 4b. the Approve task of a later stage, on another agent, carries it out and writes it back to
+    # MLflow through the service connection
+    promo = run_task(unpacked, "PipelinePluginApprove", {
+        "runId": run_id, "approver": "release-approver@acme.example", "scoringKey": key, **store,
+    }, tmp_path / "approve", endpoint=endpoint, **common)
+    seconds["approve"] = promo.seconds
     assert promo.returncode == 0 and promo.result == "Succeeded", promo.explain()
     assert f":{production_port}/" in promo.outputs["scoringUri"], promo.outputs
     assert promo.outputs["digest"] == promo.outputs["image"] == pkg.outputs["digest"], promo.outputs
@@ -226,7 +240,7 @@ def test_tasks_take_an_mlflow_version_through_package_deploy_smoke_test_and_prom
     assert ci_chain.production_alias(tracking_uri, model) == "1"
     assert ci_chain.serves(service, database_url, tmp_path) == {"staging": "1", "production": "1"}
     assert any("Promotion: production" in s for s in promo.summaries), promo.summaries
-    assert_secrets_hidden(promo, "promote", database_url, token, key)
+    assert_secrets_hidden(promo, "approve", database_url, token, key)
 
     # 5. the failure hook's rollback (only if production serves a version that is not there) changes nothing
     back = run_task(unpacked, "PipelinePluginRollback", {

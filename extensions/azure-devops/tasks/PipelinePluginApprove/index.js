@@ -1,5 +1,6 @@
 'use strict';
-// Approve: release (or reject) a promotion held by `promote --require-approval`; output variable status.
+// Approve: release (or reject) a promotion held by `promote --require-approval` (the Promote task's
+// requireApproval); output variables status, scoringUri, image, digest.
 const c = require('./pipeline-plugin-common');
 const { tl } = c;
 
@@ -12,7 +13,9 @@ c.main(async () => {
   if (tl.getBoolInput('reject', false)) args.push('--reject');
   c.opt(args, '--by', c.input('approver') || tl.getVariable('Release.RequestedFor') || tl.getVariable('Build.RequestedFor'));
   const res = await c.runTool(cli, 'approve', args, env);
-  c.setOutputs({ status: res.data.status || '' });
+  const out = c.resultOutputs(res.data);
+  c.setOutputs({ status: res.data.status || '', scoringUri: out.scoringUri, image: out.image, digest: out.digest });
+  if (res.data.status && res.data.status !== 'rejected') await c.summary(cli, 'promote', res.file, env);
   if (c.failIfFailed('approve', res)) return;
   tl.setResult(tl.TaskResult.Succeeded, `run ${run}: ${res.data.status || 'approved'}`);
 });

@@ -1,5 +1,6 @@
 'use strict';
-// Promote: staging's smoke-tested image to production; output variables scoringUri, image, digest, status.
+// Promote: staging's smoke-tested image to production (or hold it for the Approve task); output
+// variables scoringUri, image, digest, status, runId.
 const c = require('./pipeline-plugin-common');
 const { tl } = c;
 
@@ -19,13 +20,23 @@ c.main(async () => {
   }
   c.opt(args, '--target', c.input('target'));
   if (tl.getBoolInput('noWriteback', false)) args.push('--no-writeback');
+  const held = tl.getBoolInput('requireApproval', false);
+  if (held) {
+    args.push('--require-approval');
+    c.opt(args, '--run-id', c.input('runId'));
+  }
   const runUrl = runLink();
   if (runUrl) args.push('--run-url', runUrl);
   const res = await c.runTool(cli, 'promote', args, env);
   const out = c.resultOutputs(res.data);
-  c.setOutputs({ scoringUri: out.scoringUri, image: out.image, digest: out.digest, status: res.data.status || '' });
+  const runId = res.data.run_id || '';
+  c.setOutputs({ scoringUri: out.scoringUri, image: out.image, digest: out.digest, status: res.data.status || '', runId });
   await c.summary(cli, 'promote', res.file, env);
   if (c.failIfFailed('promote', res)) return;
+  if (res.data.status === 'pending-approval') {
+    tl.setResult(tl.TaskResult.Succeeded, `${service}: held for approval; the Approve task with runId ${runId} carries it out`);
+    return;
+  }
   tl.setResult(tl.TaskResult.Succeeded, `${service}: ${res.data.status || 'promoted'}`);
 });
 
