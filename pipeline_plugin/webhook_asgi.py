@@ -18,16 +18,13 @@ import json
 import threading
 import time
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from starlette.datastructures import URL
 
 from .errors import NotFoundError, PayloadError, PayloadTooLarge
 from .metrics import UNKNOWN_SOURCE
-
-if TYPE_CHECKING:
-    from .server import Listener
 
 MAX_BODY = 1024 * 1024
 
@@ -137,8 +134,8 @@ class LoopBridge:
 class WebhookEndpoint:
     """The ASGI app of ``POST``/``OPTIONS /webhooks/<source>`` (``scope["path_params"]["source"]``)."""
 
-    def __init__(self, listener: "Listener") -> None:
-        self.listener = listener
+    def __init__(self, listener: Any) -> None:
+        self.listener = listener  # server.Listener: sources, metrics, _request, handle_async
         self.valid = sorted(listener.sources)
         self._bridges: dict[int, LoopBridge] = {}
 
