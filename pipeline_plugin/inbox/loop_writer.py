@@ -309,17 +309,20 @@ def _in_savepoint(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any
     return result
 
 
-def _chain_job(source: Future, target: Future) -> None:
-    def copy(done: Future) -> None:
-        if target.done():
-            return
-        exc = done.exception()
-        if exc is not None:
-            target.set_exception(exc)
-        else:
-            target.set_result(done.result())
+def _copy_outcome(done: Future, target: Any) -> None:
+    """``done``'s result or exception onto ``target`` (a concurrent or an asyncio future), unless
+    it has an outcome already."""
+    if target.done():
+        return
+    exc = done.exception()
+    if exc is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(done.result())
 
-    source.add_done_callback(copy)
+
+def _chain_job(source: Future, target: Future) -> None:
+    source.add_done_callback(lambda done: _copy_outcome(done, target))
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
@@ -327,19 +330,10 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _chain(source: Any, target: asyncio.Future, loop: asyncio.AbstractEventLoop) -> None:
-    def copy(done: Any) -> None:
-        if target.done():
-            return
-        exc = done.exception()
-        if exc is not None:
-            target.set_exception(exc)
-        else:
-            target.set_result(done.result())
-
-    def on_done(done: Any) -> None:
+def _chain(source: Future, target: asyncio.Future, loop: asyncio.AbstractEventLoop) -> None:
+    def on_done(done: Future) -> None:
         try:
-            loop.call_soon_threadsafe(copy, done)
+            loop.call_soon_threadsafe(_copy_outcome, done, target)
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
 
