@@ -60,7 +60,7 @@ from .errors import (
 from .inbox.select import health as inbox_health
 from .inbox.select import open_inbox
 from .metrics import CONTENT_TYPE, Metrics
-from .webhook_asgi import MAX_BODY, JSONAnswer, LoopBridge, WebhookEndpoint  # noqa: F401 - MAX_BODY: the limit, for callers
+from .webhook_asgi import MAX_BODY, JSONAnswer, WebhookEndpoint  # noqa: F401 - MAX_BODY: the limit, for callers
 
 log = logging.getLogger("pipeline_plugin.server")
 
@@ -334,8 +334,7 @@ class Listener:
             err = PayloadError(f"malformed {name} delivery: {type(exc).__name__}: {exc}", field="(body)")
             return _json_error(err, 400), "bad_request"
 
-    async def handle_async(self, name: str, req: "sources.Request", remote: str | None,
-                           bridge: LoopBridge | None = None) -> tuple[Any, str]:
+    async def handle_async(self, name: str, req: "sources.Request", remote: str | None) -> tuple[Any, str]:
         """Verify and parse on the event loop, then await the inbox's group commit (no thread waits
         for the fsync, and concurrent deliveries share one); the HTTP response and the outcome
         label for metrics."""
@@ -351,7 +350,7 @@ class Listener:
                 ids = await writer.put(name, events, self._meta(req, remote))
             else:
                 future = self.inbox.submit_put(name, events, self._meta(req, remote))
-                ids = await (bridge.wrap(future) if bridge is not None else asyncio.wrap_future(future))
+                ids = await asyncio.wrap_future(future)
         except Exception as exc:  # noqa: BLE001 - nothing was committed: the sender must send it again
             return self._not_stored(name, exc)
         return self._stored(name, events, ids)

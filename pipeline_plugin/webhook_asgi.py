@@ -6,18 +6,14 @@ behaviour is the one ``server`` documents: 404 for an unknown source, 413 over `
 for bad input or a client that left before its body was complete, 401 on a bad signature, 503
 when the inbox cannot store, 200 ``{"stored": [...], "duplicate": bool}`` once durable.
 
-``LoopBridge`` hands the PostgreSQL inbox's answers (resolved on its writer thread, a whole group
-commit at a time) back to the event loop with one wake-up per batch instead of one per delivery;
-the SQLite inbox is written by the loop itself (``inbox/loop_writer.py``).
+The SQLite inbox is written by the loop itself (``inbox/loop_writer.py``); the PostgreSQL inbox's
+writer thread answers through a future the loop awaits.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
-from concurrent.futures import Future
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 
@@ -88,63 +84,12 @@ async def read_body(scope: Scope, receive: Receive, limit: int = MAX_BODY) -> by
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-class LoopBridge:
-    """Futures resolved on another thread -> awaitables of one event loop. The first answer of a
-    batch schedules one drain on the loop; the answers that arrive meanwhile join it. Cancelling
-    the awaitable (the client left, shutdown) cancels the future, so a job not yet started is
-    dropped by the inbox's writer."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._ready: list[tuple[asyncio.Future, Future]] = []
-        self._lock = threading.Lock()
-
-    def wrap(self, future: Future) -> asyncio.Future:
-        waiter = self.loop.create_future()
-        waiter.add_done_callback(lambda w: future.cancel() if w.cancelled() else None)
-        future.add_done_callback(lambda f: self._done(waiter, f))
-        return waiter
-
-    def _done(self, waiter: asyncio.Future, future: Future) -> None:
-        with self._lock:
-            first = not self._ready
-            self._ready.append((waiter, future))
-        if first:
-            try:
-                self.loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:  # the loop is closed (shutdown): nobody waits any more
-                pass
-
-    def _drain(self) -> None:
-        with self._lock:
-            ready, self._ready = self._ready, []
-        for waiter, future in ready:
-            if waiter.done():
-                continue
-            if future.cancelled():
-                waiter.cancel()
-                continue
-            exc = future.exception()
-            if exc is not None:
-                waiter.set_exception(exc)
-            else:
-                waiter.set_result(future.result())
-
-
 class WebhookEndpoint:
     """The ASGI app of ``POST``/``OPTIONS /webhooks/<source>`` (``scope["path_params"]["source"]``)."""
 
     def __init__(self, listener: Any) -> None:
         self.listener = listener  # server.Listener: sources, metrics, _request, handle_async
         self.valid = sorted(listener.sources)
-        self._bridges: dict[int, LoopBridge] = {}
-
-    def bridge(self) -> LoopBridge:
-        loop = asyncio.get_running_loop()
-        bridge = self._bridges.get(id(loop))
-        if bridge is None or bridge.loop is not loop:
-            bridge = self._bridges[id(loop)] = LoopBridge(loop)
-        return bridge
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -177,7 +122,7 @@ class WebhookEndpoint:
         path = scope["path"] if not scope.get("root_path") else URL(scope=scope).path
         req = listener._request(name, method, path, headers, body, query)
         client = scope.get("client")
-        response, outcome = await listener.handle_async(name, req, client[0] if client else None, self.bridge())
+        response, outcome = await listener.handle_async(name, req, client[0] if client else None)
         listener.metrics.delivery(name, outcome)
         if outcome in ("accepted", "duplicate"):
             listener.metrics.ack(name, time.perf_counter() - started)
