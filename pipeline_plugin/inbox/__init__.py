@@ -472,7 +472,8 @@ class Inbox(SqliteLeases):
         transaction. Idempotent: a run recorded before is kept, never doubled. With
         ``finish_owner`` and no runs, the event is also finished (released) in that transaction."""
         decision = Decision(event_id, generation, list(runs), status, reason, rules)
-        self._write(lambda db: self._record(db, decision, finish_owner, utcnow()))
+        now = utcnow()
+        self._write(lambda db: self._record(db, [decision], finish_owner, [], now))
         return self.runs(event_id, generation)
 
     def record_decisions(self, owner: str, decisions: list[Decision], release: Iterable[str] = ()) -> None:
@@ -480,41 +481,32 @@ class Inbox(SqliteLeases):
         outcome and runs (an event without runs is finished), and the events of ``release`` handed
         back unprocessed (their lease freed, the claim not counted as an attempt)."""
         now = utcnow()
+        self._write(lambda db: self._record(db, decisions, owner, list(release), now))
 
-        def _job(db: sqlite3.Connection) -> None:
-            history: list[tuple[str, str, str, str]] = []
-            db.executemany(
-                "UPDATE events SET status=?, reason=?, rules_json=?, processed_at=? WHERE id=?",
-                [(d.status, d.reason, json.dumps(d.rules or []), now, d.event_id) for d in decisions if d.status],
-            )
-            for d in decisions:
-                if d.status is not None:
-                    history.append(history_row(d.event_id, now, d.status, reason=d.reason, rules=d.rules or []))
-                history += self._insert_runs(db, d, now)
-            insert_history(db, history)
-            for ids, sql in (
-                ([d.event_id for d in decisions if not d.runs],
-                 "UPDATE events SET done=1, lease_owner=NULL, lease_until=NULL, last_error=NULL"),
-                (list(release), "UPDATE events SET lease_owner=NULL, lease_until=NULL, attempts=MAX(attempts-1, 0)"),
-            ):
-                for start in range(0, len(ids), 500):
-                    chunk = ids[start:start + 500]
-                    db.execute(f"{sql} WHERE lease_owner=? AND id IN ({','.join('?' * len(chunk))})", (owner, *chunk))
-
-        self._write(_job)
-
-    def _record(self, db: sqlite3.Connection, d: Decision, finish_owner: str | None, now: str) -> None:
+    def _record(self, db: sqlite3.Connection, decisions: list[Decision], owner: str | None, release: list[str],
+                now: str) -> None:
+        """The decisions' outcomes, runs and history; with ``owner``, the events without runs are
+        finished and those of ``release`` handed back (both only while ``owner`` holds them)."""
+        db.executemany(
+            "UPDATE events SET status=?, reason=?, rules_json=?, processed_at=? WHERE id=?",
+            [(d.status, d.reason, json.dumps(d.rules or []), now, d.event_id) for d in decisions if d.status],
+        )
         history: list[tuple[str, str, str, str]] = []
-        if d.status is not None:
-            db.execute(
-                "UPDATE events SET status=?, reason=?, rules_json=?, processed_at=? WHERE id=?",
-                (d.status, d.reason, json.dumps(d.rules or []), now, d.event_id),
-            )
-            history.append(history_row(d.event_id, now, d.status, reason=d.reason, rules=d.rules or []))
-        history += self._insert_runs(db, d, now)
+        for d in decisions:
+            if d.status is not None:
+                history.append(history_row(d.event_id, now, d.status, reason=d.reason, rules=d.rules or []))
+            history += self._insert_runs(db, d, now)
         insert_history(db, history)
-        if finish_owner and not d.runs:
-            self._finish(db, d.event_id, finish_owner)
+        if not owner:
+            return
+        for ids, sql in (
+            ([d.event_id for d in decisions if not d.runs],
+             "UPDATE events SET done=1, lease_owner=NULL, lease_until=NULL, last_error=NULL"),
+            (release, "UPDATE events SET lease_owner=NULL, lease_until=NULL, attempts=MAX(attempts-1, 0)"),
+        ):
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                db.execute(f"{sql} WHERE lease_owner=? AND id IN ({','.join('?' * len(chunk))})", (owner, *chunk))
 
     @staticmethod
     def _insert_runs(db: sqlite3.Connection, d: Decision, now: str) -> list[tuple[str, str, str, str]]:
