@@ -57,6 +57,8 @@ from .errors import (
     PipelinePluginError,
     suggest,
 )
+from .inbox import Inbox
+from .inbox.loop_writer import LoopWriter
 from .inbox.select import health as inbox_health
 from .inbox.select import open_inbox
 from .metrics import CONTENT_TYPE, Metrics
@@ -358,8 +360,6 @@ class Listener:
     def _loop_writer(self) -> Any:
         """The SQLite inbox's writer for the running loop (the first loop that asks gets it; a
         second loop while the first still runs uses the inbox's writer thread); None for PostgreSQL."""
-        from .inbox import Inbox
-
         if not isinstance(self.inbox, Inbox):
             return None
         loop = asyncio.get_running_loop()
@@ -368,8 +368,6 @@ class Listener:
             writer.close()  # a test client's earlier loop: this one gets its own
             writer = None
         if writer is None:
-            from .inbox.loop_writer import LoopWriter
-
             writer = self._writer = LoopWriter(self.inbox, loop)
         return writer if writer.loop is loop and not writer.closed else None
 

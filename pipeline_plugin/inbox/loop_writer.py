@@ -39,14 +39,12 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import ServiceError
+from . import Inbox, _safe_meta, utcnow
 from .sqlite_put import PutJob, PutResult
 from .sqlite_writer import open_db
-
-if TYPE_CHECKING:
-    from . import Inbox
 
 log = logging.getLogger("pipeline_plugin.inbox")
 
@@ -108,8 +106,6 @@ class LoopWriter:
 
     # ---- on the loop ----------------------------------------------------------------------------
     async def put(self, source: str, events: list[Any], meta: dict[str, Any]) -> PutResult:
-        from . import _safe_meta
-
         item = _Item(source, events, _safe_meta(meta), self.loop.create_future())
         self.queue.append(item)
         self._schedule()
@@ -188,8 +184,6 @@ class LoopWriter:
 
     def _store(self, db: sqlite3.Connection, items: list[_Item],
                jobs: list[tuple[Callable[[sqlite3.Connection], Any], Future]]) -> _Batch:
-        from . import utcnow
-
         now = utcnow()
         puts = [PutJob(item.source, item.events, item.meta, now) for item in items]
         results = PutJob.bulk(db, puts) if len(puts) > 1 else None
@@ -216,7 +210,7 @@ class LoopWriter:
         self.busy_since = None
         self.handed_over += len(items)
         for item in items:
-            _chain(self.inbox._committer.submit_here(PutJob(item.source, item.events, item.meta, _now())),
+            _chain(self.inbox._committer.submit_here(PutJob(item.source, item.events, item.meta, utcnow())),
                    item.future, self.loop)
         for fn, future in jobs:
             _chain_job(self.inbox._committer.submit_here(fn), future)
@@ -289,12 +283,6 @@ class LoopWriter:
             except sqlite3.Error:
                 pass
             self.db = None
-
-
-def _now() -> str:
-    from . import utcnow
-
-    return utcnow()
 
 
 def _in_savepoint(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> Any:
