@@ -95,20 +95,17 @@ class Worker:
             batch = self.inbox.claim(self.owner, limit=limit)
             if not batch:
                 break
-            short = until_short and len(batch) < limit
+            handed_back = 0
             if len(batch) == 1:
                 self.process(batch[0])
                 done += 1
-                if short:
-                    break
-                continue
-            finished, next_up, handed_back = self._decide_batch(batch)
-            short = short and not handed_back  # those are claimed again at once
-            done += finished
-            if next_up is not None:
-                self.process(next_up)
-                done += 1
-            if short:
+            else:
+                finished, next_up, handed_back = self._decide_batch(batch)
+                done += finished
+                if next_up is not None:
+                    self.process(next_up)
+                    done += 1
+            if until_short and len(batch) < limit and not handed_back:  # handed-back events are claimed at once
                 break
         return done
 
@@ -147,7 +144,8 @@ class Worker:
                 next_up = claimed
             else:
                 release.append(claimed.id)
-        self.inbox.record_decisions(self.owner, decisions, release)
+        if decisions or release:
+            self.inbox.record_decisions(self.owner, decisions, release)
         for claimed, exc in failed:
             self._failed(claimed, exc)
         return finished + len(failed), next_up, len(release)
