@@ -44,7 +44,7 @@ from typing import Any
 from ..errors import ServiceError
 from . import Inbox, _safe_meta, utcnow
 from .sqlite_put import PutJob, PutResult
-from .sqlite_writer import open_db
+from .sqlite_writer import in_savepoint, open_db, store_puts
 
 log = logging.getLogger("pipeline_plugin.inbox")
 
@@ -186,17 +186,12 @@ class LoopWriter:
                jobs: list[tuple[Callable[[sqlite3.Connection], Any], Future]]) -> _Batch:
         now = utcnow()
         puts = [PutJob(item.source, item.events, item.meta, now) for item in items]
-        results = PutJob.bulk(db, puts) if len(puts) > 1 else None
-        if results is not None:
-            for item, result in zip(items, results):
-                item.result = result
-        else:
-            for item, put in zip(items, puts):
-                item.result = _in_savepoint(db, put)
+        for item, outcome in zip(items, store_puts(db, puts)):
+            item.result = outcome
         done = []
         for fn, future in jobs:
             if future.set_running_or_notify_cancel():  # a caller that gave up meanwhile is dropped
-                done.append((fn, future, [_in_savepoint(db, fn)]))
+                done.append((fn, future, [in_savepoint(db, fn)]))
         return _Batch(items, done)
 
     def _patient(self) -> bool:
@@ -283,18 +278,6 @@ class LoopWriter:
             except sqlite3.Error:
                 pass
             self.db = None
-
-
-def _in_savepoint(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-    """``fn(db)`` in its own savepoint: its result, or its exception (its writes rolled back)."""
-    db.execute("SAVEPOINT job")
-    try:
-        result = fn(db)
-    except Exception as exc:  # noqa: BLE001 - that job's answer
-        db.execute("ROLLBACK TO SAVEPOINT job")
-        result = exc
-    db.execute("RELEASE SAVEPOINT job")
-    return result
 
 
 def _copy_outcome(done: Future, target: Any) -> None:

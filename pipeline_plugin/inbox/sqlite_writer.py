@@ -15,6 +15,7 @@ from typing import Any, Callable, TypeVar
 
 from ..errors import ServiceError
 from .batching import BatchWriter
+from .sqlite_put import PutJob
 
 T = TypeVar("T")
 
@@ -99,37 +100,7 @@ class GroupCommitter(BatchWriter):
             return None
         return st.st_dev, st.st_ino
 
-    @staticmethod
-    def _bulk(db: sqlite3.Connection, batch: list[_Job], results: list[tuple[_Job, Any, BaseException | None]]
-              ) -> list[_Job]:
-        """Jobs whose type has ``bulk(db, fns) -> results | None`` (the inbox's deliveries) are run
-        together when there are several; the jobs left to run one by one are returned. A bulk run
-        that fails is rolled back and its jobs run one by one, so an error reaches its own caller."""
-        groups: dict[Any, list[_Job]] = {}
-        for job in batch:
-            bulk = getattr(type(job.fn), "bulk", None)
-            if bulk is not None:
-                groups.setdefault(bulk, []).append(job)
-        done: set[int] = set()
-        for bulk, jobs in groups.items():
-            if len(jobs) < 2:
-                continue
-            db.execute("SAVEPOINT bulk")
-            try:
-                values = bulk(db, [job.fn for job in jobs])
-            except Exception:  # noqa: BLE001 - retried job by job below, where it reaches its caller
-                db.execute("ROLLBACK TO SAVEPOINT bulk")
-                values = None
-            db.execute("RELEASE SAVEPOINT bulk")
-            if values is None:
-                continue
-            for job, value in zip(jobs, values):
-                results.append((job, value, None))
-                done.add(id(job))
-        return [job for job in batch if id(job) not in done] if done else batch
-
     def _commit(self, db: sqlite3.Connection, batch: list[_Job]) -> None:
-        results: list[tuple[_Job, Any, BaseException | None]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -138,14 +109,10 @@ class GroupCommitter(BatchWriter):
                 job.future.set_exception(error)
             return
         try:
-            for job in self._bulk(db, batch, results):
-                db.execute("SAVEPOINT job")
-                try:
-                    results.append((job, job.fn(db), None))
-                except Exception as exc:  # noqa: BLE001 - handed to that job's caller
-                    db.execute("ROLLBACK TO SAVEPOINT job")
-                    results.append((job, None, exc))
-                db.execute("RELEASE SAVEPOINT job")
+            puts = [job for job in batch if isinstance(job.fn, PutJob)]
+            others = [job for job in batch if not isinstance(job.fn, PutJob)]
+            outcomes = list(zip(puts, store_puts(db, [job.fn for job in puts])))
+            outcomes += [(job, in_savepoint(db, job.fn)) for job in others]
             db.execute("COMMIT")  # the fsync: nothing below is answered before it returned
         except BaseException as exc:
             try:
@@ -160,11 +127,41 @@ class GroupCommitter(BatchWriter):
             return
         self.commits += 1
         self.jobs += len(batch)
-        for job, result, exc in results:
-            if exc is not None:
-                job.future.set_exception(exc)
+        for job, outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                job.future.set_exception(outcome)
             else:
-                job.future.set_result(result)
+                job.future.set_result(outcome)
+
+
+def in_savepoint(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    """``fn(db)`` in its own savepoint: its result, or the exception it raised (its writes rolled
+    back, the transaction's others kept)."""
+    db.execute("SAVEPOINT job")
+    try:
+        result = fn(db)
+    except Exception as exc:  # noqa: BLE001 - that job's answer
+        db.execute("ROLLBACK TO SAVEPOINT job")
+        result = exc
+    db.execute("RELEASE SAVEPOINT job")
+    return result
+
+
+def store_puts(db: sqlite3.Connection, puts: list[PutJob]) -> list[Any]:
+    """Store deliveries in the open transaction: each one's ``PutResult``, or its exception. Several
+    go in together (``PutJob.bulk``); when that does not apply or fails, it is rolled back and each
+    is stored in its own savepoint, so that an error reaches only its own caller."""
+    if len(puts) > 1:
+        db.execute("SAVEPOINT bulk")
+        try:
+            results = PutJob.bulk(db, puts)
+        except Exception:  # noqa: BLE001 - redone one by one below, where the error finds its delivery
+            db.execute("ROLLBACK TO SAVEPOINT bulk")
+            results = None
+        db.execute("RELEASE SAVEPOINT bulk")
+        if results is not None:
+            return results
+    return [in_savepoint(db, put) for put in puts]
 
 
 _COMMITTERS: dict[str, GroupCommitter] = {}
