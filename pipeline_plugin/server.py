@@ -527,8 +527,5 @@ def serve(listener: Listener, host: str, port: int, log_level: str = "info", *, 
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
     uvicorn.Server(config).run()
-    c = listener.inbox._committer
-    w = listener._writer
-    log.warning("DEBUG %s commits %d jobs %d writer batches %s stored %s syncs %s handed %s", getattr(c, "dbg", None), c.commits, c.jobs, w.batches, w.stored, w.syncs, w.handed_over)
     if reloader is not None:
         reloader.stop()

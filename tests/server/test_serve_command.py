@@ -42,6 +42,17 @@ def test_config_mistakes_and_missing_folders_exit_2(tmp_path):
     assert out.returncode == 2 and "--workers 0" in out.stderr
 
 
+def test_sigterm_before_any_delivery_exits_0_without_a_traceback(tmp_path):
+    # nothing was ever stored, so the loop's inbox writer was never made: shutdown must not need it
+    with serve_process(tmp_path / "state", env={"PIPELINE_PLUGIN_MLFLOW_SECRET": "x"}) as serve:
+        assert httpx.get(f"{serve.url}/healthz").status_code == 200
+        serve.process.send_signal(signal.SIGTERM)
+        assert serve.process.wait(timeout=30) == 0, serve.log()
+    log = serve.log()
+    assert "Traceback" not in log and "Error" not in log, log
+    assert "Application shutdown complete" in log
+
+
 def test_insecure_mode_is_loud_and_sigterm_stops_cleanly(tmp_path):
     with serve_process(tmp_path / "state", extra_args=["--insecure-no-auth"], env={"PIPELINE_PLUGIN_MLFLOW_SECRET": "x"}) as serve:
         r = httpx.post(
