@@ -52,6 +52,15 @@ def github_api() -> ContractServer:
     return server
 
 
+def holds_claim(url: str, pid: int) -> bool:
+    """Whether the serve process ``pid`` holds a lease on an unfinished event (owners are host:pid:id)."""
+    from sqlalchemy import text
+
+    with PostgresInbox(url).engine.connect() as conn:
+        return bool(conn.execute(text("SELECT count(*) FROM inbox_events WHERE done = false AND lease_owner LIKE :p"),
+                                 {"p": f"%:{pid}:%"}).scalar())
+
+
 def test_two_listeners_one_killed_store_every_delivery_once_and_start_every_run_once(tmp_path, postgres_url):
     triggers = tmp_path / "triggers"
     triggers.mkdir()
@@ -90,6 +99,10 @@ def test_two_listeners_one_killed_store_every_delivery_once_and_start_every_run_
             deadline = time.monotonic() + 60
             while len(acked) < TOTAL // 3 and time.monotonic() < deadline:
                 time.sleep(0.005)
+            # kill while replica a holds a claim (its worker dispatches one at a time; between two
+            # it may hold none): the takeover below is then certain, not a matter of timing
+            while not holds_claim(postgres_url, a.process.pid) and time.monotonic() < deadline:
+                time.sleep(0.002)
             a.process.kill()  # SIGKILL: no shutdown handler runs, its claims stay leased
             killed.set()
             a.process.wait()
