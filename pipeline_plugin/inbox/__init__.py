@@ -150,6 +150,10 @@ class Claimed:
     status: str = "pending"  # what matching decided so far (a restart keeps the decision)
 
 
+_INSERT_RUN = ("INSERT OR IGNORE INTO runs(run_id, event_id, rule_name, generation, provider, pipeline_json,"
+               " rules_dir, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)")
+
+
 @dataclass
 class Decision:
     """What matching decided for one claimed event: its outcome (``status``: ``matched``,
@@ -376,12 +380,11 @@ class Inbox(SqliteLeases):
         worker holds one, the later ones wait, so v3 never overtakes v2 and two versions of a model
         never deploy at once; different models go to different workers in parallel."""
         now = time.time()
-        claimed: list[Claimed] = []
         dead: dict[str, bool] = {}  # holder -> gone (asked once per claim)
         if not any(self._claimable(row[0], row[1], owner, now, dead) for row in self._db().execute(
                 "SELECT lease_owner, lease_until FROM events WHERE done=0 AND next_attempt_at<=? ORDER BY seq LIMIT ?",
                 (now, limit * 4 + 64))):
-            return claimed  # nothing for this worker: no write transaction (deliveries need the lock)
+            return []  # nothing for this worker: no write transaction (deliveries need the lock)
 
         def _job(db: sqlite3.Connection) -> Any:
             rows = db.execute(  # read as far as needed; the event itself only for the ones claimed
@@ -412,19 +415,15 @@ class Inbox(SqliteLeases):
             db.execute(f"UPDATE events SET lease_owner=?, lease_until=?, attempts=attempts+1 WHERE id IN ({marks})",
                        (owner, now + lease, *ids))
             texts = dict(db.execute(f"SELECT id, event_json FROM events WHERE id IN ({marks})", ids).fetchall())
-            claimed.extend(
-                Claimed(
-                    id=row["id"],
-                    event=ModelVersionEvent.from_dict(json.loads(texts[row["id"]])),
-                    generation=row["generation"],
-                    attempts=row["attempts"] + 1,
-                    owner=owner,
-                    status=row["status"],
-                )
-                for row in chosen
-            )
+            taken[:] = [(row["id"], row["generation"], row["attempts"], row["status"], texts[row["id"]])
+                        for row in chosen]
+
+        taken: list[tuple[str, int, int, str, str]] = []
         self._write(_job)
-        return claimed
+        # parsed here, not in the job: while serve runs, jobs run on its event loop
+        return [Claimed(id=eid, event=ModelVersionEvent.from_dict(json.loads(text)), generation=generation,
+                        attempts=attempts + 1, owner=owner, status=status)
+                for eid, generation, attempts, status, text in taken]
 
     @staticmethod
     def _claimable(holder: str | None, until: float | None, owner: str, now: float, dead: dict[str, bool]) -> bool:
@@ -472,67 +471,53 @@ class Inbox(SqliteLeases):
         transaction. Idempotent: a run recorded before is kept, never doubled. With
         ``finish_owner`` and no runs, the event is also finished (released) in that transaction."""
         decision = Decision(event_id, generation, list(runs), status, reason, rules)
-        now = utcnow()
-        self._write(lambda db: self._record(db, [decision], finish_owner, [], now))
+        self._write(self._record([decision], finish_owner, []))
         return self.runs(event_id, generation)
 
     def record_decisions(self, owner: str, decisions: list[Decision], release: Iterable[str] = ()) -> None:
         """What matching decided for several claimed events, in one transaction: each one's
         outcome and runs (an event without runs is finished), and the events of ``release`` handed
         back unprocessed (their lease freed, the claim not counted as an attempt)."""
-        now = utcnow()
-        self._write(lambda db: self._record(db, decisions, owner, list(release), now))
-
-    def _record(self, db: sqlite3.Connection, decisions: list[Decision], owner: str | None, release: list[str],
-                now: str) -> None:
-        """The decisions' outcomes, runs and history; with ``owner``, the events without runs are
-        finished and those of ``release`` handed back (both only while ``owner`` holds them)."""
-        db.executemany(
-            "UPDATE events SET status=?, reason=?, rules_json=?, processed_at=? WHERE id=?",
-            [(d.status, d.reason, json.dumps(d.rules or []), now, d.event_id) for d in decisions if d.status],
-        )
-        history: list[tuple[str, str, str, str]] = []
-        for d in decisions:
-            if d.status is not None:
-                history.append(history_row(d.event_id, now, d.status, reason=d.reason, rules=d.rules or []))
-            history += self._insert_runs(db, d, now)
-        insert_history(db, history)
-        if not owner:
-            return
-        for ids, sql in (
-            ([d.event_id for d in decisions if not d.runs],
-             "UPDATE events SET done=1, lease_owner=NULL, lease_until=NULL, last_error=NULL"),
-            (release, "UPDATE events SET lease_owner=NULL, lease_until=NULL, attempts=MAX(attempts-1, 0)"),
-        ):
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
-                db.execute(f"{sql} WHERE lease_owner=? AND id IN ({','.join('?' * len(chunk))})", (owner, *chunk))
+        self._write(self._record(decisions, owner, list(release)))
 
     @staticmethod
-    def _insert_runs(db: sqlite3.Connection, d: Decision, now: str) -> list[tuple[str, str, str, str]]:
-        """One run per entry of ``d.runs`` unless recorded before; the history rows of the new ones."""
-        history = []
-        for run in d.runs:
-            run_id = run_id_for(d.event_id, run["rule_name"], d.generation)
-            cur = db.execute(
-                "INSERT OR IGNORE INTO runs(run_id, event_id, rule_name, generation, provider, pipeline_json,"
-                " rules_dir, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    run_id,
-                    d.event_id,
-                    run["rule_name"],
-                    d.generation,
-                    run["provider"],
-                    json.dumps(run.get("pipeline") or {}, sort_keys=True, default=str),
-                    str(run["rules_dir"]) if run.get("rules_dir") else None,
-                    now,
-                    now,
-                ),
+    def _record(decisions: list[Decision], owner: str | None, release: list[str]) -> Callable[[sqlite3.Connection], None]:
+        """The job that writes the decisions' outcomes, runs and history; with ``owner``, the events
+        without runs are finished and those of ``release`` handed back (both only while ``owner``
+        holds them). Its rows are made here, in the caller's thread: the job itself runs only SQL
+        (while serve runs, it runs on the event loop, between deliveries)."""
+        now = utcnow()
+        outcomes = [(d.status, d.reason, json.dumps(d.rules or []), now, d.event_id) for d in decisions if d.status]
+        # in order: an outcome's history row, then each of its runs with the history row it gets if new
+        steps: list[tuple[tuple[Any, ...] | None, tuple[str, str, str, str]]] = []
+        for d in decisions:
+            if d.status is not None:
+                steps.append((None, history_row(d.event_id, now, d.status, reason=d.reason, rules=d.rules or [])))
+            for run in d.runs:
+                run_id = run_id_for(d.event_id, run["rule_name"], d.generation)
+                row = (run_id, d.event_id, run["rule_name"], d.generation, run["provider"],
+                       json.dumps(run.get("pipeline") or {}, sort_keys=True, default=str),
+                       str(run["rules_dir"]) if run.get("rules_dir") else None, now, now)
+                steps.append((row, history_row(d.event_id, now, "run recorded", run_id=run_id, rule=run["rule_name"],
+                                               provider=run["provider"])))
+        leases = [] if not owner else [
+            (ids[start:start + 500], sql)
+            for ids, sql in (
+                ([d.event_id for d in decisions if not d.runs],
+                 "UPDATE events SET done=1, lease_owner=NULL, lease_until=NULL, last_error=NULL"),
+                (release, "UPDATE events SET lease_owner=NULL, lease_until=NULL, attempts=MAX(attempts-1, 0)"),
             )
-            if cur.rowcount:
-                history.append(history_row(d.event_id, now, "run recorded", run_id=run_id, rule=run["rule_name"],
-                                           provider=run["provider"]))
-        return history
+            for start in range(0, len(ids), 500)
+        ]
+
+        def job(db: sqlite3.Connection) -> None:
+            db.executemany("UPDATE events SET status=?, reason=?, rules_json=?, processed_at=? WHERE id=?", outcomes)
+            history = [entry for run, entry in steps if run is None or db.execute(_INSERT_RUN, run).rowcount]
+            insert_history(db, history)
+            for chunk, sql in leases:
+                db.execute(f"{sql} WHERE lease_owner=? AND id IN ({','.join('?' * len(chunk))})", (owner, *chunk))
+
+        return job
 
     def mark_dispatching(self, run_id: str, expect: tuple[str, ...] = ("recorded", "error", "dispatching")) -> bool:
         """Take the run for dispatch (committed before the provider is called). False when the run
