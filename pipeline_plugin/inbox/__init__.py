@@ -150,6 +150,13 @@ class Claimed:
     status: str = "pending"  # what matching decided so far (a restart keeps the decision)
 
 
+#: an outcome, and the event finished when ``lease_owner`` is the given owner (every SET expression
+#: reads the row as it was before the statement)
+_FINISH = ("UPDATE events SET status=?1, reason=?2, rules_json=?3, processed_at=?4,"
+           " done=CASE WHEN lease_owner=?5 THEN 1 ELSE done END,"
+           " last_error=CASE WHEN lease_owner=?5 THEN NULL ELSE last_error END,"
+           " lease_until=CASE WHEN lease_owner=?5 THEN NULL ELSE lease_until END,"
+           " lease_owner=CASE WHEN lease_owner=?5 THEN NULL ELSE lease_owner END WHERE id=?6")
 _INSERT_RUN = ("INSERT OR IGNORE INTO runs(run_id, event_id, rule_name, generation, provider, pipeline_json,"
                " rules_dir, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)")
 
@@ -487,7 +494,13 @@ class Inbox(SqliteLeases):
         holds them). Its rows are made here, in the caller's thread: the job itself runs only SQL
         (while serve runs, it runs on the event loop, between deliveries)."""
         now = utcnow()
-        outcomes = [(d.status, d.reason, json.dumps(d.rules or []), now, d.event_id) for d in decisions if d.status]
+        # an event without runs gets its outcome and is finished in one statement (one rewrite of
+        # its row, not two), finished only while ``owner`` holds it, as the ones with runs are not
+        finish = {d.event_id for d in decisions if not d.runs and d.status} if owner else set()
+        outcomes = [(d.status, d.reason, json.dumps(d.rules or []), now, d.event_id)
+                    for d in decisions if d.status and d.event_id not in finish]
+        finished = [(d.status, d.reason, json.dumps(d.rules or []), now, owner, d.event_id)
+                    for d in decisions if d.event_id in finish]
         # in order: an outcome's history row, then each of its runs with the history row it gets if new
         steps: list[tuple[tuple[Any, ...] | None, tuple[str, str, str, str]]] = []
         for d in decisions:
@@ -503,7 +516,7 @@ class Inbox(SqliteLeases):
         leases = [] if not owner else [
             (ids[start:start + 500], sql)
             for ids, sql in (
-                ([d.event_id for d in decisions if not d.runs],
+                ([d.event_id for d in decisions if not d.runs and d.event_id not in finish],
                  "UPDATE events SET done=1, lease_owner=NULL, lease_until=NULL, last_error=NULL"),
                 (release, "UPDATE events SET lease_owner=NULL, lease_until=NULL, attempts=MAX(attempts-1, 0)"),
             )
@@ -512,6 +525,7 @@ class Inbox(SqliteLeases):
 
         def job(db: sqlite3.Connection) -> None:
             db.executemany("UPDATE events SET status=?, reason=?, rules_json=?, processed_at=? WHERE id=?", outcomes)
+            db.executemany(_FINISH, finished)
             history = [entry for run, entry in steps if run is None or db.execute(_INSERT_RUN, run).rowcount]
             insert_history(db, history)
             for chunk, sql in leases:
