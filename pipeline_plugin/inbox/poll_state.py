@@ -1,11 +1,13 @@
 """Per-registry poll state and already-decided events, in the inbox's own database.
 
 ``state_for(inbox)`` gives the poll state of either inbox backend: ``get``/``mark`` one row per
-``(source, registry)`` (when polling first succeeded, whether it took a baseline or ``since``), and
-``record``: events stored as already decided (status ``ignored`` with a reason, no work left), each
-with its delivery and history, skipping any the inbox holds already. The SQLite table
-``poll_state`` is created when first needed (as the leases table); PostgreSQL's
-``inbox_poll_state`` comes from store migration 0003. ``record`` writes the same rows as
+``(source, registry)`` (``rename`` moves one; when polling first succeeded, whether it took a baseline or ``since``, and
+the models it covers: ``models_json``, a JSON list of names, ``"all"``, or NULL in a row written
+before it was kept; ``set_models`` changes it), and ``record``: events stored as already decided
+(status ``ignored`` with a reason, no work left), each with its delivery and history, skipping any
+the inbox holds already. The SQLite table ``poll_state`` is created (or given ``models_json``) when
+first written (as the leases table); PostgreSQL's ``inbox_poll_state`` comes from store migrations
+0003 and 0004. ``record`` writes the same rows as
 ``Inbox.put`` does, decided in the same transaction, so no worker can claim one in between: keep
 the two in step when the event columns change. The poller's baseline (``poll.baseline``) uses it.
 """
@@ -26,9 +28,28 @@ CREATE TABLE IF NOT EXISTS poll_state (
     first_poll_at TEXT NOT NULL,
     mode TEXT NOT NULL,
     baseline INTEGER NOT NULL DEFAULT 0,
+    models_json TEXT,
     PRIMARY KEY (source, registry)
 )
 """
+
+
+def _sqlite_table(db: sqlite3.Connection) -> None:
+    """The table, with ``models_json`` also in one made before that column was added."""
+    db.execute(SQLITE_TABLE)
+    if "models_json" not in {row[1] for row in db.execute("PRAGMA table_info(poll_state)")}:
+        db.execute("ALTER TABLE poll_state ADD COLUMN models_json TEXT")
+
+
+def _row(first_poll_at: str, mode: str, baseline: int, models_json: str | None) -> dict[str, Any]:
+    return {"first_poll_at": first_poll_at, "mode": mode, "baseline": baseline,
+            "models": None if models_json is None else json.loads(models_json)}
+
+
+def models_json(models: list[str] | None) -> str:
+    """The stored form of what a poller covers: its sorted names, or ``"all"`` (``None``)."""
+    return json.dumps("all" if models is None else sorted(set(models)))
+
 def _ignored_row(event: ModelVersionEvent, why: str, now: str) -> dict[str, Any]:
     key = event.dedupe_key()
     return dict(id=_event_id_for_key(key), dedupe_key=key, source=event.source, kind=event.kind, model=event.model,
@@ -44,21 +65,42 @@ class SqliteState:
         self.inbox = inbox
 
     def get(self, source: str, registry: str) -> dict[str, Any] | None:
+        """The row (``models``: the list of names, ``"all"``, or None when not known), or None."""
+        db = self.inbox._db()
         try:
-            row = self.inbox._db().execute(
-                "SELECT first_poll_at, mode, baseline FROM poll_state WHERE source=? AND registry=?",
-                (source, registry)).fetchone()
+            row = db.execute("SELECT first_poll_at, mode, baseline, models_json FROM poll_state"
+                             " WHERE source=? AND registry=?", (source, registry)).fetchone()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return None
-            raise
-        return None if row is None else {"first_poll_at": row[0], "mode": row[1], "baseline": row[2]}
+            if "no such column" not in str(exc):
+                raise
+            # a table made before models_json: read as it is (a read never alters it)
+            row = db.execute("SELECT first_poll_at, mode, baseline, NULL FROM poll_state WHERE source=? AND registry=?",
+                             (source, registry)).fetchone()
+        return None if row is None else _row(*row)
 
-    def mark(self, source: str, registry: str, at: str, mode: str, baseline: int) -> None:
+    def mark(self, source: str, registry: str, at: str, mode: str, baseline: int, models: str | None) -> None:
+        """The first successful poll of ``registry`` (kept if one is there already)."""
         def _job(db: sqlite3.Connection) -> None:
-            db.execute(SQLITE_TABLE)
-            db.execute("INSERT OR IGNORE INTO poll_state(source, registry, first_poll_at, mode, baseline)"
-                       " VALUES (?,?,?,?,?)", (source, registry, at, mode, baseline))
+            _sqlite_table(db)
+            db.execute("INSERT OR IGNORE INTO poll_state(source, registry, first_poll_at, mode, baseline, models_json)"
+                       " VALUES (?,?,?,?,?,?)", (source, registry, at, mode, baseline, models))
+
+        self.inbox._write(_job)
+
+    def set_models(self, source: str, registry: str, models: str) -> None:
+        def _job(db: sqlite3.Connection) -> None:
+            _sqlite_table(db)
+            db.execute("UPDATE poll_state SET models_json=? WHERE source=? AND registry=?", (models, source, registry))
+
+        self.inbox._write(_job)
+
+    def rename(self, source: str, old: str, new: str) -> None:
+        """Keep the row of ``old`` under ``new`` (a registry's key changed); nothing if ``new`` has one."""
+        def _job(db: sqlite3.Connection) -> None:
+            _sqlite_table(db)
+            db.execute("UPDATE OR IGNORE poll_state SET registry=? WHERE source=? AND registry=?", (new, source, old))
 
         self.inbox._write(_job)
 
@@ -105,18 +147,35 @@ class PostgresState:
         from ..store.schema import inbox_poll_state as t
 
         with self.engine.connect() as conn:
-            row = conn.execute(select(t.c.first_poll_at, t.c.mode, t.c.baseline)
+            row = conn.execute(select(t.c.first_poll_at, t.c.mode, t.c.baseline, t.c.models_json)
                                .where(t.c.source == source, t.c.registry == registry)).first()
-        return None if row is None else {"first_poll_at": row[0], "mode": row[1], "baseline": row[2]}
+        return None if row is None else _row(*row)
 
-    def mark(self, source: str, registry: str, at: str, mode: str, baseline: int) -> None:
+    def mark(self, source: str, registry: str, at: str, mode: str, baseline: int, models: str | None) -> None:
         from sqlalchemy.dialects.postgresql import insert
 
         from ..store.schema import inbox_poll_state as t
 
         with self.engine.begin() as conn:
             conn.execute(insert(t).values(source=source, registry=registry, first_poll_at=at, mode=mode,
-                                          baseline=baseline).on_conflict_do_nothing())
+                                          baseline=baseline, models_json=models).on_conflict_do_nothing())
+
+    def set_models(self, source: str, registry: str, models: str) -> None:
+        from sqlalchemy import update
+
+        from ..store.schema import inbox_poll_state as t
+
+        with self.engine.begin() as conn:
+            conn.execute(update(t).where(t.c.source == source, t.c.registry == registry).values(models_json=models))
+
+    def rename(self, source: str, old: str, new: str) -> None:
+        from sqlalchemy import select, update
+
+        from ..store.schema import inbox_poll_state as t
+
+        taken = select(t.c.registry).where(t.c.source == source, t.c.registry == new).exists()
+        with self.engine.begin() as conn:
+            conn.execute(update(t).where(t.c.source == source, t.c.registry == old, ~taken).values(registry=new))
 
     def record(self, delivery_source: str, events: list[ModelVersionEvent], why: str, now: str,
                meta: dict[str, Any]) -> int:

@@ -26,8 +26,8 @@ time: versions the registry dates earlier are skipped; what carries no date, suc
 alias or an OCI tag, is not filtered).
 
 The first poll of a source and registry is a baseline (:mod:`.baseline`): what the registry holds
-then is stored as ``ignored`` events and starts no pipeline; later polls announce what is new.
-``since`` replaces the baseline.
+then is stored as ``ignored`` events and starts no pipeline; later polls announce what is new. So
+is the first poll of a model added to a poller's list later. ``since`` replaces the baseline.
 """
 
 from __future__ import annotations
@@ -59,9 +59,17 @@ class Poller(Protocol):
     name: str
     #: the ``ModelVersionEvent.source`` of its events (``docker-registry`` for ``oci``)
     event_source: str
+    #: the names it is set to poll (models, model package groups, repositories: its events'
+    #: ``model``), or None for every one the registry lists
+    models: list[str] | None
 
     def describe(self) -> str:
         """Where it polls (an address without credentials), for log lines."""
+        ...
+
+    def identity(self) -> str:
+        """The registry's key in the poll state: what tells it from every other registry of its
+        kind (no credentials); a poll state row is kept under it."""
         ...
 
     def list_versions(self) -> Iterable[ModelVersionEvent]:

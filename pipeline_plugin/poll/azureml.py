@@ -46,6 +46,11 @@ class AzureMLPoller:
     def describe(self) -> str:
         return f"Azure ML workspace {self.registry['workspace']}"
 
+    def identity(self) -> str:
+        # the workspace's ARM path: workspaces of one name in other resource groups or
+        # subscriptions are other registries (a state kept under describe() is taken over once)
+        return f"Azure ML workspace {self.path}"
+
     def _pages(self, path: str, what: str) -> Iterator[dict]:
         arm = (os.environ.get("AZURE_RESOURCE_MANAGER_URL") or DEFAULT_ARM_URL).rstrip("/")
         token = _token(arm + "/.default", "AZURE_ACCESS_TOKEN", "Azure Resource Manager")

@@ -8,12 +8,17 @@ reason ``existed before polling started at <T>; ...``, no work left. Being store
 version announced again (a later poll, the registry's webhook, another replica) is a duplicate
 and starts nothing either; ``pipeline-plugin events replay <id>`` deploys one on purpose.
 
-The poll state (``inbox.poll_state``; one row per ``(source, registry)``: when it was first polled, how many versions
-the baseline recorded, and whether ``since`` was set instead) lives next to the inbox: the table
-``poll_state`` of the SQLite inbox (created when first needed, as the leases table), or
-``inbox_poll_state`` in PostgreSQL (migration 0003). A row is written after the first poll that
-succeeds, so every later poll -- after a restart, on another replica, however long the poller
-was down -- announces what is new since as usual.
+The poll state (``inbox.poll_state``; one row per ``(source, registry)``: when it was first
+polled, how many versions the baseline recorded, whether ``since`` was set instead, and the models
+the poller covers) lives next to the inbox: the table ``poll_state`` of the SQLite inbox (created
+when first needed, as the leases table), or ``inbox_poll_state`` in PostgreSQL (migrations 0003 and
+0004). A row is written after the first poll that succeeds, so every later poll -- after a
+restart, on another replica, however long the poller was down -- announces what is new since as
+usual. A model the poller did not cover before (added to its ``models`` or ``repositories`` list,
+or every model not listed before when the list becomes ``all``) gets a baseline of its own, taken
+by the poll that first lists it: adding a model with 40 versions to the list must not start 40
+deployments. A registry is keyed by ``Poller.identity()`` (e.g. an Azure ML workspace's ARM path,
+not only its name).
 
 An explicit ``since`` replaces the baseline: versions dated at or after it are announced (and
 undated ones, as before), earlier ones skipped.
@@ -24,9 +29,9 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from ..events import ModelVersionEvent
-from ..inbox.poll_state import state_for
+from ..inbox.poll_state import models_json, state_for
 
-__all__ = ["BATCH", "reason", "record_baseline", "state_for"]
+__all__ = ["BATCH", "models_json", "reason", "record_baseline", "state_for"]
 
 #: events stored per transaction while recording a baseline
 BATCH = 200

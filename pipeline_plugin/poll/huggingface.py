@@ -51,6 +51,13 @@ class HuggingFacePoller:
     def describe(self) -> str:
         return f"the Hub at {self.endpoint}"
 
+    def identity(self) -> str:
+        return self.describe()
+
+    @property
+    def models(self) -> list[str] | None:
+        return self.repositories
+
     def _api(self):
         try:
             from huggingface_hub import HfApi

@@ -64,6 +64,10 @@ class MlflowPoller:
     def describe(self) -> str:
         return "MLflow at " + self.tracking_uri.split("@")[-1]  # never a user:password@ part
 
+    def identity(self) -> str:
+        # an MLflow server with workspaces holds one registry per workspace
+        return self.describe() + (f" workspace {self.workspace}" if self.workspace else "")
+
     def _client(self):
         try:
             from mlflow.tracking import MlflowClient

@@ -71,6 +71,13 @@ class OciPoller:
         parts = urlsplit(self.registry)
         return f"registry {parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"  # never user:password@
 
+    def identity(self) -> str:
+        return self.describe()
+
+    @property
+    def models(self) -> list[str] | None:
+        return self.repositories
+
     # ---- HTTP with the registry's auth dance ---------------------------------------------------------
     def _request(self, method: str, path: str, scope: str, headers: dict[str, str] | None = None):
         import requests

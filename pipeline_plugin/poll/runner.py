@@ -7,7 +7,9 @@
 * The first successful poll of a registry (no ``poll_state`` row for its source and registry) is a
   baseline when ``since`` is not set: what it lists is stored as ``ignored`` events and starts no
   pipeline (:mod:`pipeline_plugin.poll.baseline`); counted ``baseline``. Later polls -- after a
-  restart too -- announce what is new as usual.
+  restart too -- announce what is new as usual, except the versions of models the poll state says
+  the poller did not cover before (a model added to its list, or every model but the listed ones
+  when the list becomes ``all``): those are a baseline of their own.
 * A failing poll (registry down, refused credentials) is retried after ``min(interval, 5) * 2**(n-1)``
   seconds for the n-th failure in a row, at most ``max_backoff``; the first success resets it.
 * ``health`` (JSON-ready) says what happened: ``state`` (``starting``, ``ok``, ``error``),
@@ -18,6 +20,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -25,7 +28,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from . import Poller, PollSettings, parse_time
-from .baseline import record_baseline, state_for
+from .baseline import models_json, record_baseline, state_for
 
 log = logging.getLogger("pipeline_plugin.poll")
 
@@ -57,9 +60,11 @@ class Runner:
         #: state slot or dedupe key -> dedupe key of what is stored (a state slot remembers its value)
         self.known: dict[str, str] = {}
         self.failures = 0
-        #: the inbox's poll state; ``polled``: this registry's first poll is recorded there already
+        #: the inbox's poll state; ``polled``: this registry's first poll is recorded there already;
+        #: ``covered``: the models it says were polled (a list, "all", or None: not known)
         self.state = state_for(inbox)
         self.polled = False
+        self.covered: list[str] | str | None = None
         self.health: dict[str, Any] = {
             "source": poller.name,
             "registry": poller.describe(),
@@ -87,9 +92,9 @@ class Runner:
                                   "baseline": 0, "errors": 0, "error": None}
         started = time.time()
         try:
-            registry = self.poller.describe()
+            registry = self.poller.identity()
             if not self.polled:
-                self.polled = self.state.get(self.poller.name, registry) is not None
+                self._read_state(registry)
             if not self.polled and self.settings.since is None:
                 self._baseline(counts, registry, started)
             else:
@@ -100,8 +105,25 @@ class Runner:
         self._account(counts, started)
         return counts
 
+    def _read_state(self, registry: str) -> None:
+        row = self.state.get(self.poller.name, registry)
+        legacy = self.poller.describe()
+        if row is None and legacy != registry and (row := self.state.get(self.poller.name, legacy)) is not None:
+            # kept under the registry's display name by an older release: moved to this registry's
+            # key, so that another registry of the same name does not take it too
+            self.state.rename(self.poller.name, legacy, registry)
+        if row is not None:
+            self.polled, self.covered = True, row["models"]
+
+    def _newly_covered(self, model: str) -> bool:
+        """Whether ``model`` was not polled before (its versions are then a baseline of their own):
+        the poll state names the models covered so far, and ``since`` (which replaces every
+        baseline) is not set."""
+        return self.settings.since is None and isinstance(self.covered, list) and model not in self.covered
+
     def _announce(self, counts: dict[str, Any], registry: str, started: float) -> None:
         """Store what the registry lists and the inbox does not hold yet (what rules then match)."""
+        added: list[Any] = []  # the versions of models not polled before: a baseline, once all is listed
         for event in self.poller.list_versions():
             counts["seen"] += 1
             if self.settings.since is not None and (parse_time(event.time) or self.settings.since) < self.settings.since:
@@ -112,6 +134,9 @@ class Runner:
             if self.known.get(slot) == key:
                 counts["duplicate"] += 1
                 continue
+            if self._newly_covered(event.model):
+                added.append(event)
+                continue
             result = self.inbox.put(self.poller.event_source, [event], DELIVERY_META)
             self.known[slot] = key
             if result.duplicate:
@@ -120,23 +145,45 @@ class Runner:
                 counts["new"] += 1
                 self.progress(f"{self.poller.name}: new {event.kind} {event.model} version {event.version} "
                               f"(event {result[0]})")
+        if added:
+            self._baseline_models(counts, added, started)
+        covers = models_json(self.poller.models)
         if not self.polled:  # polled with ``since``: no baseline later either
-            self.state.mark(self.poller.name, registry, iso(started) or "", "since", 0)
-            self.polled = True
+            self.state.mark(self.poller.name, registry, iso(started) or "", "since", 0, covers)
+        elif self.covered != json.loads(covers):  # the list changed, or was not known
+            self.state.set_models(self.poller.name, registry, covers)
+        self.polled, self.covered = True, json.loads(covers)
+
+    def _baseline_models(self, counts: dict[str, Any], events: list[Any], started: float) -> None:
+        """The versions of models this poller did not cover before: stored as ignored, as a first
+        poll's (a model added to its list must not deploy every version it had)."""
+        at = iso(started) or ""
+        stored = record_baseline(self.state, self.poller.event_source, events, at, DELIVERY_META)
+        self._remember(events)
+        counts["baseline"] += stored
+        counts["duplicate"] += len(events) - stored
+        models = sorted({event.model for event in events})
+        self.progress(f"{self.poller.name}: first poll of {len(models)} model(s) newly polled in {self.poller.describe()} "
+                      f"({', '.join(models)}): {stored} existing version(s) recorded as baseline without starting "
+                      "pipelines (set since: to deploy older versions)")
 
     def _baseline(self, counts: dict[str, Any], registry: str, started: float) -> None:
         """The registry's first poll: store what it holds as ignored events, then remember the poll."""
         events = list(self.poller.list_versions())  # all of it, or (raising) nothing: retried as a baseline
         at = iso(started) or ""
         stored = record_baseline(self.state, self.poller.event_source, events, at, DELIVERY_META)
-        for event in events:
-            key = event.dedupe_key()
-            self.known[event.state_slot() or key] = key
-        self.state.mark(self.poller.name, registry, at, "baseline", stored)
-        self.polled = True
+        self._remember(events)
+        covers = models_json(self.poller.models)
+        self.state.mark(self.poller.name, registry, at, "baseline", stored, covers)
+        self.polled, self.covered = True, json.loads(covers)
         counts.update(seen=len(events), baseline=stored, duplicate=len(events) - stored)
         self.progress(f"{self.poller.name}: first poll of {registry}: {stored} existing version(s) recorded as "
                       "baseline without starting pipelines (set since: to deploy older versions)")
+
+    def _remember(self, events: list[Any]) -> None:
+        for event in events:
+            key = event.dedupe_key()
+            self.known[event.state_slot() or key] = key
 
     def _account(self, counts: dict[str, Any], started: float) -> None:
         h = self.health

@@ -56,6 +56,13 @@ class SageMakerPoller:
     def describe(self) -> str:
         return f"SageMaker in {self.region or 'the default region'}"
 
+    def identity(self) -> str:
+        return self.describe()
+
+    @property
+    def models(self) -> list[str] | None:
+        return self.groups
+
     def client(self):
         if self._client is None:
             boto3, _ = _boto3()

@@ -176,7 +176,8 @@ inbox_leases = Table(
 INBOX_TABLES = (inbox_events, inbox_deliveries, inbox_runs, inbox_history, inbox_leases)
 
 # ---- the pollers' state (pipeline_plugin.poll.baseline): one row per polled (source, registry), written
-# after its first successful poll (a baseline, or ``since``); migration 0003
+# after its first successful poll (a baseline, or ``since``); migration 0003. ``models_json``: the
+# models the poller covers (a JSON list of names, or "all"; NULL in rows from before 0004)
 inbox_poll_state = Table(
     "inbox_poll_state",
     metadata,
@@ -185,5 +186,6 @@ inbox_poll_state = Table(
     Column("first_poll_at", Text, nullable=False),
     Column("mode", Text, nullable=False),
     Column("baseline", Integer, nullable=False, server_default="0"),
+    Column("models_json", Text, nullable=True),
     PrimaryKeyConstraint("source", "registry", name="inbox_poll_state_pk"),
 )

@@ -109,3 +109,98 @@ def test_since_replaces_the_baseline(tmp_path, capsys, database):
         inbox = open_inbox(state, *database[1:])
         assert worker(inbox, tmp_path).drain() == 2
         assert [e.status for e in inbox.list()] == ["matched", "matched"]
+
+
+def test_a_model_added_to_the_list_later_has_a_baseline_of_its_own(tmp_path, capsys, database):
+    """Widening `repositories` (or making it `all`) must not deploy every version the added models
+    already had; what they get afterwards, and a model the registry gets later under `all`, are
+    announced."""
+    state = tmp_path / "state"
+    with docker_registry(tmp_path) as registry:
+        push(registry.url, "models/churn", "v1", b"churn v1")
+        for tag in ("v1", "v2"):
+            push(registry.url, "models/credit", tag, f"credit {tag}".encode())
+        option = ["--option", f"registry={registry.url}"]
+
+        counts, _ = poll(capsys, state, database, *option, "--option", "repositories=[models/churn]")
+        assert (counts["seen"], counts["baseline"]) == (1, 1)
+        # while only churn is polled: churn v2 is new; credit v3 is pushed before credit is polled
+        push(registry.url, "models/churn", "v2", b"churn v2")
+        push(registry.url, "models/credit", "v3", b"credit v3")
+        counts, err = poll(capsys, state, database, *option, "--option", "repositories=[models/churn, models/credit]")
+        assert (counts["seen"], counts["new"], counts["baseline"], counts["duplicate"]) == (5, 1, 3, 1)
+        assert ("first poll of 1 model(s) newly polled in registry" in err and "(models/credit): 3 existing "
+                "version(s) recorded as baseline without starting pipelines" in err), err
+        inbox = open_inbox(state, *database[1:])
+        work = worker(inbox, tmp_path)
+        assert work.drain() == 1
+        status = {(e.event.model, e.event.version): e.status for e in inbox.list()}
+        assert status == {("models/churn", "v1"): "ignored", ("models/churn", "v2"): "matched",
+                          ("models/credit", "v1"): "ignored", ("models/credit", "v2"): "ignored",
+                          ("models/credit", "v3"): "ignored"}
+        assert all("existed before polling started at" in e.reason for e in inbox.list() if e.status == "ignored")
+
+        # credit is polled now: what it gets next is announced (a new process: the list is in the poll state)
+        push(registry.url, "models/credit", "v4", b"credit v4")
+        counts, err = poll(capsys, state, database, *option, "--option", "repositories=[models/churn, models/credit]")
+        assert (counts["new"], counts["baseline"]) == (1, 0) and "newly polled" not in err
+        assert work.drain() == 1
+
+        # the list becomes `all`: the repositories not listed before are a baseline, once
+        push(registry.url, "models/fraud", "v1", b"fraud v1")
+        counts, err = poll(capsys, state, database, *option)
+        assert (counts["new"], counts["baseline"]) == (0, 1) and "(models/fraud)" in err
+        # under `all`, a repository the registry gets later is new, and so is its first tag
+        push(registry.url, "models/late", "v1", b"late v1")
+        push(registry.url, "models/fraud", "v2", b"fraud v2")
+        counts, err = poll(capsys, state, database, *option)
+        assert (counts["new"], counts["baseline"]) == (2, 0), err
+        assert work.drain() == 2
+        matched = sorted((e.event.model, e.event.version) for e in inbox.list() if e.status == "matched")
+        assert matched == [("models/churn", "v2"), ("models/credit", "v4"), ("models/fraud", "v2"),
+                           ("models/late", "v1")]
+        assert not [e for e in inbox.list() if e.status == "pending"]
+
+
+def test_a_poll_state_from_an_older_release_is_read_then_kept_up_to_date(tmp_path, capsys):
+    """An SQLite inbox whose poll_state table predates the list of models: the registry counts as
+    polled (no second baseline), the table gains the column when next written, and the list kept."""
+    import sqlite3
+
+    state = tmp_path / "state"
+    with docker_registry(tmp_path) as registry:
+        push(registry.url, "models/churn", "v1", b"churn v1")
+        option = ["--option", f"registry={registry.url}", "--option", "repositories=[models/churn]"]
+        open_inbox(state).list()  # the inbox as a release before poll_state existed made it
+        db = sqlite3.connect(state / "inbox.sqlite3")
+        db.execute("CREATE TABLE poll_state (source TEXT NOT NULL, registry TEXT NOT NULL, first_poll_at TEXT NOT NULL,"
+                   " mode TEXT NOT NULL, baseline INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (source, registry))")
+        db.execute("INSERT INTO poll_state VALUES ('oci', ?, '2026-12-01T00:00:00+00:00', 'baseline', 0)",
+                   (f"registry {registry.url}",))
+        db.commit()
+        db.close()
+        counts, _ = poll(capsys, state, [], *option)
+        assert (counts["new"], counts["baseline"]) == (1, 0)  # polled before: churn v1 is new
+        db = sqlite3.connect(state / "inbox.sqlite3")
+        assert db.execute("SELECT models_json FROM poll_state").fetchall() == [('["models/churn"]',)]
+        db.close()
+
+
+def test_the_poll_state_keeps_the_models_and_moves_a_row_to_a_new_key(tmp_path, database):
+    """What the runner relies on, on both inbox backends: the covered models as written, a row moved
+    from an older key (never over a row the new key has already)."""
+    from pipeline_plugin.poll.baseline import models_json, state_for
+
+    state = state_for(open_inbox(tmp_path / "state", *database[1:]))
+    state.mark("azureml", "Azure ML workspace ws", "2026-12-01T00:00:00+00:00", "baseline", 3, None)
+    assert state.get("azureml", "Azure ML workspace ws")["models"] is None  # not known (an older release)
+    state.rename("azureml", "Azure ML workspace ws", "Azure ML workspace /subscriptions/s/.../ws")
+    assert state.get("azureml", "Azure ML workspace ws") is None
+    moved = state.get("azureml", "Azure ML workspace /subscriptions/s/.../ws")
+    assert (moved["first_poll_at"], moved["baseline"]) == ("2026-12-01T00:00:00+00:00", 3)
+    state.set_models("azureml", "Azure ML workspace /subscriptions/s/.../ws", models_json(["b", "a", "b"]))
+    assert state.get("azureml", "Azure ML workspace /subscriptions/s/.../ws")["models"] == ["a", "b"]
+    state.mark("azureml", "old", "2026-12-02T00:00:00+00:00", "since", 0, models_json(None))
+    state.rename("azureml", "old", "Azure ML workspace /subscriptions/s/.../ws")  # taken: both stay as they were
+    assert state.get("azureml", "old")["models"] == "all"
+    assert state.get("azureml", "Azure ML workspace /subscriptions/s/.../ws")["baseline"] == 3

@@ -34,11 +34,13 @@ def poll(capsys, state, source, *args):
 
 # ---- Azure ML -------------------------------------------------------------------------------------
 @contextmanager
-def azure(models: dict[str, list[dict]]):
-    """ARM: list models and list a model's versions, two per page (nextLink with $skipToken)."""
+def azure(models: dict[str, list[dict]], ws_path: str = WS_PATH):
+    """ARM: list models and list a model's versions, two per page (nextLink with $skipToken), of the
+    workspace ``ws_path``."""
     from contract_server import ContractServer, Reply
 
     server = ContractServer([])
+    WS_PATH, WS = ws_path, re.escape(ws_path)  # noqa: N806 - this server's workspace
 
     def page(req, items, base):
         if req.header("Authorization") != f"Bearer {ARM_TOKEN}":
@@ -119,6 +121,34 @@ def test_azureml_model_versions(tmp_path, capsys, monkeypatch):
         monkeypatch.setenv("AZURE_ACCESS_TOKEN", "expired-secret")
         code, counts, err = poll(capsys, state, "azureml", *options)
         assert code == 3 and "401" in counts["error"] and "expired-secret" not in counts["error"]
+
+
+def test_workspaces_of_one_name_have_their_own_poll_state(tmp_path, capsys, monkeypatch):
+    """Azure ML is keyed by the workspace's ARM path in the poll state: a workspace named like one
+    polled before, in another resource group, gets its own baseline. A state an older release kept
+    under the workspace's name is taken over by the first workspace polled, and only by it."""
+    from pipeline_plugin.poll.baseline import state_for
+
+    state = tmp_path / "state"
+    monkeypatch.setenv("AZURE_ACCESS_TOKEN", ARM_TOKEN)
+    legacy = state_for(Inbox(state))
+    legacy.mark("azureml", "Azure ML workspace ws-prod", "2026-12-01T00:00:00+00:00", "baseline", 0, None)
+    options = ["--option", "subscription=sub-1", "--option", "workspace=ws-prod"]
+    with azure({"credit": [version("credit", "1")]}) as server:
+        monkeypatch.setenv("AZURE_RESOURCE_MANAGER_URL", server.url)
+        code, counts, err = poll(capsys, state, "azureml", *options, "--option", "resource_group=rg-ml")
+        assert code == 0, err
+        assert (counts["new"], counts["baseline"]) == (1, 0)  # polled before (the older release's state)
+    assert legacy.get("azureml", "Azure ML workspace ws-prod") is None
+    assert legacy.get("azureml", f"Azure ML workspace {WS_PATH}")["models"] == "all"
+    other = WS_PATH.replace("/rg-ml/", "/rg-other/")
+    with azure({"fraud": [version("fraud", "1")]}, other) as server:
+        monkeypatch.setenv("AZURE_RESOURCE_MANAGER_URL", server.url)
+        code, counts, err = poll(capsys, state, "azureml", *options, "--option", "resource_group=rg-other")
+        assert code == 0, err
+        assert (counts["new"], counts["baseline"]) == (0, 1), err  # its first poll: a baseline
+        assert f"first poll of Azure ML workspace {other}: 1 existing version(s) recorded as baseline" in err
+    assert {(e.event.model, e.status) for e in Inbox(state).list()} == {("credit", "pending"), ("fraud", "ignored")}
 
 
 # ---- the Hub -----------------------------------------------------------------------------------------

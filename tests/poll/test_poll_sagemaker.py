@@ -75,11 +75,12 @@ def test_list_model_packages_with_approval_status(sagemaker, tmp_path, capsys):
     assert first.artifact_uri == "s3://models/credit/model.tar.gz" and first.tags["team"] == "risk"
     assert events["2"].delivery_id == "eb-1"  # stored once, from the webhook
 
-    # version 1 approved while nobody polled; every group when none is listed
+    # version 1 approved while nobody polled; every group when none is listed: "other" was not
+    # polled before, so what it holds is a baseline of its own (recorded, not deployed)
     sm.update_model_package(ModelPackageArn=arns[0], ModelApprovalStatus="Approved")
     code, counts, err = poll(capsys, state)
     assert code == 0, err
-    assert (counts["seen"], counts["new"], counts["duplicate"]) == (4, 2, 2)
-    approved = sorted((e.event.model, e.event.version) for e in Inbox(state).list()
+    assert (counts["seen"], counts["new"], counts["baseline"], counts["duplicate"]) == (4, 1, 1, 2)
+    approved = sorted((e.event.model, e.event.version, e.status) for e in Inbox(state).list()
                       if e.event.kind == "model_version.approved")
-    assert approved == [("credit", "1"), ("credit", "2"), ("other", "1")]
+    assert approved == [("credit", "1", "pending"), ("credit", "2", "pending"), ("other", "1", "ignored")]

@@ -82,7 +82,24 @@ def test_reopening_sees_the_same_data_and_keeps_one_revision(store_url):
     store = open_store(url=store_url)
     assert History(store=store).records()[0].service == "s"
     with store.engine.connect() as db:
-        assert db.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]  # the newest migration (0003: the pollers' state)
+        assert db.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0004"]  # the newest migration (0004: the models each poller covers)
+
+
+def test_a_poll_state_from_0003_is_upgraded_and_keeps_its_rows(store_url):
+    """A database a 0003 release wrote (poll state without the models each poller covers) is
+    migrated in place when this code opens it: the row stays, its models are "not known"."""
+    store = open_store(url=store_url)
+    with store.engine.begin() as db:  # back to what 0003 made, with a registry polled already
+        db.execute(text("ALTER TABLE inbox_poll_state DROP COLUMN models_json"))
+        db.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+        db.execute(text("INSERT INTO inbox_poll_state(source, registry, first_poll_at, mode, baseline)"
+                        " VALUES ('oci', 'registry http://r:5000', '2026-12-01T00:00:00+00:00', 'baseline', 7)"))
+    _engines.clear()  # as a new process of this release would
+    store = open_store(url=store_url)
+    with store.engine.connect() as db:
+        assert db.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        row = db.execute(text("SELECT registry, baseline, models_json FROM inbox_poll_state")).one()
+    assert tuple(row) == ("registry http://r:5000", 7, None)
 
 
 def test_a_newer_schema_is_refused(store_url):
@@ -93,7 +110,7 @@ def test_a_newer_schema_is_refused(store_url):
     with pytest.raises(ConfigError) as err:
         open_store(url=store_url)
     message = str(err.value)
-    assert "schema revision 9999" in message and "upgrade pipeline-plugin" in message and "0003" in message
+    assert "schema revision 9999" in message and "upgrade pipeline-plugin" in message and "0004" in message
     assert "pp-test-s3cret" not in message
 
 
