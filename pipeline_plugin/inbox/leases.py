@@ -96,7 +96,7 @@ def keep_claimed(inbox: Any, event_id: str, owner: str, seconds: float | None = 
     """Renew ``owner``'s claim on ``event_id`` every third of its lease while the body runs (a
     dispatch that lasts longer than the lease), so that no other replica takes the event over and
     starts its run again. Renewal errors are logged, not raised: the body's own result counts."""
-    from . import LEASE_SECONDS
+    from .records import LEASE_SECONDS
 
     seconds = seconds or getattr(inbox, "lease", LEASE_SECONDS)
     stop = threading.Event()

@@ -42,7 +42,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..errors import ServiceError
-from . import Inbox, _safe_meta, utcnow
+from .records import _safe_meta, utcnow
+from .sqlite import Inbox
 from .sqlite_put import PutJob, PutResult
 from .sqlite_writer import in_savepoint, open_db, store_puts
 

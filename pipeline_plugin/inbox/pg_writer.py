@@ -26,8 +26,10 @@ from typing import Any
 
 from ..errors import ServiceError
 from ..events import ModelVersionEvent
-from . import PutResult, _event_id_for_key, utcnow
 from .batching import BatchWriter
+from .records import utcnow
+from .sqlite_put import PutResult
+from .sqlite_put import event_id_for_key as _event_id_for_key
 
 #: deadlock_detected, serialization_failure: PostgreSQL aborted this transaction for another's sake
 RETRY_SQLSTATES = ("40P01", "40001")

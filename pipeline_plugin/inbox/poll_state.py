@@ -19,7 +19,7 @@ import sqlite3
 from typing import Any
 
 from ..events import ModelVersionEvent
-from . import _event_id_for_key
+from .sqlite_put import event_id_for_key as _event_id_for_key
 
 SQLITE_TABLE = """
 CREATE TABLE IF NOT EXISTS poll_state (

@@ -29,25 +29,25 @@ from typing import Any, TypeVar
 
 from ..errors import NotFoundError, ServiceError
 from ..events import ModelVersionEvent
-from . import (
+from .leases import check_lease_args, lease_row
+from .pg_writer import RETRY_SQLSTATES as _RETRY_SQLSTATES
+from .pg_writer import PutJob, committer_for
+from .records import (
     EVENT_STATUSES,
     LEASE_SECONDS,
     MAX_ATTEMPTS,
     Claimed,
     Decision,
-    PutResult,
     RunRecord,
     StoredEvent,
-    _event_id_for_key,
     _owner_name,
     _safe_meta,
     _version_number,
     run_id_for,
     utcnow,
 )
-from .leases import check_lease_args, lease_row
-from .pg_writer import RETRY_SQLSTATES as _RETRY_SQLSTATES
-from .pg_writer import PutJob, committer_for
+from .sqlite_put import PutResult
+from .sqlite_put import event_id_for_key as _event_id_for_key
 
 T = TypeVar("T")
 #: overrides LEASE_SECONDS for the shared inbox (how long a killed replica's claims stay blocked)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import MAX_ATTEMPTS
+from .records import MAX_ATTEMPTS
 
 
 def shared_url(database_url: str | None = None) -> str | None:
@@ -34,7 +34,7 @@ def open_inbox(state_dir: str | Path, database_url: str | None = None, max_attem
         from .postgres import PostgresInbox
 
         return PostgresInbox(url, state_dir=state_dir, max_attempts=max_attempts)
-    from . import Inbox
+    from .sqlite import Inbox
 
     return Inbox(state_dir, max_attempts=max_attempts, **kw)
 

@@ -86,7 +86,7 @@ target_images = Table(
 )
 
 # ---- the inbox on a shared database (pipeline_plugin.inbox.postgres): the same tables as the
-# SQLite inbox (pipeline_plugin/inbox/__init__.py), prefixed ``inbox_``; lease times are epoch
+# SQLite inbox (pipeline_plugin/inbox/sqlite.py), prefixed ``inbox_``; lease times are epoch
 # seconds of the database's clock (replicas on different hosts share one clock)
 
 inbox_events = Table(
