@@ -18,6 +18,8 @@ Tables:
 - ``runs``: one per (event, rule, generation), ``run_id`` unique and derived from them; a replay
   bumps the event's generation and so gets new runs.
 - ``history``: what happened to an event, in order (received, duplicate, matched, dispatch results).
+- ``leases`` (named leases: one poller per source) and ``poll_state`` (the pollers' baselines) are
+  created when first written, by ``leases.py`` and ``poll_state.py``.
 """
 
 from __future__ import annotations
