@@ -1,15 +1,20 @@
 """Per-registry poll state and already-decided events, in the inbox's own database.
 
-``state_for(inbox)`` gives the poll state of either inbox backend: ``get``/``mark`` one row per
-``(source, registry)`` (``rename`` moves one; when polling first succeeded, whether it took a baseline or ``since``, and
-the models it covers: ``models_json``, a JSON list of names, ``"all"``, or NULL in a row written
-before it was kept; ``set_models`` changes it), and ``record``: events stored as already decided
-(status ``ignored`` with a reason, no work left), each with its delivery and history, skipping any
-the inbox holds already. The SQLite table ``poll_state`` is created (or given ``models_json``) when
-first written (as the leases table); PostgreSQL's ``inbox_poll_state`` comes from store migrations
-0003 and 0004. ``record`` writes the same rows as
-``Inbox.put`` does, decided in the same transaction, so no worker can claim one in between: keep
-the two in step when the event columns change. The poller's baseline (``poll.baseline``) uses it.
+``state_for(inbox)`` gives the poll state of either inbox backend:
+
+* ``get``/``mark``: one row per ``(source, registry)``: when polling first succeeded, whether it
+  took a baseline or ``since``, and the models it covers (``models_json``: a JSON list of names,
+  ``"all"``, or NULL in a row written before it was kept); ``set_models`` changes them, ``rename``
+  moves a row to another key;
+* ``models_held``: the models the inbox holds events of, from one source;
+* ``record``: events stored as already decided (status ``ignored`` with a reason, no work left),
+  each with its delivery and history, skipping any the inbox holds already. It writes the same rows
+  as ``Inbox.put`` does, decided in the same transaction, so no worker can claim one in between:
+  keep the two in step when the event columns change.
+
+The SQLite table ``poll_state`` is created (or given ``models_json``) when first written (as the
+leases table); PostgreSQL's ``inbox_poll_state`` comes from store migrations 0003 and 0004. The
+poller's baseline (``poll.baseline``) uses it.
 """
 
 from __future__ import annotations
@@ -96,6 +101,11 @@ class SqliteState:
 
         self.inbox._write(_job)
 
+    def models_held(self, event_source: str) -> list[str]:
+        """The models the inbox holds events of from ``event_source`` (sorted)."""
+        return sorted(row[0] for row in self.inbox._db().execute("SELECT DISTINCT model FROM events WHERE source=?",
+                                                                 (event_source,)))
+
     def rename(self, source: str, old: str, new: str) -> None:
         """Keep the row of ``old`` under ``new`` (a registry's key changed); nothing if ``new`` has one."""
         def _job(db: sqlite3.Connection) -> None:
@@ -167,6 +177,14 @@ class PostgresState:
 
         with self.engine.begin() as conn:
             conn.execute(update(t).where(t.c.source == source, t.c.registry == registry).values(models_json=models))
+
+    def models_held(self, event_source: str) -> list[str]:
+        from sqlalchemy import select
+
+        from ..store.schema import inbox_events as t
+
+        with self.engine.connect() as conn:
+            return sorted(conn.execute(select(t.c.model).where(t.c.source == event_source).distinct()).scalars())
 
     def rename(self, source: str, old: str, new: str) -> None:
         from sqlalchemy import select, update

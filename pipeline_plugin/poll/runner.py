@@ -61,7 +61,8 @@ class Runner:
         self.known: dict[str, str] = {}
         self.failures = 0
         #: the inbox's poll state; ``polled``: this registry's first poll is recorded there already;
-        #: ``covered``: the models it says were polled (a list, "all", or None: not known)
+        #: ``covered``: the models it says were polled (a list or "all"; for a state written before
+        #: the list was kept, the models the inbox holds events of)
         self.state = state_for(inbox)
         self.polled = False
         self.covered: list[str] | str | None = None
@@ -114,6 +115,11 @@ class Runner:
             self.state.rename(self.poller.name, legacy, registry)
         if row is not None:
             self.polled, self.covered = True, row["models"]
+        if self.polled and self.covered is None:
+            # written before the models were kept: a model polled before has its versions stored,
+            # so one the inbox holds nothing of is new to polling (a baseline, never a deployment
+            # of every version it had)
+            self.covered = self.state.models_held(self.poller.event_source)
 
     def _newly_covered(self, model: str) -> bool:
         """Whether ``model`` was not polled before (its versions are then a baseline of their own):
@@ -163,9 +169,9 @@ class Runner:
         counts["baseline"] += stored
         counts["duplicate"] += len(events) - stored
         models = sorted({event.model for event in events})
-        self.progress(f"{self.poller.name}: first poll of {len(models)} model(s) newly polled in {self.poller.describe()} "
-                      f"({', '.join(models)}): {stored} existing version(s) recorded as baseline without starting "
-                      "pipelines (set since: to deploy older versions)")
+        self.progress(f"{self.poller.name}: first poll of {len(models)} model(s) newly polled in "
+                      f"{self.poller.describe()} ({', '.join(models)}): {stored} existing version(s) recorded "
+                      "as baseline without starting pipelines (set since: to deploy older versions)")
 
     def _baseline(self, counts: dict[str, Any], registry: str, started: float) -> None:
         """The registry's first poll: store what it holds as ignored events, then remember the poll."""

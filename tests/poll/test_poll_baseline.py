@@ -163,26 +163,36 @@ def test_a_model_added_to_the_list_later_has_a_baseline_of_its_own(tmp_path, cap
 
 
 def test_a_poll_state_from_an_older_release_is_read_then_kept_up_to_date(tmp_path, capsys):
-    """An SQLite inbox whose poll_state table predates the list of models: the registry counts as
-    polled (no second baseline), the table gains the column when next written, and the list kept."""
+    """An SQLite inbox an older release polled (its poll_state table has no list of models): the
+    registry counts as polled, the models it holds events of as covered, so a model added to the
+    list in the same upgrade is still a baseline; the table gains the column, and the list is kept."""
     import sqlite3
+
+    from pipeline_plugin.poll.oci import OciPoller
 
     state = tmp_path / "state"
     with docker_registry(tmp_path) as registry:
         push(registry.url, "models/churn", "v1", b"churn v1")
-        option = ["--option", f"registry={registry.url}", "--option", "repositories=[models/churn]"]
-        open_inbox(state).list()  # the inbox as a release before poll_state existed made it
+        # what the older release left: its first poll's baseline event, and its state row
+        old = OciPoller(registry.url, ["models/churn"], None, None, None)
+        assert open_inbox(state).put(old.event_source, list(old.list_versions())).duplicate is False
         db = sqlite3.connect(state / "inbox.sqlite3")
         db.execute("CREATE TABLE poll_state (source TEXT NOT NULL, registry TEXT NOT NULL, first_poll_at TEXT NOT NULL,"
                    " mode TEXT NOT NULL, baseline INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (source, registry))")
-        db.execute("INSERT INTO poll_state VALUES ('oci', ?, '2026-12-01T00:00:00+00:00', 'baseline', 0)",
+        db.execute("INSERT INTO poll_state VALUES ('oci', ?, '2026-12-01T00:00:00+00:00', 'baseline', 1)",
                    (f"registry {registry.url}",))
         db.commit()
         db.close()
-        counts, _ = poll(capsys, state, [], *option)
-        assert (counts["new"], counts["baseline"]) == (1, 0)  # polled before: churn v1 is new
+        push(registry.url, "models/churn", "v2", b"churn v2")
+        for tag in ("v1", "v2"):
+            push(registry.url, "models/credit", tag, f"credit {tag}".encode())
+        option = ["--option", f"registry={registry.url}", "--option", "repositories=[models/churn, models/credit]"]
+        counts, err = poll(capsys, state, [], *option)
+        # polled before: churn v2 is new; credit, of which the inbox holds nothing, is a baseline
+        assert (counts["new"], counts["baseline"], counts["duplicate"]) == (1, 2, 1), err
+        assert "first poll of registry" not in err and "(models/credit): 2 existing version(s)" in err
         db = sqlite3.connect(state / "inbox.sqlite3")
-        assert db.execute("SELECT models_json FROM poll_state").fetchall() == [('["models/churn"]',)]
+        assert db.execute("SELECT models_json FROM poll_state").fetchall() == [('["models/churn", "models/credit"]',)]
         db.close()
 
 
@@ -191,7 +201,16 @@ def test_the_poll_state_keeps_the_models_and_moves_a_row_to_a_new_key(tmp_path, 
     from an older key (never over a row the new key has already)."""
     from pipeline_plugin.poll.baseline import models_json, state_for
 
-    state = state_for(open_inbox(tmp_path / "state", *database[1:]))
+    from pipeline_plugin.events import ModelVersionEvent
+
+    inbox = open_inbox(tmp_path / "state", *database[1:])
+    state = state_for(inbox)
+    assert state.models_held("docker-registry") == []
+    for model, version in (("models/b", "v1"), ("models/a", "v1"), ("models/a", "v2")):
+        inbox.put("docker-registry", [ModelVersionEvent(source="docker-registry", kind="image.pushed", model=model,
+                                                        version=version, delivery_id=f"{model}:{version}")])
+    assert state.models_held("docker-registry") == ["models/a", "models/b"]
+    assert state.models_held("mlflow") == []
     state.mark("azureml", "Azure ML workspace ws", "2026-12-01T00:00:00+00:00", "baseline", 3, None)
     assert state.get("azureml", "Azure ML workspace ws")["models"] is None  # not known (an older release)
     state.rename("azureml", "Azure ML workspace ws", "Azure ML workspace /subscriptions/s/.../ws")
