@@ -127,18 +127,25 @@ def test_workspaces_of_one_name_have_their_own_poll_state(tmp_path, capsys, monk
     """Azure ML is keyed by the workspace's ARM path in the poll state: a workspace named like one
     polled before, in another resource group, gets its own baseline. A state an older release kept
     under the workspace's name is taken over by the first workspace polled, and only by it."""
-    from pipeline_plugin.poll.baseline import state_for
+    from pipeline_plugin.poll.azureml import AzureMLPoller
+    from pipeline_plugin.poll.baseline import record_baseline, state_for
 
     state = tmp_path / "state"
     monkeypatch.setenv("AZURE_ACCESS_TOKEN", ARM_TOKEN)
     legacy = state_for(Inbox(state))
-    legacy.mark("azureml", "Azure ML workspace ws-prod", "2026-12-01T00:00:00+00:00", "baseline", 0, None)
     options = ["--option", "subscription=sub-1", "--option", "workspace=ws-prod"]
-    with azure({"credit": [version("credit", "1")]}) as server:
+    models = {"credit": [version("credit", "1")]}
+    with azure(models) as server:
         monkeypatch.setenv("AZURE_RESOURCE_MANAGER_URL", server.url)
+        # what the older release left: its first poll's baseline, its state under the workspace's name
+        at = "2026-12-01T00:00:00+00:00"
+        listed = list(AzureMLPoller("sub-1", "rg-ml", "ws-prod", None).list_versions())
+        assert record_baseline(legacy, "azureml", listed, at, {"scheme": "poll"}) == 1
+        legacy.mark("azureml", "Azure ML workspace ws-prod", at, "baseline", 1, None)
+        models["credit"].append(version("credit", "2"))
         code, counts, err = poll(capsys, state, "azureml", *options, "--option", "resource_group=rg-ml")
         assert code == 0, err
-        assert (counts["new"], counts["baseline"]) == (1, 0)  # polled before (the older release's state)
+        assert (counts["new"], counts["baseline"], counts["duplicate"]) == (1, 0, 1)  # polled before: v2 is new
     assert legacy.get("azureml", "Azure ML workspace ws-prod") is None
     assert legacy.get("azureml", f"Azure ML workspace {WS_PATH}")["models"] == "all"
     other = WS_PATH.replace("/rg-ml/", "/rg-other/")
@@ -148,7 +155,8 @@ def test_workspaces_of_one_name_have_their_own_poll_state(tmp_path, capsys, monk
         assert code == 0, err
         assert (counts["new"], counts["baseline"]) == (0, 1), err  # its first poll: a baseline
         assert f"first poll of Azure ML workspace {other}: 1 existing version(s) recorded as baseline" in err
-    assert {(e.event.model, e.status) for e in Inbox(state).list()} == {("credit", "pending"), ("fraud", "ignored")}
+    assert {(e.event.model, e.event.version, e.status) for e in Inbox(state).list()} == {
+        ("credit", "1", "ignored"), ("credit", "2", "pending"), ("fraud", "1", "ignored")}
 
 
 # ---- the Hub -----------------------------------------------------------------------------------------
