@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -105,12 +105,21 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_InboxCollector(inbox))
+        #: the labelled children per label values (the same objects labels() returns)
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._histograms: dict[str, Any] = {}
 
     def delivery(self, source: str, outcome: str) -> None:
-        self.deliveries.labels(source=source, outcome=outcome).inc()
+        child = self._counters.get((source, outcome))
+        if child is None:  # labels() per delivery costs a lock and a lookup: its children are kept
+            child = self._counters[(source, outcome)] = self.deliveries.labels(source=source, outcome=outcome)
+        child.inc()
 
     def ack(self, source: str, seconds: float) -> None:
-        self.ack_seconds.labels(source=source).observe(seconds)
+        child = self._histograms.get(source)
+        if child is None:
+            child = self._histograms[source] = self.ack_seconds.labels(source=source)
+        child.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -23,6 +23,8 @@ from .errors import NotFoundError, PayloadError, PayloadTooLarge
 from .metrics import UNKNOWN_SOURCE
 
 MAX_BODY = 1024 * 1024
+#: one encoder for every answer (json.dumps with options makes a new one per call)
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -41,7 +43,7 @@ class JSONAnswer:
 
     def __init__(self, content: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
         self.status = status
-        self.body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+        self.body = _ENCODER.encode(content).encode()
         self.headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

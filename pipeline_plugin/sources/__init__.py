@@ -56,9 +56,7 @@ class Headers(dict):
     """Case-insensitive header mapping (keys stored lower-case)."""
 
     def __init__(self, items: Mapping[str, str] | None = None) -> None:
-        super().__init__()
-        for k, v in (items or {}).items():
-            self[k] = v
+        super().__init__((k.lower(), v) for k, v in (items or {}).items())
 
     def __setitem__(self, key: str, value: str) -> None:
         super().__setitem__(key.lower(), value)
