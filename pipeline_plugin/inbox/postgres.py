@@ -73,6 +73,9 @@ class PostgresInbox:
     """The inbox in a shared PostgreSQL database (``postgresql://`` URL). Thread-safe (a pool)."""
 
     backend = "postgresql"
+    #: a claim takes only the oldest unfinished event of each model (that keeps each model's order
+    #: across replicas): a short claim does not mean that little is left
+    claims_one_per_model = True
 
     def __init__(self, url: str, state_dir: str | Path | None = None, max_attempts: int = MAX_ATTEMPTS) -> None:
         from ..store import engine as store_engine

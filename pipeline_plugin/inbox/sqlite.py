@@ -138,6 +138,9 @@ T = TypeVar("T")
 class Inbox(SqliteLeases):
     """The durable event store of one state dir. Thread-safe: one connection per thread."""
 
+    #: a claim takes a model's later events with its first (one worker holds them all, in order)
+    claims_one_per_model = False
+
     def __init__(self, state_dir: str | Path, max_attempts: int = MAX_ATTEMPTS) -> None:
         self.state_dir = Path(state_dir)
         try:

@@ -288,6 +288,22 @@ def test_workers_get_different_models_at_once_but_each_models_events_in_order(an
     assert (then.event.model, then.event.version) == ("churn", "2")
 
 
+def test_the_serving_worker_drains_a_backlog_of_one_model_in_one_go(any_inbox, tmp_path):
+    """A burst of versions of one model (PostgreSQL hands them out one at a time, to keep their order
+    across replicas) is matched in one drain, not one event per wake-up (once a second when idle)."""
+    from pipeline_plugin.rules import load_rules
+    from pipeline_plugin.worker import Worker
+
+    inbox = any_inbox()
+    inbox.put("mlflow", [ev(str(v), delivery_id=f"c{v}") for v in range(1, 41)] + [ev("1", delivery_id="f1", model="fraud")])
+    (tmp_path / "triggers").mkdir()
+    (tmp_path / "triggers" / "all.yml").write_text("name: record-all\nmatch: {model: '*'}\n")
+    worker = Worker(inbox, load_rules(tmp_path / "triggers"), tmp_path / "triggers")
+    assert worker.drain(until_short=True) == 41
+    assert inbox.depth() == 0
+    assert {e.status for e in inbox.list()} == {"matched"}
+
+
 def test_an_expired_lease_is_taken_over_by_another_replica(any_inbox):
     """A replica on another host cannot be asked whether it runs: its claim is taken over when the
     lease expires, not before."""
