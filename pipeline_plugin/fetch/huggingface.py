@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -39,7 +40,9 @@ class HuggingFaceBackend:
         ctx.progress(f"fetching {repo}@{revision} from the Hugging Face Hub")
         model = dest / "model"
         try:
-            path = snapshot_download(repo_id=repo, revision=revision, local_dir=str(model))
+            # HF_ENDPOINT as it is now: huggingface_hub reads it once, when it is first imported
+            path = snapshot_download(repo_id=repo, revision=revision, local_dir=str(model),
+                                     endpoint=os.environ.get("HF_ENDPOINT") or None)
         except (hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError) as exc:
             raise NotFoundError(f"model URI {uri!r}: the Hub has no such repository or revision, or HF_TOKEN may not "
                                 f"read it ({type(exc).__name__})") from exc
