@@ -105,9 +105,7 @@ class Worker:
                 if next_up is not None:
                     self.process(next_up)
                     done += 1
-            # a short claim leaves what keeps arriving for the next, larger one; not when the inbox
-            # hands out one event per model (PostgreSQL), where a backlog of one model comes one at a time
-            if until_short and len(batch) < limit and not handed_back and not self.inbox.claims_one_per_model:
+            if until_short and len(batch) < limit and not handed_back:  # handed-back events are claimed at once
                 break
         return done
 

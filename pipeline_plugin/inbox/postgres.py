@@ -69,13 +69,48 @@ def lease_seconds(default: float = LEASE_SECONDS) -> float:
     return value
 
 
+#: the first ``limit`` unfinished events of each of the ``limit`` oldest models whose oldest
+#: unfinished event is claimable now (both walks run on the partial index inbox_events_unfinished)
+_CLAIM_CANDIDATES = (
+    "SELECT f.seq, f.source, f.registry_key, f.model, f.lease_owner, f.lease_until, f.next_attempt_at, f.done"
+    " FROM (SELECT * FROM (SELECT DISTINCT ON (source, registry_key, model) seq, source, registry_key, model,"
+    "   lease_owner, lease_until, next_attempt_at FROM inbox_events WHERE NOT done"
+    "   ORDER BY source, registry_key, model, seq) first"
+    "  WHERE first.next_attempt_at <= :now"
+    "  AND (first.lease_owner IS NULL OR first.lease_owner = :owner OR first.lease_until < :now)"
+    "  ORDER BY first.seq LIMIT :limit) h"
+    " CROSS JOIN LATERAL (SELECT seq, source, registry_key, model, lease_owner, lease_until, next_attempt_at, done"
+    "   FROM inbox_events WHERE NOT done AND source = h.source AND registry_key = h.registry_key"
+    "   AND model = h.model ORDER BY seq LIMIT :limit) f"
+    " ORDER BY f.seq"
+)
+
+
+def _model_prefixes(rows: list[Any], now: float, owner: str) -> list[Any]:
+    """Of ``rows`` (the unfinished events of some models, oldest first, a model's first being its
+    oldest unfinished; None for one that may not be taken), each model's events up to the first
+    that is not claimable now, oldest first. A model's later event never goes without the ones
+    before it."""
+    stopped: set[tuple[str, str, str]] = set()
+    taken = []
+    for row in rows:
+        if row is None:
+            return taken  # which model it was is unknown: stop here, so no model gets a gap
+        model = (row.source, row.registry_key, row.model)
+        if model in stopped:
+            continue
+        if row.done or row.next_attempt_at > now or not (
+                row.lease_owner is None or row.lease_owner == owner or (row.lease_until or 0) < now):
+            stopped.add(model)
+            continue
+        taken.append(row)
+    return taken
+
+
 class PostgresInbox:
     """The inbox in a shared PostgreSQL database (``postgresql://`` URL). Thread-safe (a pool)."""
 
     backend = "postgresql"
-    #: a claim takes only the oldest unfinished event of each model (that keeps each model's order
-    #: across replicas): a short claim does not mean that little is left
-    claims_one_per_model = True
 
     def __init__(self, url: str, state_dir: str | Path | None = None, max_attempts: int = MAX_ATTEMPTS) -> None:
         from ..store import engine as store_engine
@@ -232,31 +267,37 @@ class PostgresInbox:
         pass  # its leases expire (another host cannot tell whether this process still runs)
 
     def claim(self, owner: str, limit: int = 1, lease: float | None = None) -> list[Claimed]:
-        """Lease up to ``limit`` events with work left, oldest first, one per model at a time."""
+        """Lease up to ``limit`` events with work left, oldest first. Each model's events are
+        handed out in order: the oldest unfinished event of a model is claimable when it is free,
+        this owner's, or its lease expired, and not waiting for a retry; a claim takes it with the
+        claimable events that follow it, so one worker holds them all (as the SQLite inbox does)
+        and no replica takes a later version while an earlier one is unfinished."""
         seconds = self.lease if lease is None or lease == LEASE_SECONDS else lease
 
         def _job(conn: Any) -> list[Claimed]:
             now = self._now(conn)
-            rows = self._x(
-                conn,
-                "SELECT e.id, e.event_json, e.generation, e.attempts, e.lease_owner, e.status FROM inbox_events e"
-                " WHERE e.done = false AND e.next_attempt_at <= :now"
-                " AND (e.lease_owner IS NULL OR e.lease_owner = :owner OR e.lease_until < :now)"
-                " AND NOT EXISTS (SELECT 1 FROM inbox_events p WHERE p.source = e.source"
-                "   AND p.registry_key = e.registry_key AND p.model = e.model AND p.seq < e.seq AND p.done = false)"
-                " ORDER BY e.seq LIMIT :limit FOR UPDATE OF e SKIP LOCKED",
-                now=now, owner=owner, limit=limit,
-            ).all()
+            # the oldest unfinished events of the models whose first is claimable, each model's in order
+            rows = self._x(conn, _CLAIM_CANDIDATES, now=now, owner=owner, limit=limit).all()
+            chosen = _model_prefixes(rows, now, owner)[:limit]
+            if not chosen:
+                return []
+            # lock them (a replica claiming at once skips them) and check again what it may have changed
+            locked = {row.seq: row for row in self._x(
+                conn, "SELECT seq, id, event_json, generation, attempts, lease_owner, lease_until, status, done,"
+                " next_attempt_at, source, registry_key, model FROM inbox_events WHERE seq = ANY(:seqs)"
+                " ORDER BY seq FOR UPDATE SKIP LOCKED", seqs=[row.seq for row in chosen]).all()}
+            held = _model_prefixes([locked[row.seq] if row.seq in locked else None for row in chosen], now, owner)
             claimed = []
-            for row in rows:
+            for row in held:
                 if row.lease_owner and row.lease_owner != owner:
                     self._history(conn, row.id, "lease taken over", previous_owner=row.lease_owner)
-                self._x(conn, "UPDATE inbox_events SET lease_owner=:o, lease_until=:u, attempts=attempts+1 WHERE id=:id",
-                        o=owner, u=now + seconds, id=row.id)
                 claimed.append(Claimed(
                     id=row.id, event=ModelVersionEvent.from_dict(json.loads(row.event_json)),
                     generation=row.generation, attempts=row.attempts + 1, owner=owner, status=row.status,
                 ))
+            if held:
+                self._x(conn, "UPDATE inbox_events SET lease_owner=:o, lease_until=:u, attempts=attempts+1"
+                        " WHERE seq = ANY(:seqs)", o=owner, u=now + seconds, seqs=[row.seq for row in held])
             return claimed
 
         return self._write(_job)

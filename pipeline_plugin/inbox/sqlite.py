@@ -138,9 +138,6 @@ T = TypeVar("T")
 class Inbox(SqliteLeases):
     """The durable event store of one state dir. Thread-safe: one connection per thread."""
 
-    #: a claim takes a model's later events with its first (one worker holds them all, in order)
-    claims_one_per_model = False
-
     def __init__(self, state_dir: str | Path, max_attempts: int = MAX_ATTEMPTS) -> None:
         self.state_dir = Path(state_dir)
         try:
@@ -228,29 +225,30 @@ class Inbox(SqliteLeases):
         process that died (same host) is taken over at once, any other lease when it expires.
 
         Events of one model (source, registry, model) are handed out in order: while another live
-        worker holds one, the later ones wait, so v3 never overtakes v2 and two versions of a model
+        worker holds one, or one waits for its retry, the later ones wait, so v3 never overtakes v2 and two versions of a model
         never deploy at once; different models go to different workers in parallel."""
         now = time.time()
         dead: dict[str, bool] = {}  # holder -> gone (asked once per claim)
-        if not any(self._claimable(row[0], row[1], owner, now, dead) for row in self._db().execute(
-                "SELECT lease_owner, lease_until FROM events WHERE done=0 AND next_attempt_at<=? ORDER BY seq LIMIT ?",
-                (now, limit * 4 + 64))):
+        if not any(row[2] <= now and self._claimable(row[0], row[1], owner, now, dead) for row in self._db().execute(
+                "SELECT lease_owner, lease_until, next_attempt_at FROM events WHERE done=0 ORDER BY seq LIMIT ?",
+                (limit * 4 + 64,))):
             return []  # nothing for this worker: no write transaction (deliveries need the lock)
 
         def _job(db: sqlite3.Connection) -> Any:
             rows = db.execute(  # read as far as needed; the event itself only for the ones claimed
                 "SELECT id, generation, attempts, lease_owner, lease_until, status, source, registry_key,"
-                " model FROM events WHERE done=0 AND next_attempt_at<=? ORDER BY seq LIMIT ?",
-                (now, limit * 4 + 64),
+                " model, next_attempt_at FROM events WHERE done=0 ORDER BY seq LIMIT ?",
+                (limit * 4 + 64,),
             )
-            busy: set[tuple[str, str, str]] = set()  # models an older event of which another worker holds
+            # models an older event of which another worker holds, or waits for its retry
+            busy: set[tuple[str, str, str]] = set()
             chosen = []
             for row in rows:
                 if len(chosen) >= limit:
                     break
                 model_key = (row["source"], row["registry_key"], row["model"])
                 holder = row["lease_owner"]
-                if not self._claimable(holder, row["lease_until"], owner, now, dead):
+                if row["next_attempt_at"] > now or not self._claimable(holder, row["lease_until"], owner, now, dead):
                     busy.add(model_key)
                     continue
                 if model_key in busy:

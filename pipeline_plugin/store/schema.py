@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger, Boolean, Column, Float, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text,
-    UniqueConstraint,
+    UniqueConstraint, text,
 )
 
 metadata = MetaData()
@@ -116,6 +116,9 @@ inbox_events = Table(
     Column("processed_at", Text),
     Index("inbox_events_todo", "done", "next_attempt_at"),
     Index("inbox_events_model", "source", "registry_key", "model", "seq"),
+    # each model's unfinished events in order, without its finished history (the claim's walk)
+    Index("inbox_events_unfinished", "source", "registry_key", "model", "seq",
+          postgresql_where=text("NOT done"), sqlite_where=text("done = 0")),
     sqlite_autoincrement=True,
 )
 

@@ -288,9 +288,25 @@ def test_workers_get_different_models_at_once_but_each_models_events_in_order(an
     assert (then.event.model, then.event.version) == ("churn", "2")
 
 
+def test_a_claim_takes_a_models_later_events_with_its_first_and_none_past_a_retry(any_inbox):
+    """One worker gets a model's versions together, in order; a version waiting for a retry keeps
+    the later ones of its model waiting too (v2 must not deploy before v1 does), not other models'."""
+    inbox = any_inbox()
+    inbox.put("mlflow", [ev(str(v), delivery_id=f"c{v}") for v in (1, 2, 3)] + [ev("1", delivery_id="f1", model="fraud")])
+    a, b = inbox.new_owner(), inbox.new_owner()
+    got = inbox.claim(a, limit=10)
+    assert [(c.event.model, c.event.version) for c in got] == [("churn-model", "1"), ("churn-model", "2"), ("churn-model", "3"), ("fraud", "1")]
+    assert inbox.claim(b, limit=10) == []
+    inbox.finish(got[3].id, a)
+    inbox.record_decisions(a, [], release=[got[1].id, got[2].id])  # handed back, as the worker does
+    inbox.fail(got[0].id, a, "the CI provider does not answer", backoff=60)
+    assert inbox.claim(b, limit=10) == []  # churn 2 and 3 wait for churn 1's retry
+    assert inbox.depth() == 3
+
+
 def test_the_serving_worker_drains_a_backlog_of_one_model_in_one_go(any_inbox, tmp_path):
-    """A burst of versions of one model (PostgreSQL hands them out one at a time, to keep their order
-    across replicas) is matched in one drain, not one event per wake-up (once a second when idle)."""
+    """A burst of versions of one model (each claim takes many, in order) is matched in one drain,
+    not one event per wake-up (once a second when idle)."""
     from pipeline_plugin.rules import load_rules
     from pipeline_plugin.worker import Worker
 

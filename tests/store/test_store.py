@@ -6,7 +6,7 @@ import multiprocessing
 import os
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from pipeline_plugin.errors import ConfigError, NotFoundError, ServiceError
 from pipeline_plugin.history import History, Record
@@ -82,7 +82,7 @@ def test_reopening_sees_the_same_data_and_keeps_one_revision(store_url):
     store = open_store(url=store_url)
     assert History(store=store).records()[0].service == "s"
     with store.engine.connect() as db:
-        assert db.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0004"]  # the newest migration (0004: the models each poller covers)
+        assert db.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0005"]  # the newest migration (0005: the index of unfinished events)
 
 
 def test_a_poll_state_from_0003_is_upgraded_and_keeps_its_rows(store_url):
@@ -97,9 +97,23 @@ def test_a_poll_state_from_0003_is_upgraded_and_keeps_its_rows(store_url):
     _engines.clear()  # as a new process of this release would
     store = open_store(url=store_url)
     with store.engine.connect() as db:
-        assert db.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert db.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
         row = db.execute(text("SELECT registry, baseline, models_json FROM inbox_poll_state")).one()
     assert tuple(row) == ("registry http://r:5000", 7, None)
+
+
+def test_an_inbox_from_0004_gets_the_index_of_unfinished_events(store_url):
+    """A database a 0004 release wrote has no index of unfinished events: opening it with this
+    release adds it (the claim would read every model's whole history without it)."""
+    store = open_store(url=store_url)
+    with store.engine.begin() as db:
+        db.execute(text("DROP INDEX inbox_events_unfinished"))
+        db.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+    _engines.clear()  # as a new process of this release would
+    store = open_store(url=store_url)
+    with store.engine.connect() as db:
+        assert db.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert "inbox_events_unfinished" in {i["name"] for i in inspect(db).get_indexes("inbox_events")}
 
 
 def test_a_newer_schema_is_refused(store_url):
@@ -110,7 +124,7 @@ def test_a_newer_schema_is_refused(store_url):
     with pytest.raises(ConfigError) as err:
         open_store(url=store_url)
     message = str(err.value)
-    assert "schema revision 9999" in message and "upgrade pipeline-plugin" in message and "0004" in message
+    assert "schema revision 9999" in message and "upgrade pipeline-plugin" in message and "0005" in message
     assert "pp-test-s3cret" not in message
 
 
