@@ -304,6 +304,22 @@ def test_a_claim_takes_a_models_later_events_with_its_first_and_none_past_a_retr
     assert inbox.depth() == 3
 
 
+def test_a_model_is_its_source_registry_and_name_when_claimed(any_inbox):
+    """One name in two registries and in another source is three models: holding one's versions
+    holds back only that one's later versions."""
+    inbox = any_inbox()
+    other = {"tracking_uri": "http://mlflow-eu:5000"}
+    inbox.put("mlflow", [ev("1", delivery_id="a1"), ev("1", delivery_id="b1", registry=other),
+                         ev("2", delivery_id="a2"), ev("2", delivery_id="b2", registry=other)])
+    inbox.put("huggingface", [ev("1", delivery_id="h1", source="huggingface", registry={})])
+    a, b = inbox.new_owner(), inbox.new_owner()
+    [held] = inbox.claim(a, limit=1)
+    assert (held.event.registry, held.event.version) == ({"tracking_uri": "http://mlflow:5000"}, "1")
+    got = inbox.claim(b, limit=10)
+    assert [(c.event.source, dict(c.event.registry), c.event.version) for c in got] == [
+        ("mlflow", other, "1"), ("mlflow", other, "2"), ("huggingface", {}, "1")]
+
+
 def test_the_serving_worker_drains_a_backlog_of_one_model_in_one_go(any_inbox, tmp_path):
     """A burst of versions of one model (each claim takes many, in order) is matched in one drain,
     not one event per wake-up (once a second when idle)."""
