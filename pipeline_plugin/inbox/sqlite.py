@@ -225,47 +225,42 @@ class Inbox(SqliteLeases):
         process that died (same host) is taken over at once, any other lease when it expires.
 
         Events of one model (source, registry, model) are handed out in order: while another live
-        worker holds one, or one waits for its retry, the later ones wait, so v3 never overtakes v2 and two versions of a model
-        never deploy at once; different models go to different workers in parallel."""
+        worker holds one, or one waits for its retry, the later ones wait, so v3 never overtakes v2
+        and two versions of a model never deploy at once; different models go to different workers
+        in parallel, however many of a busy model's events come before theirs."""
         now = time.time()
         dead: dict[str, bool] = {}  # holder -> gone (asked once per claim)
-        if not any(row[2] <= now and self._claimable(row[0], row[1], owner, now, dead) for row in self._db().execute(
-                "SELECT lease_owner, lease_until, next_attempt_at FROM events WHERE done=0 ORDER BY seq LIMIT ?",
-                (limit * 4 + 64,))):
+        chosen = self._candidates(owner, limit, now, dead)
+        if not chosen:
             return []  # nothing for this worker: no write transaction (deliveries need the lock)
 
         def _job(db: sqlite3.Connection) -> Any:
-            rows = db.execute(  # read as far as needed; the event itself only for the ones claimed
-                "SELECT id, generation, attempts, lease_owner, lease_until, status, source, registry_key,"
-                " model, next_attempt_at FROM events WHERE done=0 ORDER BY seq LIMIT ?",
-                (limit * 4 + 64,),
-            )
-            # models an older event of which another worker holds, or waits for its retry
-            busy: set[tuple[str, str, str]] = set()
-            chosen = []
-            for row in rows:
-                if len(chosen) >= limit:
-                    break
-                model_key = (row["source"], row["registry_key"], row["model"])
-                holder = row["lease_owner"]
-                if row["next_attempt_at"] > now or not self._claimable(holder, row["lease_until"], owner, now, dead):
-                    busy.add(model_key)
+            # the chosen ones again, under the write lock: another worker may have taken or finished
+            # some meanwhile; each model keeps its events up to the first one that changed
+            marks = ",".join("?" * len(chosen))
+            rows = {row["id"]: row for row in db.execute(
+                "SELECT id, generation, attempts, lease_owner, lease_until, status, done, next_attempt_at, event_json"
+                f" FROM events WHERE id IN ({marks})", [eid for eid, _ in chosen])}
+            stopped: set[tuple[str, str, str]] = set()
+            keep = []
+            for eid, model_key in chosen:
+                row = rows.get(eid)
+                if model_key in stopped:
                     continue
-                if model_key in busy:
+                if row is None or row["done"] or row["next_attempt_at"] > now or not self._claimable(
+                        row["lease_owner"], row["lease_until"], owner, now, dead):
+                    stopped.add(model_key)
                     continue
-                if holder and holder != owner:
-                    self._history(db, row["id"], "lease taken over", previous_owner=holder)
-                chosen.append(row)
-            rows.close()
-            if not chosen:
+                if row["lease_owner"] and row["lease_owner"] != owner:
+                    self._history(db, eid, "lease taken over", previous_owner=row["lease_owner"])
+                keep.append(row)
+            if not keep:
                 return
-            ids = [row["id"] for row in chosen]
-            marks = ",".join("?" * len(ids))
-            db.execute(f"UPDATE events SET lease_owner=?, lease_until=?, attempts=attempts+1 WHERE id IN ({marks})",
-                       (owner, now + lease, *ids))
-            texts = dict(db.execute(f"SELECT id, event_json FROM events WHERE id IN ({marks})", ids).fetchall())
-            taken[:] = [(row["id"], row["generation"], row["attempts"], row["status"], texts[row["id"]])
-                        for row in chosen]
+            ids = [row["id"] for row in keep]
+            db.execute(f"UPDATE events SET lease_owner=?, lease_until=?, attempts=attempts+1 WHERE id IN "
+                       f"({','.join('?' * len(ids))})", (owner, now + lease, *ids))
+            taken[:] = [(row["id"], row["generation"], row["attempts"], row["status"], row["event_json"])
+                        for row in keep]
 
         taken: list[tuple[str, int, int, str, str]] = []
         self._write(_job)
@@ -273,6 +268,31 @@ class Inbox(SqliteLeases):
         return [Claimed(id=eid, event=ModelVersionEvent.from_dict(json.loads(text)), generation=generation,
                         attempts=attempts + 1, owner=owner, status=status)
                 for eid, generation, attempts, status, text in taken]
+
+    def _candidates(self, owner: str, limit: int, now: float,
+                    dead: dict[str, bool]) -> list[tuple[str, tuple[str, str, str]]]:
+        """The events a claim would take (id, model), read on this thread's connection, oldest
+        first: unfinished events are read as far as needed, past any number of a busy model's."""
+        # models an older event of which another worker holds, or waits for its retry
+        busy: set[tuple[str, str, str]] = set()
+        chosen: list[tuple[str, tuple[str, str, str]]] = []
+        rows = self._db().execute("SELECT id, lease_owner, lease_until, next_attempt_at, source, registry_key, model"
+                                  " FROM events WHERE done=0 ORDER BY seq")
+        try:
+            for row in rows:
+                model_key = (row["source"], row["registry_key"], row["model"])
+                if model_key in busy:
+                    continue
+                if row["next_attempt_at"] > now or not self._claimable(
+                        row["lease_owner"], row["lease_until"], owner, now, dead):
+                    busy.add(model_key)
+                    continue
+                chosen.append((row["id"], model_key))
+                if len(chosen) >= limit:
+                    break
+        finally:
+            rows.close()
+        return chosen
 
     @staticmethod
     def _claimable(holder: str | None, until: float | None, owner: str, now: float, dead: dict[str, bool]) -> bool:

@@ -320,6 +320,19 @@ def test_a_model_is_its_source_registry_and_name_when_claimed(any_inbox):
         ("mlflow", other, "1"), ("mlflow", other, "2"), ("huggingface", {}, "1")]
 
 
+def test_a_long_backlog_of_a_busy_model_does_not_hold_back_other_models(any_inbox):
+    """While a worker runs churn v1's pipeline, churn's 400 later versions wait; fraud's version,
+    stored after them, goes to another worker at once."""
+    inbox = any_inbox()
+    inbox.put("mlflow", [ev(str(v), delivery_id=f"c{v}") for v in range(1, 402)])
+    inbox.put("mlflow", [ev("1", delivery_id="f1", model="fraud")])
+    a, b = inbox.new_owner(), inbox.new_owner()
+    [held] = inbox.claim(a, limit=1)
+    assert held.event.version == "1"
+    got = inbox.claim(b, limit=1)
+    assert [(c.event.model, c.event.version) for c in got] == [("fraud", "1")]
+
+
 def test_the_serving_worker_drains_a_backlog_of_one_model_in_one_go(any_inbox, tmp_path):
     """A burst of versions of one model (each claim takes many, in order) is matched in one drain,
     not one event per wake-up (once a second when idle)."""
