@@ -51,9 +51,13 @@ def _row(first_poll_at: str, mode: str, baseline: int, models_json: str | None) 
             "models": None if models_json is None else json.loads(models_json)}
 
 
-def models_json(models: list[str] | None) -> str:
-    """The stored form of what a poller covers: its sorted names, or ``"all"`` (``None``)."""
-    return json.dumps("all" if models is None else sorted(set(models)))
+def covered(models: list[str] | None) -> list[str] | str:
+    """What a poller covers, as the poll state keeps it: its sorted names, or ``"all"`` (``None``)."""
+    return "all" if models is None else sorted(set(models))
+
+
+def _stored(models: list[str] | str | None) -> str | None:
+    return None if models is None else json.dumps(models)
 
 def _ignored_row(event: ModelVersionEvent, why: str, now: str) -> dict[str, Any]:
     key = event.dedupe_key()
@@ -85,19 +89,22 @@ class SqliteState:
                              (source, registry)).fetchone()
         return None if row is None else _row(*row)
 
-    def mark(self, source: str, registry: str, at: str, mode: str, baseline: int, models: str | None) -> None:
-        """The first successful poll of ``registry`` (kept if one is there already)."""
+    def mark(self, source: str, registry: str, at: str, mode: str, baseline: int,
+             models: list[str] | str | None) -> None:
+        """The first successful poll of ``registry`` (kept if one is there already); ``models``:
+        what it covers (``covered()``), None for not known."""
         def _job(db: sqlite3.Connection) -> None:
             _sqlite_table(db)
             db.execute("INSERT OR IGNORE INTO poll_state(source, registry, first_poll_at, mode, baseline, models_json)"
-                       " VALUES (?,?,?,?,?,?)", (source, registry, at, mode, baseline, models))
+                       " VALUES (?,?,?,?,?,?)", (source, registry, at, mode, baseline, _stored(models)))
 
         self.inbox._write(_job)
 
-    def set_models(self, source: str, registry: str, models: str) -> None:
+    def set_models(self, source: str, registry: str, models: list[str] | str) -> None:
         def _job(db: sqlite3.Connection) -> None:
             _sqlite_table(db)
-            db.execute("UPDATE poll_state SET models_json=? WHERE source=? AND registry=?", (models, source, registry))
+            db.execute("UPDATE poll_state SET models_json=? WHERE source=? AND registry=?",
+                       (_stored(models), source, registry))
 
         self.inbox._write(_job)
 
@@ -161,22 +168,23 @@ class PostgresState:
                                .where(t.c.source == source, t.c.registry == registry)).first()
         return None if row is None else _row(*row)
 
-    def mark(self, source: str, registry: str, at: str, mode: str, baseline: int, models: str | None) -> None:
+    def mark(self, source: str, registry: str, at: str, mode: str, baseline: int,
+             models: list[str] | str | None) -> None:
         from sqlalchemy.dialects.postgresql import insert
 
         from ..store.schema import inbox_poll_state as t
 
         with self.engine.begin() as conn:
             conn.execute(insert(t).values(source=source, registry=registry, first_poll_at=at, mode=mode,
-                                          baseline=baseline, models_json=models).on_conflict_do_nothing())
+                                          baseline=baseline, models_json=_stored(models)).on_conflict_do_nothing())
 
-    def set_models(self, source: str, registry: str, models: str) -> None:
+    def set_models(self, source: str, registry: str, models: list[str] | str) -> None:
         from sqlalchemy import update
 
         from ..store.schema import inbox_poll_state as t
 
         with self.engine.begin() as conn:
-            conn.execute(update(t).where(t.c.source == source, t.c.registry == registry).values(models_json=models))
+            conn.execute(update(t).where(t.c.source == source, t.c.registry == registry).values(models_json=_stored(models)))
 
     def models_held(self, event_source: str) -> list[str]:
         from sqlalchemy import select

@@ -29,9 +29,9 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from ..events import ModelVersionEvent
-from ..inbox.poll_state import models_json, state_for
+from ..inbox.poll_state import covered, state_for
 
-__all__ = ["BATCH", "models_json", "reason", "record_baseline", "state_for"]
+__all__ = ["BATCH", "covered", "reason", "record_baseline", "state_for"]
 
 #: events stored per transaction while recording a baseline
 BATCH = 200

@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -28,7 +27,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from . import Poller, PollSettings, parse_time
-from .baseline import models_json, record_baseline, state_for
+from .baseline import covered, record_baseline, state_for
 
 log = logging.getLogger("pipeline_plugin.poll")
 
@@ -153,12 +152,12 @@ class Runner:
                               f"(event {result[0]})")
         if added:
             self._baseline_models(counts, added, started)
-        covers = models_json(self.poller.models)
+        covers = covered(self.poller.models)
         if not self.polled:  # polled with ``since``: no baseline later either
             self.state.mark(self.poller.name, registry, iso(started) or "", "since", 0, covers)
-        elif self.covered != json.loads(covers):  # the list changed, or was not known
+        elif self.covered != covers:  # the list changed, or was not known
             self.state.set_models(self.poller.name, registry, covers)
-        self.polled, self.covered = True, json.loads(covers)
+        self.polled, self.covered = True, covers
 
     def _baseline_models(self, counts: dict[str, Any], events: list[Any], started: float) -> None:
         """The versions of models this poller did not cover before: stored as ignored, as a first
@@ -179,9 +178,9 @@ class Runner:
         at = iso(started) or ""
         stored = record_baseline(self.state, self.poller.event_source, events, at, DELIVERY_META)
         self._remember(events)
-        covers = models_json(self.poller.models)
+        covers = covered(self.poller.models)
         self.state.mark(self.poller.name, registry, at, "baseline", stored, covers)
-        self.polled, self.covered = True, json.loads(covers)
+        self.polled, self.covered = True, covers
         counts.update(seen=len(events), baseline=stored, duplicate=len(events) - stored)
         self.progress(f"{self.poller.name}: first poll of {registry}: {stored} existing version(s) recorded as "
                       "baseline without starting pipelines (set since: to deploy older versions)")

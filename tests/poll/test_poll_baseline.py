@@ -199,7 +199,7 @@ def test_a_poll_state_from_an_older_release_is_read_then_kept_up_to_date(tmp_pat
 def test_the_poll_state_keeps_the_models_and_moves_a_row_to_a_new_key(tmp_path, database):
     """What the runner relies on, on both inbox backends: the covered models as written, a row moved
     from an older key (never over a row the new key has already)."""
-    from pipeline_plugin.poll.baseline import models_json, state_for
+    from pipeline_plugin.poll.baseline import covered, state_for
 
     from pipeline_plugin.events import ModelVersionEvent
 
@@ -217,9 +217,9 @@ def test_the_poll_state_keeps_the_models_and_moves_a_row_to_a_new_key(tmp_path, 
     assert state.get("azureml", "Azure ML workspace ws") is None
     moved = state.get("azureml", "Azure ML workspace /subscriptions/s/.../ws")
     assert (moved["first_poll_at"], moved["baseline"]) == ("2026-12-01T00:00:00+00:00", 3)
-    state.set_models("azureml", "Azure ML workspace /subscriptions/s/.../ws", models_json(["b", "a", "b"]))
+    state.set_models("azureml", "Azure ML workspace /subscriptions/s/.../ws", covered(["b", "a", "b"]))
     assert state.get("azureml", "Azure ML workspace /subscriptions/s/.../ws")["models"] == ["a", "b"]
-    state.mark("azureml", "old", "2026-12-02T00:00:00+00:00", "since", 0, models_json(None))
+    state.mark("azureml", "old", "2026-12-02T00:00:00+00:00", "since", 0, covered(None))
     state.rename("azureml", "old", "Azure ML workspace /subscriptions/s/.../ws")  # taken: both stay as they were
     assert state.get("azureml", "old")["models"] == "all"
     assert state.get("azureml", "Azure ML workspace /subscriptions/s/.../ws")["baseline"] == 3
