@@ -16,19 +16,14 @@ from .records import (
     Decision,
     RunRecord,
     StoredEvent,
-    _owner_name,
-    _safe_meta,
-    _version_number,
     event_id_for,
     run_id_for,
     utcnow,
 )
 from .sqlite import DB_NAME, SCHEMA_VERSION, Inbox
 from .sqlite_put import PutResult
-from .sqlite_put import event_id_for_key as _event_id_for_key
 
 __all__ = [
     "DB_NAME", "EVENT_STATUSES", "LEASE_SECONDS", "MAX_ATTEMPTS", "RUN_STATUSES", "SCHEMA_VERSION", "Claimed",
     "Decision", "Inbox", "PutResult", "RunRecord", "StoredEvent", "event_id_for", "run_id_for", "utcnow",
-    "_event_id_for_key", "_owner_name", "_safe_meta", "_version_number",
 ]
