@@ -95,20 +95,18 @@ _CLAIM_CANDIDATES = (
 )
 
 
-def _model_prefixes(rows: list[Any], now: float, owner: str) -> list[Any]:
-    """Of ``rows`` (the unfinished events of some models, oldest first, a model's first being its
-    oldest unfinished; None for one that may not be taken), each model's events up to the first
-    that is not claimable now, oldest first. A model's later event never goes without the ones
+def _model_prefixes(rows: list[tuple[Any, Any]], now: float, owner: str) -> list[Any]:
+    """Of ``rows`` (a claimed model's key row and its current row, or None when it may not be
+    taken; oldest first, a model's first being its oldest unfinished), each model's current rows up
+    to the first that is not claimable now. A model's later event never goes without the ones
     before it."""
     stopped: set[tuple[str, str, str]] = set()
     taken = []
-    for row in rows:
-        if row is None:
-            return taken  # which model it was is unknown: stop here, so no model gets a gap
-        model = (row.source, row.registry_key, row.model)
+    for key, row in rows:
+        model = (key.source, key.registry_key, key.model)
         if model in stopped:
             continue
-        if row.done or row.next_attempt_at > now or not (
+        if row is None or row.done or row.next_attempt_at > now or not (
                 row.lease_owner is None or row.lease_owner == owner or (row.lease_until or 0) < now):
             stopped.add(model)
             continue
@@ -287,7 +285,7 @@ class PostgresInbox:
             now = self._now(conn)
             # the oldest unfinished events of the models whose first is claimable, each model's in order
             rows = self._x(conn, _CLAIM_CANDIDATES, now=now, owner=owner, limit=limit).all()
-            chosen = _model_prefixes(rows, now, owner)[:limit]
+            chosen = _model_prefixes([(row, row) for row in rows], now, owner)
             if not chosen:
                 return []
             # lock them (a replica claiming at once skips them) and check again what it may have changed
@@ -295,7 +293,7 @@ class PostgresInbox:
                 conn, "SELECT seq, id, event_json, generation, attempts, lease_owner, lease_until, status, done,"
                 " next_attempt_at, source, registry_key, model FROM inbox_events WHERE seq = ANY(:seqs)"
                 " ORDER BY seq FOR UPDATE SKIP LOCKED", seqs=[row.seq for row in chosen]).all()}
-            held = _model_prefixes([locked[row.seq] if row.seq in locked else None for row in chosen], now, owner)
+            held = _model_prefixes([(row, locked.get(row.seq)) for row in chosen], now, owner)
             claimed = []
             for row in held:
                 if row.lease_owner and row.lease_owner != owner:
