@@ -105,21 +105,21 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_InboxCollector(inbox))
-        #: the labelled children per label values (the same objects labels() returns)
-        self._counters: dict[tuple[str, str], Any] = {}
-        self._histograms: dict[str, Any] = {}
+        #: the labelled children (the objects labels() returns): labels() per delivery costs a
+        #: lock and a lookup
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        child = self._children.get((metric, *labels))
+        if child is None:
+            child = self._children[(metric, *labels)] = metric.labels(*labels)
+        return child
 
     def delivery(self, source: str, outcome: str) -> None:
-        child = self._counters.get((source, outcome))
-        if child is None:  # labels() per delivery costs a lock and a lookup: its children are kept
-            child = self._counters[(source, outcome)] = self.deliveries.labels(source=source, outcome=outcome)
-        child.inc()
+        self._child(self.deliveries, source, outcome).inc()
 
     def ack(self, source: str, seconds: float) -> None:
-        child = self._histograms.get(source)
-        if child is None:
-            child = self._histograms[source] = self.ack_seconds.labels(source=source)
-        child.observe(seconds)
+        self._child(self.ack_seconds, source).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
