@@ -13,6 +13,13 @@ one delivery at a time, each in its own savepoint: a bad delivery fails alone. A
 insert of the same change makes ``ON CONFLICT`` wait for its commit and skip the row, so a change
 that reaches two replicas is stored once; a deadlock between them (PostgreSQL aborts one) is
 retried. Nothing here answers a delivery before the commit that holds it returned.
+
+Each model's events are handed out in ``seq`` order, and a sequence number is taken when a row is
+inserted, not when it commits: two replicas storing versions of one model at once could commit the
+later number first, and a worker could claim it before the earlier one appeared. So a transaction
+first takes a lock per model it stores events of (``pg_advisory_xact_lock``, in one order for every
+replica: no deadlock between them), held until it commits: the events of one model are numbered
+in the order their transactions commit.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any
 
 from ..errors import ServiceError
 from ..events import ModelVersionEvent
+from ..store.engine import lock_key
 from .batching import BatchWriter
 from .records import utcnow
 from .sqlite_put import PutResult
@@ -117,6 +125,7 @@ class PgGroupCommitter(BatchWriter):
 
         try:
             with conn.begin():
+                lock_models(conn, batch)
                 results: list[Any] = put_batch(conn, batch)
             return results
         except StatementError as exc:  # PostgreSQL (or psycopg, e.g. a NUL character) refused something
@@ -128,6 +137,7 @@ class PgGroupCommitter(BatchWriter):
         self.slow_batches += 1
         results = []
         with conn.begin():
+            lock_models(conn, batch)  # before the savepoints: a lock taken in one is let go at its rollback
             for job in batch:
                 savepoint = conn.begin_nested()
                 try:
@@ -177,6 +187,23 @@ _WRITE = _text(
     " SELECT * FROM unnest(" + _arrays("d", 5) + ") ON CONFLICT DO NOTHING)"
     " SELECT id FROM ev"
 )
+
+
+#: the models' locks, smallest key first (the subquery's order is the order they are taken in)
+_LOCK = _text("SELECT pg_advisory_xact_lock(k) FROM (SELECT k FROM unnest(CAST(:k AS bigint[])) AS k ORDER BY k) AS o")
+
+
+def model_lock_key(event: ModelVersionEvent) -> int:
+    """The advisory lock key of the event's model (source, registry, name), the same in every process."""
+    return lock_key("\x1f".join(("pipeline-plugin:model", event.source, event.registry_key(), event.model)))
+
+
+def lock_models(conn: Any, batch: list[PutJob]) -> None:
+    """Wait for, and hold until this transaction ends, the lock of every model ``batch`` has events
+    of: another replica's events of those models are committed before this one takes numbers."""
+    keys = sorted({model_lock_key(event) for job in batch for event in job.events})
+    if keys:
+        conn.execute(_LOCK, {"k": keys}).all()
 
 
 def put_batch(conn: Any, batch: list[PutJob]) -> list[PutResult]:

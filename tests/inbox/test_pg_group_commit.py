@@ -118,3 +118,39 @@ def test_two_writers_putting_the_same_deliveries_store_each_once(tmp_path, postg
         assert fresh.execute("SELECT COUNT(*) FROM inbox_deliveries").fetchone()[0] == len(events)
         assert fresh.execute("SELECT COUNT(*) FROM inbox_history WHERE what = 'received'").fetchone()[0] == len(events)
     inbox.close()
+
+
+def test_a_models_events_are_claimed_in_the_order_their_transactions_commit(tmp_path, postgres_url):
+    """Replica A has stored version 1 of a model and not committed yet (its sequence number is taken)
+    when replica B stores version 2: B waits for A's commit, so no worker can claim version 2 before
+    version 1 exists. Replica C's delivery of another model does not wait."""
+    from sqlalchemy import create_engine
+
+    from pipeline_plugin.inbox.pg_writer import PgGroupCommitter, PutJob, lock_models, put_batch
+
+    inbox = open_inbox(tmp_path / "state", database_url=postgres_url)  # replica B (migrates the schema)
+    engines = [create_engine(inbox.url) for _ in range(2)]
+    conn = engines[0].connect()  # replica A's writer connection
+    replica_c = PgGroupCommitter(engines[1], inbox.path, inbox._put_one)
+    transaction = conn.begin()
+    try:
+        first = PutJob("mlflow", [_event(0)], {}, "now")
+        lock_models(conn, [first])  # what A's writer does in its transaction, up to the commit
+        put_batch(conn, [first])
+        later = inbox.submit_put("mlflow", [_event(1)])
+        other = replica_c.submit(PutJob("mlflow", [_event(2, model="fraud-model")], {}, "now")).result(timeout=30)
+        time.sleep(0.3)
+        assert not later.done(), "version 2 was stored while version 1 was not committed"
+        assert [c.event.model for c in inbox.claim("w1", limit=10)] == ["fraud-model"]
+        transaction.commit()
+        assert not later.result(timeout=30).duplicate
+    finally:
+        if transaction.is_active:
+            transaction.rollback()
+        conn.close()
+        for engine in engines:
+            engine.dispose()
+    claimed = inbox.claim("w2", limit=10)
+    assert [(c.event.model, c.event.version) for c in claimed] == [("churn-model", "1"), ("churn-model", "2")]
+    assert list(other) and not other.duplicate
+    inbox.close()
