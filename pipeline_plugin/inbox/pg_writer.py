@@ -3,9 +3,9 @@ every delivery queued so far in one transaction, commits it, and only then answe
 
 The batch is written set-wise: one ``SELECT`` finds the deliveries and changes already stored, one
 ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` adds the new events (in arrival order: their
-``seq`` orders each model's work), one statement adds the history rows and the deliveries. Four
-round trips and one commit (one WAL flush) for the whole batch, on a connection the writer keeps
-(no pool checkout or pre-ping per delivery).
+``seq`` orders each model's work), one statement adds the history rows and the deliveries. Five
+round trips (with the models' locks, below) and one commit (one WAL flush) for the whole batch, on a
+connection the writer keeps (no pool checkout or pre-ping per delivery).
 
 What can't be done set-wise (a repeated state change, which compares with the slot's latest
 change) or fails (a value PostgreSQL refuses) makes the writer roll the batch back and do it again
@@ -15,11 +15,11 @@ that reaches two replicas is stored once; a deadlock between them (PostgreSQL ab
 retried. Nothing here answers a delivery before the commit that holds it returned.
 
 Each model's events are handed out in ``seq`` order, and a sequence number is taken when a row is
-inserted, not when it commits: two replicas storing versions of one model at once could commit the
-later number first, and a worker could claim it before the earlier one appeared. So a transaction
-first takes a lock per model it stores events of (``pg_advisory_xact_lock``, in one order for every
-replica: no deadlock between them), held until it commits: the events of one model are numbered
-in the order their transactions commit.
+inserted, not when it commits: two replicas storing versions of one model at once may commit the
+later number first. So a transaction first takes a lock per model it stores events of
+(``pg_advisory_xact_lock_shared``: writers never wait for each other), held until it commits; a
+claim (``postgres.PostgresInbox.claim``) leaves a model whose lock it cannot take at once for later,
+since an event numbered before the ones it read may still be on its way.
 """
 
 from __future__ import annotations
@@ -189,19 +189,18 @@ _WRITE = _text(
 )
 
 
-#: the models' locks, smallest key first (the subquery's order is the order they are taken in)
-_LOCK = _text("SELECT pg_advisory_xact_lock(k) FROM (SELECT k FROM unnest(CAST(:k AS bigint[])) AS k ORDER BY k) AS o")
+_LOCK = _text("SELECT pg_advisory_xact_lock_shared(k) FROM unnest(CAST(:k AS bigint[])) AS k")
 
 
-def model_lock_key(event: ModelVersionEvent) -> int:
-    """The advisory lock key of the event's model (source, registry, name), the same in every process."""
-    return lock_key("\x1f".join(("pipeline-plugin:model", event.source, event.registry_key(), event.model)))
+def model_lock_key(source: str, registry_key: str, model: str) -> int:
+    """The advisory lock key of a model (its source, registry and name), the same in every process."""
+    return lock_key("\x1f".join(("pipeline-plugin:model", source, registry_key, model)))
 
 
 def lock_models(conn: Any, batch: list[PutJob]) -> None:
-    """Wait for, and hold until this transaction ends, the lock of every model ``batch`` has events
-    of: another replica's events of those models are committed before this one takes numbers."""
-    keys = sorted({model_lock_key(event) for job in batch for event in job.events})
+    """Hold, until this transaction ends, the lock of every model ``batch`` has events of (shared:
+    it waits only while a claim of one of those models is being committed)."""
+    keys = sorted({model_lock_key(e.source, e.registry_key(), e.model) for job in batch for e in job.events})
     if keys:
         conn.execute(_LOCK, {"k": keys}).all()
 

@@ -10,7 +10,8 @@ several replicas safe:
   stored once.
 - ``claim``: ``SELECT ... FOR UPDATE SKIP LOCKED`` of events with work left whose lease is free,
   its own, or expired, and no earlier unfinished event of the same model (each model's events are
-  handed out in order, one at a time). Lease times are the database's clock; a replica on another
+  handed out in order). A model that a writer is storing events of (its lock, ``pg_writer``) waits
+  for the next claim: an event numbered before those read may not be committed yet. Lease times are the database's clock; a replica on another
   host cannot be asked whether it still runs, so only expiry frees its claims.
 - runs: unique ``(event_id, rule_name, generation)``; ``mark_dispatching`` is a compare-and-set of
   the run's status, so one replica alone starts each run.
@@ -31,7 +32,7 @@ from ..errors import NotFoundError, ServiceError
 from ..events import ModelVersionEvent
 from .leases import check_lease_args, lease_row
 from .pg_writer import RETRY_SQLSTATES as _RETRY_SQLSTATES
-from .pg_writer import PutJob, committer_for
+from .pg_writer import PutJob, committer_for, model_lock_key
 from .records import (
     EVENT_STATUSES,
     LEASE_SECONDS,
@@ -93,6 +94,25 @@ _CLAIM_CANDIDATES = (
     "   AND model = h.model ORDER BY seq LIMIT :limit) f"
     " ORDER BY f.seq LIMIT :limit"
 )
+
+
+#: of the models' lock keys, those whose lock this transaction took (none is waited for)
+_TRY_MODEL_LOCKS = "SELECT k FROM unnest(CAST(:k AS bigint[])) AS k WHERE pg_try_advisory_xact_lock(k)"
+#: the chosen events again, locked, each with its model's oldest unfinished sequence number
+_CLAIM_RECHECK = (
+    "SELECT e.seq, e.id, e.event_json, e.generation, e.attempts, e.lease_owner, e.lease_until, e.status, e.done,"
+    " e.next_attempt_at, e.source, e.registry_key, e.model, (SELECT min(o.seq) FROM inbox_events o WHERE NOT o.done"
+    " AND o.source = e.source AND o.registry_key = e.registry_key AND o.model = e.model) AS first_seq"
+    " FROM inbox_events e WHERE e.seq = ANY(:seqs) ORDER BY e.seq FOR UPDATE OF e SKIP LOCKED"
+)
+
+
+def _unless_passed(row: Any, firsts: dict[tuple[str, str, str], int]) -> Any:
+    """``row``, unless its model now has an unfinished event before the first one the claim read
+    (committed since): then None, and the model waits for the next claim."""
+    if row is None or row.first_seq is None:
+        return row
+    return None if row.first_seq < firsts[(row.source, row.registry_key, row.model)] else row
 
 
 def _model_prefixes(rows: list[tuple[Any, Any]], now: float, owner: str) -> list[Any]:
@@ -288,12 +308,23 @@ class PostgresInbox:
             chosen = _model_prefixes([(row, row) for row in rows], now, owner)
             if not chosen:
                 return []
-            # lock them (a replica claiming at once skips them) and check again what it may have changed
-            locked = {row.seq: row for row in self._x(
-                conn, "SELECT seq, id, event_json, generation, attempts, lease_owner, lease_until, status, done,"
-                " next_attempt_at, source, registry_key, model FROM inbox_events WHERE seq = ANY(:seqs)"
-                " ORDER BY seq FOR UPDATE SKIP LOCKED", seqs=[row.seq for row in chosen]).all()}
-            held = _model_prefixes([(row, locked.get(row.seq)) for row in chosen], now, owner)
+            # a model another replica is storing events of right now holds its lock (``pg_writer``):
+            # an event numbered before those read here may still come, so the model waits for the
+            # next claim. Holding the others' locks keeps their new events out until this commits
+            keys = {model_lock_key(r.source, r.registry_key, r.model): (r.source, r.registry_key, r.model)
+                    for r in chosen}
+            free = {keys[k] for k in self._x(conn, _TRY_MODEL_LOCKS, k=sorted(keys)).scalars()}
+            chosen = [r for r in chosen if (r.source, r.registry_key, r.model) in free]
+            if not chosen:
+                return []
+            # lock them (a replica claiming at once skips them) and check again what it may have
+            # changed, and that each model's first is still its oldest unfinished event (one
+            # committed since the read above comes first)
+            locked = {row.seq: row for row in self._x(conn, _CLAIM_RECHECK, seqs=[row.seq for row in chosen]).all()}
+            firsts: dict[tuple[str, str, str], int] = {}
+            for row in chosen:  # oldest first: a model's first row is the first of it
+                firsts.setdefault((row.source, row.registry_key, row.model), row.seq)
+            held = _model_prefixes([(row, _unless_passed(locked.get(row.seq), firsts)) for row in chosen], now, owner)
             claimed = []
             for row in held:
                 if row.lease_owner and row.lease_owner != owner:

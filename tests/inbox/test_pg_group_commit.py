@@ -120,37 +120,74 @@ def test_two_writers_putting_the_same_deliveries_store_each_once(tmp_path, postg
     inbox.close()
 
 
-def test_a_models_events_are_claimed_in_the_order_their_transactions_commit(tmp_path, postgres_url):
-    """Replica A has stored version 1 of a model and not committed yet (its sequence number is taken)
-    when replica B stores version 2: B waits for A's commit, so no worker can claim version 2 before
-    version 1 exists. Replica C's delivery of another model does not wait."""
+def _replica_storing(inbox, event: ModelVersionEvent):
+    """Replica A's writer in the middle of its transaction: ``event`` inserted (its sequence number
+    taken), not committed. Returns (connection, transaction, engine)."""
     from sqlalchemy import create_engine
 
-    from pipeline_plugin.inbox.pg_writer import PgGroupCommitter, PutJob, lock_models, put_batch
+    from pipeline_plugin.inbox.pg_writer import PutJob, lock_models, put_batch
 
-    inbox = open_inbox(tmp_path / "state", database_url=postgres_url)  # replica B (migrates the schema)
-    engines = [create_engine(inbox.url) for _ in range(2)]
-    conn = engines[0].connect()  # replica A's writer connection
-    replica_c = PgGroupCommitter(engines[1], inbox.path, inbox._put_one)
+    engine = create_engine(inbox.url)
+    conn = engine.connect()
     transaction = conn.begin()
+    job = PutJob("mlflow", [event], {}, "now")
+    lock_models(conn, [job])  # what a writer does in its transaction, up to the commit
+    put_batch(conn, [job])
+    return conn, transaction, engine
+
+
+def test_a_models_later_version_is_not_claimed_while_another_replica_commits_an_earlier_one(tmp_path, postgres_url):
+    """Replica A has stored version 1 of a model and not committed yet when replica B stores
+    version 2 (committed first, with the later sequence number): no worker gets version 2 before
+    version 1, and neither store waits for the other. Another model is claimed meanwhile."""
+    inbox = open_inbox(tmp_path / "state", database_url=postgres_url)  # replica B (migrates the schema)
+    conn, transaction, engine = _replica_storing(inbox, _event(0))
     try:
-        first = PutJob("mlflow", [_event(0)], {}, "now")
-        lock_models(conn, [first])  # what A's writer does in its transaction, up to the commit
-        put_batch(conn, [first])
-        later = inbox.submit_put("mlflow", [_event(1)])
-        other = replica_c.submit(PutJob("mlflow", [_event(2, model="fraud-model")], {}, "now")).result(timeout=30)
-        time.sleep(0.3)
-        assert not later.done(), "version 2 was stored while version 1 was not committed"
+        assert not inbox.put("mlflow", [_event(1)]).duplicate  # B does not wait for A
+        inbox.put("mlflow", [_event(2, model="fraud-model")])
         assert [c.event.model for c in inbox.claim("w1", limit=10)] == ["fraud-model"]
         transaction.commit()
-        assert not later.result(timeout=30).duplicate
     finally:
-        if transaction.is_active:
-            transaction.rollback()
         conn.close()
-        for engine in engines:
-            engine.dispose()
+        engine.dispose()
     claimed = inbox.claim("w2", limit=10)
     assert [(c.event.model, c.event.version) for c in claimed] == [("churn-model", "1"), ("churn-model", "2")]
-    assert list(other) and not other.duplicate
     inbox.close()
+
+
+def test_a_claim_that_read_before_an_earlier_version_was_committed_does_not_take_the_later_one(
+        tmp_path, postgres_url, monkeypatch):
+    """Replica A commits version 1 just after a claim read the model's unfinished events (it saw
+    version 2 only): the claim takes neither; the next one takes both, in order."""
+    inbox = open_inbox(tmp_path / "state", database_url=postgres_url)
+    conn, transaction, engine = _replica_storing(inbox, _event(0))
+    inbox.put("mlflow", [_event(1)])
+    run = inbox._x
+
+    def commit_after_the_read(c, sql, **params):
+        result = run(c, sql, **params)
+        if "WITH RECURSIVE heads" in str(sql) and transaction.is_active:
+            rows = result.all()
+            assert [r.model for r in rows] == ["churn-model"] and len(rows) == 1  # version 2 alone
+            transaction.commit()
+            return _Rows(rows)
+        return result
+
+    monkeypatch.setattr(inbox, "_x", commit_after_the_read)
+    try:
+        assert inbox.claim("w1", limit=10) == []
+    finally:
+        conn.close()
+        engine.dispose()
+    monkeypatch.undo()
+    claimed = inbox.claim("w2", limit=10)
+    assert [c.event.version for c in claimed] == ["1", "2"]
+    inbox.close()
+
+
+class _Rows:
+    def __init__(self, rows: list) -> None:
+        self.rows = rows
+
+    def all(self) -> list:
+        return self.rows
