@@ -10,8 +10,8 @@ several replicas safe:
   stored once.
 - ``claim``: ``SELECT ... FOR UPDATE SKIP LOCKED`` of events with work left whose lease is free,
   its own, or expired, and no earlier unfinished event of the same model (each model's events are
-  handed out in order). A model that a writer is storing events of (its lock, ``pg_writer``) waits
-  for the next claim: an event numbered before those read may not be committed yet. Lease times are the database's clock; a replica on another
+  handed out in order). A claim waits for the writers of its models to commit (their locks,
+  ``pg_writer``): an event numbered before those it read may not be committed yet. Lease times are the database's clock; a replica on another
   host cannot be asked whether it still runs, so only expiry frees its claims.
 - runs: unique ``(event_id, rule_name, generation)``; ``mark_dispatching`` is a compare-and-set of
   the run's status, so one replica alone starts each run.
@@ -96,8 +96,12 @@ _CLAIM_CANDIDATES = (
 )
 
 
-#: of the models' lock keys, those whose lock this transaction took (none is waited for)
-_TRY_MODEL_LOCKS = "SELECT k FROM unnest(CAST(:k AS bigint[])) AS k WHERE pg_try_advisory_xact_lock(k)"
+#: the models' locks, smallest key first (the subquery's order is the order they are taken in: two
+#: claims never wait for each other in a circle), each waited for at most CLAIM_LOCK_TIMEOUT
+_MODEL_LOCKS = "SELECT pg_advisory_xact_lock(o.k) FROM (SELECT k FROM unnest(CAST(:k AS bigint[])) AS k ORDER BY k) AS o"
+#: how long a claim waits for the writers of its models to commit (a writer holds a model's lock
+#: for one transaction: milliseconds); past it the claim fails and is tried again
+CLAIM_LOCK_TIMEOUT = "5s"
 #: the chosen events again, locked, each with its model's oldest unfinished sequence number
 _CLAIM_RECHECK = (
     "SELECT e.seq, e.id, e.event_json, e.generation, e.attempts, e.lease_owner, e.lease_until, e.status, e.done,"
@@ -308,15 +312,11 @@ class PostgresInbox:
             chosen = _model_prefixes([(row, row) for row in rows], now, owner)
             if not chosen:
                 return []
-            # a model another replica is storing events of right now holds its lock (``pg_writer``):
-            # an event numbered before those read here may still come, so the model waits for the
-            # next claim. Holding the others' locks keeps their new events out until this commits
-            keys = {model_lock_key(r.source, r.registry_key, r.model): (r.source, r.registry_key, r.model)
-                    for r in chosen}
-            free = {keys[k] for k in self._x(conn, _TRY_MODEL_LOCKS, k=sorted(keys)).scalars()}
-            chosen = [r for r in chosen if (r.source, r.registry_key, r.model) in free]
-            if not chosen:
-                return []
+            # a writer (any replica's) storing events of these models holds their locks until it
+            # commits (``pg_writer``): an event numbered before those read here may still come. The
+            # claim waits for those commits, and new writers of these models wait for the claim's
+            self._x(conn, f"SET LOCAL lock_timeout = '{CLAIM_LOCK_TIMEOUT}'")
+            self._x(conn, _MODEL_LOCKS, k=sorted({model_lock_key(r.source, r.registry_key, r.model) for r in chosen})).all()
             # lock them (a replica claiming at once skips them) and check again what it may have
             # changed, and that each model's first is still its oldest unfinished event (one
             # committed since the read above comes first)

@@ -138,18 +138,26 @@ def _replica_storing(inbox, event: ModelVersionEvent):
 
 def test_a_models_later_version_is_not_claimed_while_another_replica_commits_an_earlier_one(tmp_path, postgres_url):
     """Replica A has stored version 1 of a model and not committed yet when replica B stores
-    version 2 (committed first, with the later sequence number): no worker gets version 2 before
-    version 1, and neither store waits for the other. Another model is claimed meanwhile."""
+    version 2 (committed first, with the later sequence number): B does not wait for A, and a
+    claim meanwhile waits for A's commit and takes no version of that model before version 1."""
+    from concurrent.futures import ThreadPoolExecutor
+
     inbox = open_inbox(tmp_path / "state", database_url=postgres_url)  # replica B (migrates the schema)
     conn, transaction, engine = _replica_storing(inbox, _event(0))
     try:
         assert not inbox.put("mlflow", [_event(1)]).duplicate  # B does not wait for A
         inbox.put("mlflow", [_event(2, model="fraud-model")])
-        assert [c.event.model for c in inbox.claim("w1", limit=10)] == ["fraud-model"]
-        transaction.commit()
+        with ThreadPoolExecutor(1) as pool:
+            claiming = pool.submit(inbox.claim, "w1", 10)
+            time.sleep(0.5)
+            assert not claiming.done()  # waits for A's commit
+            transaction.commit()
+            first = claiming.result(timeout=30)
     finally:
         conn.close()
         engine.dispose()
+    # it had read version 2 alone: it leaves the model to the next claim
+    assert [c.event.model for c in first] == ["fraud-model"]
     claimed = inbox.claim("w2", limit=10)
     assert [(c.event.model, c.event.version) for c in claimed] == [("churn-model", "1"), ("churn-model", "2")]
     inbox.close()
