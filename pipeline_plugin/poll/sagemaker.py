@@ -13,7 +13,9 @@
 
 ``registry`` = ``model_package_group``, ``account`` and ``region`` (from the package ARN), as in
 EventBridge events. Region: ``region``, else boto3's (``AWS_REGION``/``AWS_DEFAULT_REGION``);
-credentials and endpoints are boto3's own (``AWS_ENDPOINT_URL_SAGEMAKER`` ...).
+credentials and endpoints are boto3's own (``AWS_ENDPOINT_URL_SAGEMAKER``, ``AWS_ENDPOINT_URL_STS``
+...). The poll state is kept per account and region (the account from ``sts:GetCallerIdentity``,
+which needs no permission): two accounts polled in one region into one inbox are two registries.
 """
 
 from __future__ import annotations
@@ -52,12 +54,27 @@ class SageMakerPoller:
         self.groups = groups
         self._details: dict[tuple[str, str], dict[str, Any]] = {}
         self._client = None
+        self._account: str | None = None
 
     def describe(self) -> str:
         return f"SageMaker in {self.region or 'the default region'}"
 
     def identity(self) -> str:
-        return self.describe()
+        # the account and the region: another account's registry in this region is another one
+        # (a poll state an older release kept under describe() is taken over once)
+        return f"SageMaker account {self.account()} in {self.client().meta.region_name}"
+
+    def account(self) -> str:
+        """The AWS account the credentials belong to (asked once)."""
+        if self._account is None:
+            boto3, errors = _boto3()
+            try:
+                sts = boto3.client("sts", region_name=self.client().meta.region_name)
+                self._account = str(sts.get_caller_identity()["Account"])
+            except (errors.ClientError, errors.BotoCoreError) as exc:
+                raise ServiceError(f"{self.describe()}: could not tell the AWS account of these credentials "
+                                   f"(sts:GetCallerIdentity): {exc}") from exc
+        return self._account
 
     @property
     def models(self) -> list[str] | None:

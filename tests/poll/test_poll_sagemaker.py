@@ -84,3 +84,66 @@ def test_list_model_packages_with_approval_status(sagemaker, tmp_path, capsys):
     approved = sorted((e.event.model, e.event.version, e.status) for e in Inbox(state).list()
                       if e.event.kind == "model_version.approved")
     assert approved == [("credit", "1", "pending"), ("credit", "2", "pending"), ("other", "1", "ignored")]
+
+
+def _as_account(monkeypatch, account: str):
+    """Credentials of a role in ``account`` (moto keeps each account's registry apart) in the
+    environment, as a poller in that account has them; a SageMaker client with them. boto3's
+    default session (it keeps the credentials it found first) is made again, as in a new process."""
+    import boto3
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    role = boto3.client("sts", region_name=REGION).assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/poller", RoleSessionName="poller")["Credentials"]
+    for name, key in (("AWS_ACCESS_KEY_ID", "AccessKeyId"), ("AWS_SECRET_ACCESS_KEY", "SecretAccessKey"),
+                      ("AWS_SESSION_TOKEN", "SessionToken")):
+        monkeypatch.setenv(name, role[key])
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    return boto3.client("sagemaker", region_name=REGION)
+
+
+def test_two_accounts_in_one_region_have_a_baseline_each(sagemaker, tmp_path, capsys, monkeypatch):
+    """Two AWS accounts with a group of the same name, polled in one region into one inbox: the
+    second account's first poll is a baseline of its own, not a deployment of all it holds."""
+    state = tmp_path / "state"
+    for account in ("111111111111", "222222222222"):
+        sm = _as_account(monkeypatch, account)
+        sm.create_model_package_group(ModelPackageGroupName="credit")
+        package(sm, "credit", "Approved")
+        package(sm, "credit", "PendingManualApproval")
+        code, counts, err = poll(capsys, state, "--option", "model_package_groups=[credit]")
+        assert code == 0, err
+        assert (counts["seen"], counts["new"], counts["baseline"]) == (2, 0, 2), account
+    sm = _as_account(monkeypatch, "111111111111")
+    package(sm, "credit", "Approved")
+    code, counts, err = poll(capsys, state, "--option", "model_package_groups=[credit]")
+    assert code == 0, err
+    assert (counts["seen"], counts["new"], counts["baseline"], counts["duplicate"]) == (3, 1, 0, 2)
+    new = [(dict(e.event.registry)["account"], e.event.version) for e in Inbox(state).list() if e.status == "pending"]
+    assert new == [("111111111111", "3")]
+
+
+def test_a_poll_state_kept_under_the_region_alone_is_taken_over(sagemaker, tmp_path, capsys, monkeypatch):
+    """An older release kept the poll state under "SageMaker in <region>": the first poll after
+    the upgrade continues it (no second baseline) under the account's key."""
+    from pipeline_plugin.inbox.poll_state import state_for
+    from pipeline_plugin.poll.sagemaker import SageMakerPoller
+
+    sm = sagemaker
+    sm.create_model_package_group(ModelPackageGroupName="credit")
+    package(sm, "credit", "Approved")
+    state = tmp_path / "state"
+    with monkeypatch.context() as older:
+        older.setattr(SageMakerPoller, "identity", SageMakerPoller.describe)
+        code, counts, err = poll(capsys, state, "--option", f"region={REGION}")
+        assert code == 0 and counts["baseline"] == 1, err
+    package(sm, "credit", "Approved")
+    code, counts, err = poll(capsys, state, "--option", f"region={REGION}")
+    assert code == 0, err
+    assert (counts["seen"], counts["new"], counts["baseline"], counts["duplicate"]) == (2, 1, 0, 1)
+    poll_state = state_for(Inbox(state))
+    assert poll_state.get("sagemaker", f"SageMaker in {REGION}") is None
+    assert poll_state.get("sagemaker", f"SageMaker account 123456789012 in {REGION}") is not None
