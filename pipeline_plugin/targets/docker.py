@@ -86,8 +86,13 @@ class DockerTarget(LocalTarget):
             return client.images.get(ref)
         except docker.errors.ImageNotFound:
             pass
-        except docker.errors.APIError as exc:
-            raise ServiceError(f"Docker could not look up image {ref!r}: {exc.explanation or exc}") from None
+        except docker.errors.APIError as exc:  # e.g. a folder's path, which is no image reference
+            if not Path(ref).is_dir():
+                if exc.is_client_error():
+                    raise ConfigError(f"image {ref!r} is not an image reference Docker accepts "
+                                      f"({exc.explanation or exc}); pass a name[:tag], a name@sha256:digest or an "
+                                      "image id") from None
+                raise ServiceError(f"Docker could not look up image {ref!r}: {exc.explanation or exc}") from None
         if Path(ref).is_dir():
             raise ConfigError(
                 f"image {ref!r} is a folder; the docker target runs images. Build it with `pipeline-plugin package` "

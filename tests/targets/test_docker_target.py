@@ -148,11 +148,17 @@ def test_a_version_that_never_gets_ready_or_crashes_leaves_the_old_one_serving(a
         target.delete(service, "staging")
 
 
-def test_bad_input_is_named(target, app_images, service):
+def test_bad_input_is_named(target, app_images, service, tmp_path):
     with pytest.raises(NotFoundError, match="sha256:0000"):
         target.create(spec(service, "sha256:" + "0" * 64))
     with pytest.raises(ConfigError, match="--target process"):
         target.create(spec(service, str(Path(__file__).parent)))
+    # a folder whose path Docker refuses as a reference (capitals) is still named as a folder
+    (tmp_path / "Model").mkdir()
+    with pytest.raises(ConfigError, match="--target process"):
+        target.create(spec(service, str(tmp_path / "Model")))
+    with pytest.raises(ConfigError, match="not an image reference Docker accepts"):
+        target.create(spec(service, "Model:Latest"))
     with pytest.raises(ConfigError, match="service 'Bad_Name'"):
         target.create(spec("Bad_Name", app_images["1"]))
     with socket.socket() as busy:
