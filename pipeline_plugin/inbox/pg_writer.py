@@ -18,8 +18,8 @@ Each model's events are handed out in ``seq`` order, and a sequence number is ta
 inserted, not when it commits: two replicas storing versions of one model at once may commit the
 later number first. So a transaction first takes a lock per model it stores events of
 (``pg_advisory_xact_lock_shared``: writers never wait for each other), held until it commits; a
-claim (``postgres.PostgresInbox.claim``) takes its models' locks exclusively, so it waits for those
-commits, then checks that no event it did not read comes before the ones it did. Every lock a
+claim (``postgres.PostgresInbox.claim``) takes its models' locks exclusively for a moment, so it
+waits for those commits, then checks that no event it did not read comes before the ones it did. Every lock a
 writer takes is taken before its first insert, so a writer holding a row another one waits for
 never waits for a lock itself: no cycle.
 """
@@ -201,7 +201,7 @@ def model_lock_key(source: str, registry_key: str, model: str) -> int:
 
 def lock_models(conn: Any, batch: list[PutJob]) -> None:
     """Hold, until this transaction ends, the lock of every model ``batch`` has events of (shared:
-    it waits only while a claim of one of those models holds it); before any insert."""
+    it waits only while a claim of one of those models takes it); before any insert."""
     keys = sorted({model_lock_key(e.source, e.registry_key(), e.model) for job in batch for e in job.events})
     if keys:
         conn.execute(_LOCK, {"k": keys}).all()

@@ -314,9 +314,13 @@ class PostgresInbox:
                 return []
             # a writer (any replica's) storing events of these models holds their locks until it
             # commits (``pg_writer``): an event numbered before those read here may still come. The
-            # claim waits for those commits, and new writers of these models wait for the claim's
+            # claim waits for those commits by taking the locks; once it has them, every number taken
+            # before is committed, and a writer after it gets a later one. So they are let go at
+            # once (the savepoint's rollback): writers do not wait for this claim's commit
             self._x(conn, f"SET LOCAL lock_timeout = '{CLAIM_LOCK_TIMEOUT}'")
+            waited = conn.begin_nested()
             self._x(conn, _MODEL_LOCKS, k=sorted({model_lock_key(r.source, r.registry_key, r.model) for r in chosen})).all()
+            waited.rollback()
             # lock them (a replica claiming at once skips them) and check again what it may have
             # changed, and that each model's first is still its oldest unfinished event (one
             # committed since the read above comes first)
