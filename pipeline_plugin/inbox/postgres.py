@@ -44,6 +44,7 @@ from .records import (
     _owner_name,
     _safe_meta,
     _version_number,
+    model_prefixes,
     run_id_for,
     utcnow,
 )
@@ -116,26 +117,11 @@ def _unless_passed(row: Any, firsts: dict[tuple[str, str, str], int]) -> Any:
     (committed since): then None, and the model waits for the next claim."""
     if row is None or row.first_seq is None:
         return row
-    return None if row.first_seq < firsts[(row.source, row.registry_key, row.model)] else row
+    return None if row.first_seq < firsts[_key(row)] else row
 
 
-def _model_prefixes(rows: list[tuple[Any, Any]], now: float, owner: str) -> list[Any]:
-    """Of ``rows`` (a claimed model's key row and its current row, or None when it may not be
-    taken; oldest first, a model's first being its oldest unfinished), each model's current rows up
-    to the first that is not claimable now. A model's later event never goes without the ones
-    before it."""
-    stopped: set[tuple[str, str, str]] = set()
-    taken = []
-    for key, row in rows:
-        model = (key.source, key.registry_key, key.model)
-        if model in stopped:
-            continue
-        if row is None or row.done or row.next_attempt_at > now or not (
-                row.lease_owner is None or row.lease_owner == owner or (row.lease_until or 0) < now):
-            stopped.add(model)
-            continue
-        taken.append(row)
-    return taken
+def _key(row: Any) -> tuple[str, str, str]:
+    return (row.source, row.registry_key, row.model)
 
 
 class PostgresInbox:
@@ -309,7 +295,11 @@ class PostgresInbox:
             now = self._now(conn)
             # the oldest unfinished events of the models whose first is claimable, each model's in order
             rows = self._x(conn, _CLAIM_CANDIDATES, now=now, owner=owner, limit=limit).all()
-            chosen = _model_prefixes([(row, row) for row in rows], now, owner)
+            def claimable(row: Any) -> bool:
+                return not row.done and row.next_attempt_at <= now and (
+                    row.lease_owner is None or row.lease_owner == owner or (row.lease_until or 0) < now)
+
+            chosen = model_prefixes(((_key(row), row) for row in rows), claimable)
             if not chosen:
                 return []
             # a writer (any replica's) storing events of these models holds their locks until it
@@ -319,7 +309,7 @@ class PostgresInbox:
             # once (the savepoint's rollback): writers do not wait for this claim's commit
             self._x(conn, f"SET LOCAL lock_timeout = '{CLAIM_LOCK_TIMEOUT}'")
             waited = conn.begin_nested()
-            self._x(conn, _MODEL_LOCKS, k=sorted({model_lock_key(r.source, r.registry_key, r.model) for r in chosen})).all()
+            self._x(conn, _MODEL_LOCKS, k=sorted({model_lock_key(*_key(row)) for row in chosen})).all()
             waited.rollback()
             # lock them (a replica claiming at once skips them) and check again what it may have
             # changed, and that each model's first is still its oldest unfinished event (one
@@ -327,8 +317,9 @@ class PostgresInbox:
             locked = {row.seq: row for row in self._x(conn, _CLAIM_RECHECK, seqs=[row.seq for row in chosen]).all()}
             firsts: dict[tuple[str, str, str], int] = {}
             for row in chosen:  # oldest first: a model's first row is the first of it
-                firsts.setdefault((row.source, row.registry_key, row.model), row.seq)
-            held = _model_prefixes([(row, _unless_passed(locked.get(row.seq), firsts)) for row in chosen], now, owner)
+                firsts.setdefault(_key(row), row.seq)
+            held = model_prefixes(((_key(row), _unless_passed(locked.get(row.seq), firsts)) for row in chosen),
+                                  claimable)
             claimed = []
             for row in held:
                 if row.lease_owner and row.lease_owner != owner:

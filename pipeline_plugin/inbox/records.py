@@ -10,7 +10,7 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from ..events import ModelVersionEvent
 from .sqlite_put import event_id_for_key as _event_id_for_key
@@ -33,6 +33,29 @@ def utcnow() -> str:
 def event_id_for(event: ModelVersionEvent) -> str:
     """Stable id of a change: the same change gets the same id in any state dir."""
     return _event_id_for_key(event.dedupe_key())
+
+
+R = TypeVar("R")
+
+
+def model_prefixes(rows: Iterable[tuple[Any, R | None]], claimable: Callable[[R], bool],
+                   limit: int | None = None) -> list[R]:
+    """Of ``rows`` ((model, row) pairs, oldest first; a row None when it may not be taken), each
+    model's rows up to its first that is None or not ``claimable``: a model's later event never
+    goes without the ones before it (both inboxes' claims). At most ``limit`` rows; ``rows`` is
+    read only as far as that needs."""
+    stopped: set[Any] = set()
+    taken: list[R] = []
+    for model, row in rows:
+        if model in stopped:
+            continue
+        if row is None or not claimable(row):
+            stopped.add(model)
+            continue
+        taken.append(row)
+        if limit is not None and len(taken) >= limit:
+            break
+    return taken
 
 
 def run_id_for(event_id: str, rule_name: str, generation: int = 0) -> str:

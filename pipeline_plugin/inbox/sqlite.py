@@ -48,6 +48,7 @@ from .records import (
     _owner_name,
     _safe_meta,
     _version_number,
+    model_prefixes,
     run_id_for,
     utcnow,
 )
@@ -133,6 +134,12 @@ _INSERT_RUN = ("INSERT OR IGNORE INTO runs(run_id, event_id, rule_name, generati
 
 
 T = TypeVar("T")
+
+
+
+def _model(row: sqlite3.Row) -> tuple[str, str, str]:
+    """The model an event row belongs to: its events are handed out in order."""
+    return (row["source"], row["registry_key"], row["model"])
 
 
 class Inbox(SqliteLeases):
@@ -230,7 +237,19 @@ class Inbox(SqliteLeases):
         in parallel, however many of a busy model's events come before theirs."""
         now = time.time()
         dead: dict[str, bool] = {}  # holder -> gone (asked once per claim)
-        chosen = self._candidates(owner, limit, now, dead)
+
+        def claimable(row: sqlite3.Row) -> bool:
+            return not row["done"] and row["next_attempt_at"] <= now and self._claimable(
+                row["lease_owner"], row["lease_until"], owner, now, dead)
+
+        # read on this thread's connection, as far as needed: past any number of a busy model's events
+        rows = self._db().execute("SELECT id, lease_owner, lease_until, next_attempt_at, done, source, registry_key,"
+                                  " model FROM events WHERE done=0 ORDER BY seq")
+        try:
+            first = model_prefixes(((_model(row), row) for row in rows), claimable, limit)
+            chosen = [(row["id"], _model(row)) for row in first]
+        finally:
+            rows.close()
         if not chosen:
             return []  # nothing for this worker: no write transaction (deliveries need the lock)
 
@@ -241,21 +260,12 @@ class Inbox(SqliteLeases):
             rows = {row["id"]: row for row in db.execute(
                 "SELECT id, generation, attempts, lease_owner, lease_until, status, done, next_attempt_at, event_json"
                 f" FROM events WHERE id IN ({marks})", [eid for eid, _ in chosen])}
-            stopped: set[tuple[str, str, str]] = set()
-            keep = []
-            for eid, model_key in chosen:
-                row = rows.get(eid)
-                if model_key in stopped:
-                    continue
-                if row is None or row["done"] or row["next_attempt_at"] > now or not self._claimable(
-                        row["lease_owner"], row["lease_until"], owner, now, dead):
-                    stopped.add(model_key)
-                    continue
-                if row["lease_owner"] and row["lease_owner"] != owner:
-                    self._history(db, eid, "lease taken over", previous_owner=row["lease_owner"])
-                keep.append(row)
+            keep = model_prefixes(((model, rows.get(eid)) for eid, model in chosen), claimable)
             if not keep:
                 return
+            for row in keep:
+                if row["lease_owner"] and row["lease_owner"] != owner:
+                    self._history(db, row["id"], "lease taken over", previous_owner=row["lease_owner"])
             ids = [row["id"] for row in keep]
             db.execute(f"UPDATE events SET lease_owner=?, lease_until=?, attempts=attempts+1 WHERE id IN "
                        f"({','.join('?' * len(ids))})", (owner, now + lease, *ids))
@@ -268,31 +278,6 @@ class Inbox(SqliteLeases):
         return [Claimed(id=eid, event=ModelVersionEvent.from_dict(json.loads(text)), generation=generation,
                         attempts=attempts + 1, owner=owner, status=status)
                 for eid, generation, attempts, status, text in taken]
-
-    def _candidates(self, owner: str, limit: int, now: float,
-                    dead: dict[str, bool]) -> list[tuple[str, tuple[str, str, str]]]:
-        """The events a claim would take (id, model), read on this thread's connection, oldest
-        first: unfinished events are read as far as needed, past any number of a busy model's."""
-        # models an older event of which another worker holds, or waits for its retry
-        busy: set[tuple[str, str, str]] = set()
-        chosen: list[tuple[str, tuple[str, str, str]]] = []
-        rows = self._db().execute("SELECT id, lease_owner, lease_until, next_attempt_at, source, registry_key, model"
-                                  " FROM events WHERE done=0 ORDER BY seq")
-        try:
-            for row in rows:
-                model_key = (row["source"], row["registry_key"], row["model"])
-                if model_key in busy:
-                    continue
-                if row["next_attempt_at"] > now or not self._claimable(
-                        row["lease_owner"], row["lease_until"], owner, now, dead):
-                    busy.add(model_key)
-                    continue
-                chosen.append((row["id"], model_key))
-                if len(chosen) >= limit:
-                    break
-        finally:
-            rows.close()
-        return chosen
 
     @staticmethod
     def _claimable(holder: str | None, until: float | None, owner: str, now: float, dead: dict[str, bool]) -> bool:
