@@ -19,9 +19,9 @@ inserted, not when it commits: two replicas storing versions of one model at onc
 later number first. So a transaction first takes a lock per model it stores events of
 (``pg_advisory_xact_lock_shared``: writers never wait for each other), held until it commits; a
 claim (``postgres.PostgresInbox.claim``) takes its models' locks exclusively for a moment, so it
-waits for those commits, then checks that no event it did not read comes before the ones it did. Every lock a
-writer takes is taken before its first insert, so a writer holding a row another one waits for
-never waits for a lock itself: no cycle.
+waits for those commits, then checks that no event it did not read comes before the ones it did.
+Every lock a writer takes is taken before its first insert, so a writer holding a row another one
+waits for never waits for a lock itself: no cycle.
 """
 
 from __future__ import annotations
@@ -191,6 +191,7 @@ _WRITE = _text(
 )
 
 
+#: the models' locks, shared (see the module's text)
 _LOCK = _text("SELECT pg_advisory_xact_lock_shared(k) FROM unnest(CAST(:k AS bigint[])) AS k")
 
 

@@ -11,8 +11,9 @@ several replicas safe:
 - ``claim``: ``SELECT ... FOR UPDATE SKIP LOCKED`` of events with work left whose lease is free,
   its own, or expired, and no earlier unfinished event of the same model (each model's events are
   handed out in order). A claim waits for the writers of its models to commit (their locks,
-  ``pg_writer``): an event numbered before those it read may not be committed yet. Lease times are the database's clock; a replica on another
-  host cannot be asked whether it still runs, so only expiry frees its claims.
+  ``pg_writer``): an event numbered before those it read may not be committed yet. Lease times are
+  the database's clock; a replica on another host cannot be asked whether it still runs, so only
+  expiry frees its claims.
 - runs: unique ``(event_id, rule_name, generation)``; ``mark_dispatching`` is a compare-and-set of
   the run's status, so one replica alone starts each run.
 """
@@ -20,6 +21,7 @@ several replicas safe:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -52,6 +54,7 @@ from .sqlite_put import PutResult
 from .sqlite_put import event_id_for_key as _event_id_for_key
 
 T = TypeVar("T")
+log = logging.getLogger("pipeline_plugin.inbox")
 #: overrides LEASE_SECONDS for the shared inbox (how long a killed replica's claims stay blocked)
 LEASE_ENV = "PIPELINE_PLUGIN_INBOX_LEASE_SECONDS"
 
@@ -103,6 +106,7 @@ _MODEL_LOCKS = "SELECT pg_advisory_xact_lock(o.k) FROM (SELECT k FROM unnest(CAS
 #: how long a claim waits for the writers of its models to commit (a writer holds a model's lock
 #: for one transaction: milliseconds); past it the claim fails and is tried again
 CLAIM_LOCK_TIMEOUT = "5s"
+LOCK_NOT_AVAILABLE = "55P03"
 #: the chosen events again, locked, each with its model's oldest unfinished sequence number
 _CLAIM_RECHECK = (
     "SELECT e.seq, e.id, e.event_json, e.generation, e.attempts, e.lease_owner, e.lease_until, e.status, e.done,"
@@ -291,6 +295,8 @@ class PostgresInbox:
         and no replica takes a later version while an earlier one is unfinished."""
         seconds = self.lease if lease is None or lease == LEASE_SECONDS else lease
 
+        from sqlalchemy.exc import DBAPIError
+
         def _job(conn: Any) -> list[Claimed]:
             now = self._now(conn)
             # the oldest unfinished events of the models whose first is claimable, each model's in order
@@ -309,7 +315,16 @@ class PostgresInbox:
             # once (the savepoint's rollback): writers do not wait for this claim's commit
             self._x(conn, f"SET LOCAL lock_timeout = '{CLAIM_LOCK_TIMEOUT}'")
             waited = conn.begin_nested()
-            self._x(conn, _MODEL_LOCKS, k=sorted({model_lock_key(*_key(row)) for row in chosen})).all()
+            try:
+                self._x(conn, _MODEL_LOCKS, k=sorted({model_lock_key(*_key(row)) for row in chosen})).all()
+            except DBAPIError as exc:
+                waited.rollback()
+                if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                    raise
+                log.warning("a claim waited %s for the commit of a transaction storing events of %d model(s); "
+                            "they are claimed later. A session holding advisory locks for long (see pg_locks) "
+                            "keeps them waiting", CLAIM_LOCK_TIMEOUT, len({_key(row) for row in chosen}))
+                return []
             waited.rollback()
             # lock them (a replica claiming at once skips them) and check again what it may have
             # changed, and that each model's first is still its oldest unfinished event (one

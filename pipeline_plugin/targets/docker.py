@@ -86,12 +86,13 @@ class DockerTarget(LocalTarget):
             return client.images.get(ref)
         except docker.errors.ImageNotFound:
             pass
-        except docker.errors.APIError as exc:  # e.g. a folder's path, which is no image reference
-            if not Path(ref).is_dir():
-                if exc.is_client_error():
-                    raise ConfigError(f"image {ref!r} is not an image reference Docker accepts "
-                                      f"({exc.explanation or exc}); pass a name[:tag], a name@sha256:digest or an "
-                                      "image id") from None
+        except docker.errors.APIError as exc:
+            if Path(ref).is_dir():  # a folder's path is often no image reference at all: said below
+                pass
+            elif exc.is_client_error():
+                raise ConfigError(f"image {ref!r} is not an image reference Docker accepts ({exc.explanation or exc});"
+                                  " pass a name[:tag], a name@sha256:digest or an image id") from None
+            else:
                 raise ServiceError(f"Docker could not look up image {ref!r}: {exc.explanation or exc}") from None
         if Path(ref).is_dir():
             raise ConfigError(

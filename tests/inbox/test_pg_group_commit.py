@@ -199,3 +199,28 @@ class _Rows:
 
     def all(self) -> list:
         return self.rows
+
+
+def test_a_claim_that_waits_too_long_for_a_writer_claims_nothing_and_says_why(tmp_path, postgres_url, monkeypatch,
+                                                                                caplog):
+    """A writer's transaction stays open past the claim's patience: the claim gives up without
+    an error (the worker claims again later) and the log says what holds it; then it goes on."""
+    import logging
+
+    from pipeline_plugin.inbox import postgres
+
+    monkeypatch.setattr(postgres, "CLAIM_LOCK_TIMEOUT", "200ms")
+    inbox = open_inbox(tmp_path / "state", database_url=postgres_url)
+    inbox.put("mlflow", [_event(1)])
+    conn, transaction, engine = _replica_storing(inbox, _event(0))
+    try:
+        with caplog.at_level(logging.WARNING, logger="pipeline_plugin.inbox"):
+            assert inbox.claim("w1", limit=10) == []
+        assert "waited 200ms" in caplog.text and "pg_locks" in caplog.text
+        transaction.commit()
+    finally:
+        conn.close()
+        engine.dispose()
+    # stored version 2 first, then (A's) version 1: in the order they were numbered
+    assert [c.event.version for c in inbox.claim("w1", limit=10)] == ["2", "1"]
+    inbox.close()
