@@ -241,7 +241,8 @@ def runner_defaults(opts: Mapping[str, Any]) -> dict[str, Any]:
 # ---- the install line of the rendered jobs -------------------------------------------------------
 #: the extras a job needs, by the event's source (its registry client: fetch and write-back) and by
 #: the deploy target; ``postgres`` always (PIPELINE_PLUGIN_DATABASE_URL may name a PostgreSQL store)
-SOURCE_EXTRAS = {"mlflow": "mlflow", "sagemaker": "sagemaker", "huggingface": "huggingface"}
+SOURCE_EXTRAS = {"mlflow": "mlflow", "databricks": "mlflow", "sagemaker": "sagemaker", "huggingface": "huggingface",
+                 "wandb": "wandb"}
 TARGET_EXTRAS = {"kubernetes": "kubernetes"}
 _PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?===?[0-9][A-Za-z0-9.+!-]*$")
 _DIRECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?@(.+)$")

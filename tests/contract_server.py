@@ -239,8 +239,11 @@ class ContractServer:
         query = parse_qs(split.query, keep_blank_values=True)
         for m, regex, handler in self.extras:
             if m == method and regex.match(split.path):
-                req = Request(f"extra {method} {split.path}", method, split.path, query, headers,
-                              json.loads(raw_body) if raw_body else None, {})
+                try:
+                    body = json.loads(raw_body) if raw_body else None
+                except ValueError:  # not JSON (a file, protobuf): the handler gets the bytes
+                    body = raw_body
+                req = Request(f"extra {method} {split.path}", method, split.path, query, headers, body, {})
                 with self._lock:
                     self.requests.append(req)
                 return handler(req)

@@ -9,6 +9,7 @@ are imported only inside their backend module.
   (a ``.tar.gz`` is unpacked; else an object or a prefix)
 - ``azureml``: ``azureml://subscriptions/S/resourceGroups/RG/workspaces/W/models/NAME/versions/V``
 - ``huggingface``: ``hf://REPO`` (``main``), ``hf://REPO@REVISION``
+- ``wandb``: ``wandb-artifact://ENTITY/PROJECT/NAME:VERSION``, ``wandb-artifact://_id/ARTIFACT_ID``
 - ``local``: a path, ``file://PATH``
 
 **A sender never reads the host's disk.** ``allowed_roots=None`` means the caller typed the URI
@@ -36,6 +37,7 @@ BACKENDS: dict[str, str] = {
     "sagemaker": "sagemaker",
     "azureml": "azureml",
     "huggingface": "huggingface",
+    "wandb": "wandb",
     "local": "local",
 }
 
@@ -99,7 +101,8 @@ def backend_for(uri: str) -> Backend:
         f"model URI {uri!r}: no fetch backend for this scheme; supported: models:/NAME/VERSION, models:/NAME@ALIAS, "
         "runs:/RUN/PATH, mlflow-artifacts:/... (MLflow), arn:aws:sagemaker:...:model-package/GROUP/VERSION and "
         "s3://BUCKET/KEY (SageMaker/S3), azureml://subscriptions/.../workspaces/W/models/NAME/versions/V (Azure ML), "
-        "hf://REPO[@REVISION] (Hugging Face Hub), a local path or file://PATH"
+        "hf://REPO[@REVISION] (Hugging Face Hub), wandb-artifact://ENTITY/PROJECT/NAME:VERSION and "
+        "wandb-artifact://_id/ID (W&B), a local path or file://PATH"
     )
 
 

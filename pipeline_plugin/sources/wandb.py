@@ -37,7 +37,7 @@ Fields: ``artifact_version_string`` is ``<entity>/<project>/<collection>:<versio
 ``...:<alias>`` for alias events), the immutable artifact id from ``artifact_version``; ``registry`` = ``entity`` and ``project`` (from
 ``entity_name``/``project_name`` when sent, else the string); ``artifact_uri`` =
 ``artifact_version`` (``wandb-artifact://_id/...``, immutable) when sent, else
-``wandb-artifact:///<version string>``; tags ``wandb.author`` and ``wandb.artifact_version_string``.
+``wandb-artifact://<version string>`` (the ``wandb`` SDK's own form); tags ``wandb.author`` and ``wandb.artifact_version_string``.
 ``delivery_id`` = a digest of the body (W&B sends no delivery id).
 
 Test deliveries: the webhook's **Test** button sends whatever payload is pasted there, unrendered.
@@ -137,7 +137,7 @@ class WandbSource(BaseSource):
             # ``...:<alias>``: the alias moves, the artifact id does not
             version = artifact_id[len(ARTIFACT_ID_PREFIX):] or version
         author = text("event_author") or ""
-        artifact_uri = artifact_id or f"wandb-artifact:///{version_string}"
+        artifact_uri = artifact_id or f"wandb-artifact://{version_string}"
 
         alias = None
         tags = {"wandb.author": author, "wandb.artifact_version_string": version_string}

@@ -33,7 +33,7 @@ STAGES = ("package", "deploy", "smoke-test", "promote", "rollback")
 OPTIONAL = {
     "github": "ci", "gitlab": "ci", "azure": "ci", "msrest": "ci",
     "mlflow": "mlflow", "kubernetes": "kubernetes", "boto3": "sagemaker", "botocore": "sagemaker",
-    "huggingface_hub": "huggingface", "psycopg": "postgres",
+    "huggingface_hub": "huggingface", "wandb": "wandb", "psycopg": "postgres",
     "inference_schema": "runtime", "numpy": "runtime",  # the scoring runtime inside model images
 }
 #: files shipped as they are (into model images; example models), never imported by the tool itself

@@ -1,0 +1,133 @@
+"""Weights & Biases artifacts, through the ``wandb`` SDK's public API.
+
+``wandb-artifact://ENTITY/PROJECT/NAME:VERSION`` (a version ``v3`` or an alias; what the ``wandb``
+source records from ``${artifact_version_string}``; ``wandb-artifact:///...``, as stored by earlier
+releases, is read the same) -> ``wandb.Api().artifact(...)``;
+``wandb-artifact://_id/ID`` (``${artifact_version}``: immutable, also when an alias moved since)
+-> the artifact with that id, as ``wandb`` itself resolves such a string (``run.use_artifact``).
+Both are parsed by the SDK's own ``wandb.util.parse_artifact_string``.
+
+Credentials and server are the SDK's: ``WANDB_API_KEY`` and ``WANDB_BASE_URL`` (a dedicated or
+self-managed server; default ``https://api.wandb.ai``). **The server never comes from the URI:**
+a ``wandb-artifact://https://HOST/...`` string names a host; it is fetched only when that host is
+``WANDB_BASE_URL`` itself, else refused (the API key would be sent to whoever the event named).
+
+The files land in ``dest/model``. W&B's client writes what its manifest lists without checking
+the bytes it got, so every stored file (not a reference to another bucket) is then checked
+against the manifest's size and MD5; a mismatch fails the fetch, naming the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError, NotFoundError, ServiceError
+from . import FetchContext, missing_client
+
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+PREFIX = "wandb-artifact://"
+#: how long one W&B API call may take (seconds)
+TIMEOUT = 60
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+def parse(uri: str, parse_artifact_string) -> tuple[str, bool]:
+    """(``ENTITY/PROJECT/NAME:VERSION`` or the artifact id, is_id); ConfigError for another form or
+    for a server other than ``WANDB_BASE_URL``."""
+    if uri.startswith(PREFIX + "/"):  # wandb-artifact:///E/P/N:V (earlier releases' events)
+        uri = PREFIX + uri[len(PREFIX):].lstrip("/")
+    try:
+        name, base, is_id = parse_artifact_string(uri)
+    except (ValueError, IndexError) as exc:
+        raise ConfigError(f"model URI {uri!r}: expected wandb-artifact://ENTITY/PROJECT/NAME:VERSION (a version "
+                          f"such as v3, or an alias) or wandb-artifact://_id/ARTIFACT_ID ({exc})") from None
+    if not name or (not is_id and ":" not in name.rsplit("/", 1)[-1]):
+        raise ConfigError(f"model URI {uri!r}: name the version, e.g. wandb-artifact://acme/churn/model:v3 "
+                          "(or an alias: ...:production)")
+    if base:
+        configured = os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+        if _origin(base) != _origin(configured):
+            raise ConfigError(
+                f"model URI {uri!r} names the W&B server {base}, but this job's server is {configured} "
+                "(WANDB_BASE_URL): a model is fetched only from the configured server, which gets the API key; "
+                f"set WANDB_BASE_URL={base} on the job if that server is yours"
+            )
+    return name, is_id
+
+
+def _md5_b64(path: Path) -> str:
+    h = hashlib.md5()  # noqa: S324 - W&B's manifest digest, an integrity check, not a signature
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1024 * 1024), b""):
+            h.update(chunk)
+    return base64.b64encode(h.digest()).decode()
+
+
+def verify(artifact, root: Path) -> int:
+    """Check each downloaded file against the manifest (size, MD5); the number checked."""
+    checked = 0
+    for path, entry in artifact.manifest.entries.items():
+        if getattr(entry, "ref", None):  # a reference (s3://, gs://, https://...): its digest is the store's ETag
+            continue
+        local = root / path
+        if not local.is_file():
+            raise ServiceError(f"W&B artifact {artifact.qualified_name}: {path} is in its manifest but was not downloaded")
+        size = local.stat().st_size
+        if entry.size is not None and size != entry.size:
+            raise ServiceError(f"W&B artifact {artifact.qualified_name}: {path} has {size} bytes, its manifest says "
+                               f"{entry.size}; the download is incomplete or altered, not deployed")
+        got = _md5_b64(local)
+        if got != entry.digest:
+            raise ServiceError(f"W&B artifact {artifact.qualified_name}: {path} has MD5 {got}, its manifest says "
+                               f"{entry.digest}; the download is altered, not deployed")
+        checked += 1
+    return checked
+
+
+class WandbBackend:
+    name = "wandb"
+    prefixes = (PREFIX,)
+    extra = "wandb"
+
+    def fetch(self, uri: str, dest: Path, ctx: FetchContext) -> Path:
+        try:
+            import wandb
+            from wandb import errors as wandb_errors
+            from wandb.util import parse_artifact_string
+        except ImportError:
+            raise missing_client("W&B", "wandb", self.extra) from None
+        name, is_id = parse(uri, parse_artifact_string)
+        server = os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+        try:
+            api = wandb.Api(timeout=TIMEOUT)
+            artifact = api._artifact_from_id(name) if is_id else api.artifact(name)
+        except (wandb_errors.AuthenticationError, wandb_errors.UsageError) as exc:
+            raise ConfigError(f"W&B at {server} refused the credentials for {uri!r}: {exc}; set WANDB_API_KEY to a key "
+                              "that may read the artifact (and WANDB_BASE_URL for a dedicated server)") from exc
+        except Exception as exc:  # noqa: BLE001 - CommError and the like; "not found" is told apart below
+            if "not found" in str(exc).lower() or "could not find" in str(exc).lower():
+                raise NotFoundError(f"model URI {uri!r}: W&B at {server} has no such artifact, or the API key "
+                                    f"may not read it ({exc})") from exc
+            raise ServiceError(f"could not look up {uri!r} at W&B ({server}): {type(exc).__name__}: {exc}") from exc
+        if artifact is None:
+            raise NotFoundError(f"model URI {uri!r}: W&B at {server} has no artifact with this id, or the API key "
+                                "may not read it")
+        model = dest / "model"
+        ctx.progress(f"fetching W&B artifact {artifact.qualified_name} ({artifact.file_count} file(s)) from {server}")
+        try:
+            path = Path(artifact.download(root=str(model), skip_cache=True))
+        except Exception as exc:  # noqa: BLE001 - HTTP, connection and file errors; the message says which
+            raise ServiceError(f"could not download {uri!r} from W&B ({server}): {type(exc).__name__}: {exc}") from exc
+        verify(artifact, path)
+        return path
+
+
+BACKEND = WandbBackend()

@@ -1,0 +1,205 @@
+"""W&B artifacts through the real ``wandb`` SDK (its Python API and its wandb-core service process)
+against a loopback W&B server. W&B publishes no API description (its GraphQL schema is not in its
+public repository), so the server parses each query as GraphQL (graphql-core), answers the
+operations the SDK sends by name, in the shapes of the SDK's own generated response models (which
+the SDK validates), and serves the manifest and the files at the ``directUrl`` s it gave; every
+request must carry the API key (``Authorization: Basic base64("api:KEY")``)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from contextlib import contextmanager
+
+import pytest
+
+pytest.importorskip("wandb", reason="the wandb extra is part of the test environment (scripts/setup.sh)")
+
+from pipeline_plugin.errors import ConfigError, NotFoundError, ServiceError  # noqa: E402
+from pipeline_plugin.fetch import fetch  # noqa: E402
+from pipeline_plugin.render import default_install  # noqa: E402
+
+pytestmark = pytest.mark.timeout(180)  # the SDK retries a failing download with backoff: fail, do not hang
+
+KEY = "k" * 40
+ENTITY, PROJECT = "acme", "churn"
+
+
+def _b64md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - W&B's manifest digest
+
+
+class Artifact:
+    def __init__(self, aid: str, collection: str, index: int, aliases: list[str], files: dict[str, bytes],
+                 served: dict[str, bytes] | None = None) -> None:
+        self.id, self.collection, self.index, self.aliases = aid, collection, index, aliases
+        self.files = files  # what the manifest lists
+        self.served = {**files, **(served or {})}  # what the file URLs answer (a tampered file differs)
+
+
+@contextmanager
+def wandb_server(artifacts: list[Artifact]):
+    from graphql import OperationDefinitionNode, parse
+
+    from contract_server import ContractServer, Reply
+
+    server = ContractServer([])
+    by_id = {a.id: a for a in artifacts}
+    project = {"id": "UHJvamVjdDox", "internalId": "1", "name": PROJECT, "entity": {"name": ENTITY}}
+    server.problems = []
+
+    def authorized(req) -> bool:
+        return req.header("Authorization") == "Basic " + base64.b64encode(f"api:{KEY}".encode()).decode()
+
+    def find(collection: str, ref: str) -> Artifact | None:
+        for a in artifacts:
+            if a.collection == collection and (ref == f"v{a.index}" or ref in a.aliases):
+                return a
+        return None
+
+    def fragment(a: Artifact) -> dict:
+        coll = {"__typename": "ArtifactPortfolio", "name": a.collection, "project": project}
+        aliases = [{"__typename": "ArtifactAlias", "id": f"QWxpYXM6{a.id}{n}", "alias": n} for n in a.aliases]
+        return {"__typename": "Artifact", "id": a.id,
+                "artifactSequence": {"__typename": "ArtifactSequence", "name": a.collection, "project": project},
+                "versionIndex": a.index, "artifactType": {"name": "model"}, "description": None, "metadata": "{}",
+                "ttlDurationSeconds": -1, "ttlIsInherited": True, "tags": [], "historyStep": None,
+                "state": "COMMITTED", "size": sum(map(len, a.files.values())), "digest": hashlib.md5(a.id.encode()).hexdigest(),  # noqa: S324
+                "commitHash": "c0ffee", "fileCount": len(a.files), "createdAt": "2026-12-01T10:00:00",
+                "updatedAt": None, "aliases": [dict(x, artifactCollection=coll) for x in aliases]}
+
+    def membership(a: Artifact) -> dict:
+        coll = {"__typename": "ArtifactPortfolio", "name": a.collection, "project": project}
+        return {"__typename": "ArtifactCollectionMembership", "id": f"TWVtYmVyc2hpcDo{a.id}", "versionIndex": a.index,
+                "createdAt": "2026-12-01T10:00:00", "artifactCollection": coll, "artifact": fragment(a),
+                "aliases": [{"__typename": "ArtifactAlias", "id": f"QWxpYXM6{n}", "alias": n} for n in a.aliases]}
+
+    def files(a: Artifact) -> dict:
+        return {"pageInfo": {"__typename": "PageInfo", "endCursor": None, "hasNextPage": False},
+                "edges": [{"node": {"__typename": "File", "name": name, "directUrl": f"{server.url}/files/{a.id}/{name}"}}
+                          for name in sorted(a.files)]}
+
+    viewer = {"id": "VXNlcjox", "name": "CI", "entity": ENTITY, "username": "ci", "email": "ci@example.com",
+              "admin": False, "flags": "{}", "deletedAt": None, "apiKeys": {"edges": []}, "teams": {"edges": []}}
+
+    def graphql(req):
+        if not authorized(req):
+            return Reply(401, {"errors": [{"message": "user is not logged in"}]})
+        body = req.body
+        try:
+            document = parse(body["query"])
+        except Exception as exc:  # noqa: BLE001 - the SDK sent no GraphQL: the test fails
+            server.problems.append(f"not GraphQL: {exc}")
+            return Reply(400, {"errors": [{"message": str(exc)}]})
+        ops = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        op = body.get("operationName") or (ops[0].name.value if ops and ops[0].name else "")
+        v = body.get("variables") or {}
+        if op in ("Viewer", "GetViewer", "GetDefaultEntity"):
+            return Reply(200, {"data": {"viewer": viewer}})
+        if op == "ServerFeaturesQuery":
+            return Reply(200, {"data": {"serverInfo": {"features": []}}})
+        if op == "ArtifactMembershipByName":
+            collection, _, ref = v["name"].partition(":")
+            a = find(collection, ref) if (v["entity"], v["project"]) == (ENTITY, PROJECT) else None
+            return Reply(200, {"data": {"project": {"artifactCollectionMembership": membership(a) if a else None}}})
+        if op == "ArtifactByID":
+            a = by_id.get(v["id"])
+            return Reply(200, {"data": {"artifact": fragment(a) if a else None}})
+        if op == "FetchArtifactManifest":
+            return Reply(200, {"data": {"artifact": {"currentManifest": {"file": {
+                "directUrl": f"{server.url}/files/{v['id']}/wandb_manifest.json"}}}}})
+        if op == "GetArtifactMembershipFileUrls":
+            a = find(v["collection"], v["alias"])
+            return Reply(200, {"data": {"project": {"artifactCollection": {
+                "__typename": "ArtifactPortfolio", "artifactMembership": {"files": files(a)} if a else None}}}})
+        if op == "GetArtifactFileUrls":
+            a = by_id[v["id"]]
+            return Reply(200, {"data": {"artifact": {"files": files(a)}}})
+        server.problems.append(f"unexpected GraphQL operation {op!r}")
+        return Reply(400, {"errors": [{"message": f"this test server does not answer {op}"}]})
+
+    def file(req):
+        aid, name = re.match(r"^/files/([^/]+)/(.+)$", req.path).groups()
+        a = by_id[aid]
+        if name == "wandb_manifest.json":
+            return Reply(200, {"version": 1, "storagePolicy": "wandb-storage-policy-v1",
+                               "storagePolicyConfig": {"storageLayout": "V2"},
+                               "contents": {n: {"digest": _b64md5(d), "size": len(d)} for n, d in a.files.items()}})
+        return Reply(200, a.served[name], headers={"Content-Type": "application/octet-stream"})
+
+    server.extra("POST", r"^/graphql$", graphql)
+    server.extra("GET", r"^/files/[^/]+/.+$", file)
+    server.extra("POST", r"^/sdk/otel/", Reply(200, b""))  # wandb-core's own metrics
+    with server:
+        yield server
+
+
+@pytest.fixture
+def w_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", KEY)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return monkeypatch
+
+
+V1 = Artifact("QXJ0aWZhY3Q6MTAx", "churn-model", 1, ["production"],
+              {"model.pkl": b"pickled-v1", "requirements.txt": b"scikit-learn\n", "conf/settings.json": b"{}"})
+V2 = Artifact("QXJ0aWZhY3Q6MTAy", "churn-model", 2, ["latest"], {"model.pkl": b"pickled-v2"})
+
+
+def test_version_alias_and_id_uris_fetch_the_right_files(tmp_path, w_env):
+    with wandb_server([V1, V2]) as server:
+        w_env.setenv("WANDB_BASE_URL", server.url)
+        got = fetch(f"wandb-artifact://{ENTITY}/{PROJECT}/churn-model:v2", tmp_path / "a")
+        assert got.backend == "wandb"
+        assert (got.path / "model.pkl").read_bytes() == b"pickled-v2"
+        by_alias = fetch(f"wandb-artifact://{ENTITY}/{PROJECT}/churn-model:production", tmp_path / "b")
+        assert (by_alias.path / "model.pkl").read_bytes() == b"pickled-v1"
+        assert (by_alias.path / "conf" / "settings.json").read_bytes() == b"{}"
+        assert by_alias.requirements == by_alias.path / "requirements.txt"  # the model's own dependencies
+        by_id = fetch(f"wandb-artifact://_id/{V2.id}", tmp_path / "c")  # ${artifact_version}
+        assert (by_id.path / "model.pkl").read_bytes() == b"pickled-v2"
+        assert not server.problems, server.problems
+        server.assert_clean()
+
+
+def test_a_file_that_differs_from_the_manifest_is_not_deployed(tmp_path, w_env):
+    tampered = Artifact("QXJ0aWZhY3Q6MTAz", "churn-model", 3, [], {"model.pkl": b"genuine"},
+                        served={"model.pkl": b"swapped"})
+    with wandb_server([tampered]) as server:
+        w_env.setenv("WANDB_BASE_URL", server.url)
+        with pytest.raises(ServiceError, match=r"model\.pkl has MD5 .*manifest says"):
+            fetch(f"wandb-artifact://{ENTITY}/{PROJECT}/churn-model:v3", tmp_path / "a")
+
+
+def test_missing_version_and_bad_key_are_named(tmp_path, w_env):
+    with wandb_server([V1]) as server:
+        w_env.setenv("WANDB_BASE_URL", server.url)
+        with pytest.raises(NotFoundError, match=r"churn-model:v9"):
+            fetch(f"wandb-artifact://{ENTITY}/{PROJECT}/churn-model:v9", tmp_path / "a")
+        with pytest.raises(NotFoundError, match=r"no artifact with this id"):
+            fetch("wandb-artifact://_id/QXJ0aWZhY3Q6OTk5", tmp_path / "b")
+        w_env.setenv("WANDB_API_KEY", "x" * 40)
+        with pytest.raises(ConfigError, match=r"WANDB_API_KEY"):
+            fetch(f"wandb-artifact://{ENTITY}/{PROJECT}/churn-model:v1", tmp_path / "c")
+
+
+def test_a_server_named_in_the_uri_is_not_trusted(tmp_path, w_env):
+    """The API key goes to WANDB_BASE_URL only; an event cannot point the job at another host."""
+    with wandb_server([V1]) as server:
+        w_env.setenv("WANDB_BASE_URL", server.url)
+        with pytest.raises(ConfigError, match=r"names the W&B server https://evil\.example.*WANDB_BASE_URL"):
+            fetch(f"wandb-artifact://https://evil.example/{ENTITY}/{PROJECT}/churn-model:v1", tmp_path / "a")
+        assert server.requests == []  # nothing was asked of anyone
+        got = fetch(f"wandb-artifact://{server.url}/_id/{V1.id}", tmp_path / "b")  # the configured server itself
+        assert (got.path / "model.pkl").read_bytes() == b"pickled-v1"
+    with pytest.raises(ConfigError, match=r"name the version"):
+        fetch(f"wandb-artifact://{ENTITY}/{PROJECT}/churn-model", tmp_path / "c")
+
+
+def test_jobs_for_wandb_and_databricks_events_install_their_registry_client():
+    assert "wandb" in default_install("docker", "wandb").split("[")[1]
+    assert "mlflow" in default_install("docker", "databricks").split("[")[1]  # models:/ URIs via MLflow's client
