@@ -29,7 +29,8 @@ def register(subparsers) -> None:
             "a registered model version and where its files are: models:/NAME/VERSION, models:/NAME@ALIAS, runs:/RUN/PATH "
             "(MLflow, MLFLOW_TRACKING_URI), arn:aws:sagemaker:...:model-package/GROUP/VERSION or s3://BUCKET/KEY (boto3), "
             "azureml://subscriptions/.../workspaces/W/models/NAME/versions/V (AZURE_ACCESS_TOKEN), hf://REPO[@REVISION] "
-            "(HF_ENDPOINT, HF_TOKEN), or a local file or folder; repeat for several models"
+            "(HF_ENDPOINT, HF_TOKEN), wandb-artifact://ENTITY/PROJECT/NAME:VERSION or wandb-artifact://_id/ID "
+            "(WANDB_API_KEY, WANDB_BASE_URL), or a local file or folder; repeat for several models"
         ),
     )
     parser.add_argument("--entry-script", type=Path, metavar="FILE", help="the scoring script with init() and run() (omit for no-code)")

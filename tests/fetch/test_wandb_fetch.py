@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
 import re
+import subprocess
+import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
-pytest.importorskip("wandb", reason="the wandb extra is part of the test environment (scripts/setup.sh)")
-
-from pipeline_plugin.errors import ConfigError, NotFoundError, ServiceError  # noqa: E402
-from pipeline_plugin.fetch import fetch  # noqa: E402
-from pipeline_plugin.render import default_install  # noqa: E402
+from pipeline_plugin.errors import ConfigError, NotFoundError, ServiceError
+from pipeline_plugin.fetch import fetch
+from pipeline_plugin.render import default_install
 
 pytestmark = pytest.mark.timeout(180)  # the SDK retries a failing download with backoff: fail, do not hang
 
@@ -39,14 +42,14 @@ class Artifact:
 
 
 @contextmanager
-def wandb_server(artifacts: list[Artifact]):
+def wandb_server(artifacts: list[Artifact], entity: str = ENTITY, project_name: str = PROJECT):
     from graphql import OperationDefinitionNode, parse
 
     from contract_server import ContractServer, Reply
 
     server = ContractServer([])
     by_id = {a.id: a for a in artifacts}
-    project = {"id": "UHJvamVjdDox", "internalId": "1", "name": PROJECT, "entity": {"name": ENTITY}}
+    project = {"id": "UHJvamVjdDox", "internalId": "1", "name": project_name, "entity": {"name": entity}}
     server.problems = []
 
     def authorized(req) -> bool:
@@ -80,7 +83,7 @@ def wandb_server(artifacts: list[Artifact]):
                 "edges": [{"node": {"__typename": "File", "name": name, "directUrl": f"{server.url}/files/{a.id}/{name}"}}
                           for name in sorted(a.files)]}
 
-    viewer = {"id": "VXNlcjox", "name": "CI", "entity": ENTITY, "username": "ci", "email": "ci@example.com",
+    viewer = {"id": "VXNlcjox", "name": "CI", "entity": entity, "username": "ci", "email": "ci@example.com",
               "admin": False, "flags": "{}", "deletedAt": None, "apiKeys": {"edges": []}, "teams": {"edges": []}}
 
     def graphql(req):
@@ -97,11 +100,14 @@ def wandb_server(artifacts: list[Artifact]):
         v = body.get("variables") or {}
         if op in ("Viewer", "GetViewer", "GetDefaultEntity"):
             return Reply(200, {"data": {"viewer": viewer}})
+        if op == "FetchOrgInfoFromEntity":  # a registry path (PROJECT wandb-registry-*): the entity's organization
+            org = {"name": "Acme", "orgEntity": {"name": entity}} if v["entity"] == entity else None
+            return Reply(200, {"data": {"entity": {"organization": org, "user": None} if org else None}})
         if op == "ServerFeaturesQuery":
             return Reply(200, {"data": {"serverInfo": {"features": []}}})
         if op == "ArtifactMembershipByName":
             collection, _, ref = v["name"].partition(":")
-            a = find(collection, ref) if (v["entity"], v["project"]) == (ENTITY, PROJECT) else None
+            a = find(collection, ref) if (v["entity"], v["project"]) == (entity, project_name) else None
             return Reply(200, {"data": {"project": {"artifactCollectionMembership": membership(a) if a else None}}})
         if op == "ArtifactByID":
             a = by_id.get(v["id"])
@@ -128,6 +134,11 @@ def wandb_server(artifacts: list[Artifact]):
                                "contents": {n: {"digest": _b64md5(d), "size": len(d)} for n, d in a.files.items()}})
         return Reply(200, a.served[name], headers={"Content-Type": "application/octet-stream"})
 
+    # the SDK keeps artifacts by id for the whole process, with the file URLs of the server that
+    # answered; each test's server is a new W&B holding the same ids, so the process forgets them
+    from wandb.sdk.artifacts.artifact_instance_cache import artifact_instance_cache
+
+    artifact_instance_cache.clear()
     server.extra("POST", r"^/graphql$", graphql)
     server.extra("GET", r"^/files/[^/]+/.+$", file)
     server.extra("POST", r"^/sdk/otel/", Reply(200, b""))  # wandb-core's own metrics
@@ -203,3 +214,43 @@ def test_a_server_named_in_the_uri_is_not_trusted(tmp_path, w_env):
 def test_jobs_for_wandb_and_databricks_events_install_their_registry_client():
     assert "wandb" in default_install("docker", "wandb").split("[")[1]
     assert "mlflow" in default_install("docker", "databricks").split("[")[1]  # models:/ URIs via MLflow's client
+
+
+def test_a_wandb_delivery_becomes_a_build_context_in_a_fresh_job(tmp_path, w_env):
+    """The URIs the wandb source records from W&B's documented payload (the artifact id, and the
+    version string when the template leaves ``${artifact_version}`` out) are what a fresh CI job's
+    ``package`` fetches: its own process, empty HOME, only WANDB_API_KEY and WANDB_BASE_URL."""
+    from pipeline_plugin.sources import Headers, Request, get_source
+
+    def delivery(body: dict) -> Request:
+        return Request(method="POST", path="/webhooks/wandb", headers=Headers({"Content-Type": "application/json"}),
+                       body=json.dumps(body).encode())
+
+    source = get_source("wandb")
+    sample = json.loads((Path(__file__).parents[1] / "sources" / "samples" / "wandb"
+                         / "01_link_artifact_suggested_template.json").read_text())
+    body = sample.get("request", sample)["body"]
+    [by_id] = source.parse(delivery(body))
+    [by_name] = source.parse(delivery({k: v for k, v in body.items() if k != "artifact_version"}))
+    assert by_id.artifact_uri.startswith("wandb-artifact://_id/")
+    assert by_name.artifact_uri == f"wandb-artifact://{body['artifact_version_string']}"
+    v3 = Artifact(by_id.artifact_uri.rsplit("/", 1)[1], by_id.model, 3, ["production"], {"model.pkl": b"fraud-v3"})
+    score = tmp_path / "score.py"
+    score.write_text("def init():\n    pass\n\n\ndef run(data):\n    return data\n")
+    with wandb_server([v3], entity=by_id.registry["entity"], project_name=by_id.registry["project"]) as server:
+        for n, event in enumerate((by_id, by_name)):
+            out = tmp_path / f"context-{n}"
+            env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+            env.update(HOME=str(tmp_path / f"home-{n}"), WANDB_API_KEY=KEY, WANDB_BASE_URL=server.url)
+            proc = subprocess.run(
+                [sys.executable, "-m", "pipeline_plugin.cli", "package", "--model",
+                 f"{event.model}:{event.version}={event.artifact_uri}", "--entry-script", str(score),
+                 "--image", "fraud/detector:3", "--generate-dockerfile", str(out), "--json"],
+                env=env, capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+            result = json.loads(proc.stdout)  # --json: wandb's progress lines stay off stdout
+            assert result["model_digest"].startswith("sha256:")
+            copied = [p for p in (out / "models").rglob("model.pkl")]
+            assert [p.read_bytes() for p in copied] == [b"fraud-v3"], event.artifact_uri
+        assert not server.problems, server.problems
+        server.assert_clean()
