@@ -32,6 +32,8 @@ DEFAULT_BASE_URL = "https://api.wandb.ai"
 PREFIX = "wandb-artifact://"
 #: how long one W&B API call may take (seconds)
 TIMEOUT = 60
+#: what the SDK's sign-in error says when it got no answer at all (not a refused key)
+_UNREACHABLE = ("did not respond", "Failed to execute API request", "Connection refused", "timed out")
 
 
 def _origin(url: str) -> str:
@@ -110,7 +112,10 @@ class WandbBackend:
             api = wandb.Api(timeout=TIMEOUT)
             artifact = api._artifact_from_id(name) if is_id else api.artifact(name)
         except (wandb_errors.AuthenticationError, wandb_errors.UsageError) as exc:
-            raise ConfigError(f"W&B at {server} refused the credentials for {uri!r}: {exc}; set WANDB_API_KEY to a key "
+            if any(text in str(exc) for text in _UNREACHABLE):  # the sign-in could not reach the server
+                raise ServiceError(f"W&B at {server} does not answer ({exc}); nothing was fetched for {uri!r}, "
+                                   "try again, or check WANDB_BASE_URL") from exc
+            raise ConfigError(f"could not sign in to W&B at {server} for {uri!r}: {exc}; set WANDB_API_KEY to a key "
                               "that may read the artifact (and WANDB_BASE_URL for a dedicated server)") from exc
         except Exception as exc:  # noqa: BLE001 - CommError and the like; "not found" is told apart below
             if "not found" in str(exc).lower() or "could not find" in str(exc).lower():

@@ -254,3 +254,18 @@ def test_a_wandb_delivery_becomes_a_build_context_in_a_fresh_job(tmp_path, w_env
             assert [p.read_bytes() for p in copied] == [b"fraud-v3"], event.artifact_uri
         assert not server.problems, server.problems
         server.assert_clean()
+
+
+def test_a_server_that_does_not_answer_is_a_service_error(tmp_path, w_env, monkeypatch):
+    """Exit 3 (try again), not a configuration error: nothing is wrong with the key."""
+    import socket
+
+    from pipeline_plugin.fetch import wandb as wandb_fetch
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed when the block ends: nothing listens there
+    w_env.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(wandb_fetch, "TIMEOUT", 3)
+    with pytest.raises(ServiceError, match=r"does not answer"):
+        fetch(f"wandb-artifact://{ENTITY}/{PROJECT}/churn-model:v1", tmp_path / "a")
