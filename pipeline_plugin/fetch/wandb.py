@@ -41,9 +41,9 @@ def _origin(url: str) -> str:
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 
 
-def parse(uri: str, parse_artifact_string) -> tuple[str, bool]:
+def parse(uri: str, parse_artifact_string, server: str) -> tuple[str, bool]:
     """(``ENTITY/PROJECT/NAME:VERSION`` or the artifact id, is_id); ConfigError for another form or
-    for a server other than ``WANDB_BASE_URL``."""
+    for a server other than ``server`` (``WANDB_BASE_URL``)."""
     if uri.startswith(PREFIX + "/"):  # wandb-artifact:///E/P/N:V (earlier releases' events)
         uri = PREFIX + uri[len(PREFIX):].lstrip("/")
     try:
@@ -54,14 +54,12 @@ def parse(uri: str, parse_artifact_string) -> tuple[str, bool]:
     if not name or (not is_id and ":" not in name.rsplit("/", 1)[-1]):
         raise ConfigError(f"model URI {uri!r}: name the version, e.g. wandb-artifact://acme/churn/model:v3 "
                           "(or an alias: ...:production)")
-    if base:
-        configured = os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
-        if _origin(base) != _origin(configured):
-            raise ConfigError(
-                f"model URI {uri!r} names the W&B server {base}, but this job's server is {configured} "
-                "(WANDB_BASE_URL): a model is fetched only from the configured server, which gets the API key; "
-                f"set WANDB_BASE_URL={base} on the job if that server is yours"
-            )
+    if base and _origin(base) != _origin(server):
+        raise ConfigError(
+            f"model URI {uri!r} names the W&B server {base}, but this job's server is {server} "
+            "(WANDB_BASE_URL): a model is fetched only from the configured server, which gets the API key; "
+            f"set WANDB_BASE_URL={base} on the job if that server is yours"
+        )
     return name, is_id
 
 
@@ -73,9 +71,8 @@ def _md5_b64(path: Path) -> str:
     return base64.b64encode(h.digest()).decode()
 
 
-def verify(artifact, root: Path) -> int:
-    """Check each downloaded file against the manifest (size, MD5); the number checked."""
-    checked = 0
+def verify(artifact, root: Path) -> None:
+    """Check each downloaded file against the manifest (size, MD5)."""
     for path, entry in artifact.manifest.entries.items():
         if getattr(entry, "ref", None):  # a reference (s3://, gs://, https://...): its digest is the store's ETag
             continue
@@ -90,8 +87,6 @@ def verify(artifact, root: Path) -> int:
         if got != entry.digest:
             raise ServiceError(f"W&B artifact {artifact.qualified_name}: {path} has MD5 {got}, its manifest says "
                                f"{entry.digest}; the download is altered, not deployed")
-        checked += 1
-    return checked
 
 
 class WandbBackend:
@@ -106,8 +101,8 @@ class WandbBackend:
             from wandb.util import parse_artifact_string
         except ImportError:
             raise missing_client("W&B", "wandb", self.extra) from None
-        name, is_id = parse(uri, parse_artifact_string)
         server = os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+        name, is_id = parse(uri, parse_artifact_string, server)
         try:
             api = wandb.Api(timeout=TIMEOUT)
             artifact = api._artifact_from_id(name) if is_id else api.artifact(name)

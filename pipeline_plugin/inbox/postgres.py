@@ -301,6 +301,7 @@ class PostgresInbox:
             now = self._now(conn)
             # the oldest unfinished events of the models whose first is claimable, each model's in order
             rows = self._x(conn, _CLAIM_CANDIDATES, now=now, owner=owner, limit=limit).all()
+
             def claimable(row: Any) -> bool:
                 return not row.done and row.next_attempt_at <= now and (
                     row.lease_owner is None or row.lease_owner == owner or (row.lease_until or 0) < now)

@@ -136,7 +136,6 @@ _INSERT_RUN = ("INSERT OR IGNORE INTO runs(run_id, event_id, rule_name, generati
 T = TypeVar("T")
 
 
-
 def _model(row: sqlite3.Row) -> tuple[str, str, str]:
     """The model an event row belongs to: its events are handed out in order."""
     return (row["source"], row["registry_key"], row["model"])

@@ -146,6 +146,14 @@ def wandb_server(artifacts: list[Artifact], entity: str = ENTITY, project_name: 
         yield server
 
 
+@contextmanager
+def serving(w_env, artifacts: list[Artifact]):
+    """A W&B server holding ``artifacts``, and this process's WANDB_BASE_URL pointing at it."""
+    with wandb_server(artifacts) as server:
+        w_env.setenv("WANDB_BASE_URL", server.url)
+        yield server
+
+
 @pytest.fixture
 def w_env(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", KEY)
@@ -162,11 +170,12 @@ V2 = Artifact("QXJ0aWZhY3Q6MTAy", "churn-model", 2, ["latest"], {"model.pkl": b"
 
 
 def test_version_alias_and_id_uris_fetch_the_right_files(tmp_path, w_env):
-    with wandb_server([V1, V2]) as server:
-        w_env.setenv("WANDB_BASE_URL", server.url)
+    with serving(w_env, [V1, V2]) as server:
         got = fetch(f"wandb-artifact://{ENTITY}/{PROJECT}/churn-model:v2", tmp_path / "a")
         assert got.backend == "wandb"
         assert (got.path / "model.pkl").read_bytes() == b"pickled-v2"
+        old_form = fetch(f"wandb-artifact:///{ENTITY}/{PROJECT}/churn-model:v2", tmp_path / "old")  # earlier events
+        assert (old_form.path / "model.pkl").read_bytes() == b"pickled-v2"
         by_alias = fetch(f"wandb-artifact://{ENTITY}/{PROJECT}/churn-model:production", tmp_path / "b")
         assert (by_alias.path / "model.pkl").read_bytes() == b"pickled-v1"
         assert (by_alias.path / "conf" / "settings.json").read_bytes() == b"{}"
@@ -180,15 +189,12 @@ def test_version_alias_and_id_uris_fetch_the_right_files(tmp_path, w_env):
 def test_a_file_that_differs_from_the_manifest_is_not_deployed(tmp_path, w_env):
     tampered = Artifact("QXJ0aWZhY3Q6MTAz", "churn-model", 3, [], {"model.pkl": b"genuine"},
                         served={"model.pkl": b"swapped"})
-    with wandb_server([tampered]) as server:
-        w_env.setenv("WANDB_BASE_URL", server.url)
-        with pytest.raises(ServiceError, match=r"model\.pkl has MD5 .*manifest says"):
-            fetch(f"wandb-artifact://{ENTITY}/{PROJECT}/churn-model:v3", tmp_path / "a")
+    with serving(w_env, [tampered]), pytest.raises(ServiceError, match=r"model\.pkl has MD5 .*manifest says"):
+        fetch(f"wandb-artifact://{ENTITY}/{PROJECT}/churn-model:v3", tmp_path / "a")
 
 
 def test_missing_version_and_bad_key_are_named(tmp_path, w_env):
-    with wandb_server([V1]) as server:
-        w_env.setenv("WANDB_BASE_URL", server.url)
+    with serving(w_env, [V1]):
         with pytest.raises(NotFoundError, match=r"churn-model:v9"):
             fetch(f"wandb-artifact://{ENTITY}/{PROJECT}/churn-model:v9", tmp_path / "a")
         with pytest.raises(NotFoundError, match=r"no artifact with this id"):
@@ -200,8 +206,7 @@ def test_missing_version_and_bad_key_are_named(tmp_path, w_env):
 
 def test_a_server_named_in_the_uri_is_not_trusted(tmp_path, w_env):
     """The API key goes to WANDB_BASE_URL only; an event cannot point the job at another host."""
-    with wandb_server([V1]) as server:
-        w_env.setenv("WANDB_BASE_URL", server.url)
+    with serving(w_env, [V1]) as server:
         with pytest.raises(ConfigError, match=r"names the W&B server https://evil\.example.*WANDB_BASE_URL"):
             fetch(f"wandb-artifact://https://evil.example/{ENTITY}/{PROJECT}/churn-model:v1", tmp_path / "a")
         assert server.requests == []  # nothing was asked of anyone
@@ -250,7 +255,7 @@ def test_a_wandb_delivery_becomes_a_build_context_in_a_fresh_job(tmp_path, w_env
             assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
             result = json.loads(proc.stdout)  # --json: wandb's progress lines stay off stdout
             assert result["model_digest"].startswith("sha256:")
-            copied = [p for p in (out / "models").rglob("model.pkl")]
+            copied = list((out / "models").rglob("model.pkl"))
             assert [p.read_bytes() for p in copied] == [b"fraud-v3"], event.artifact_uri
         assert not server.problems, server.problems
         server.assert_clean()
