@@ -196,6 +196,7 @@ class Listener:
         environ: Mapping[str, str] | None = None,
         start_worker: bool = True,
         workers: int = 1,
+        worker_process: bool = False,
     ) -> None:
         if workers < 1:
             raise ConfigError(f"--workers {workers}: give 1 or more worker threads")
@@ -208,6 +209,11 @@ class Listener:
         self.rules = list(rules)
         self.rules_dir = rules_dir
         self.start_worker = start_worker
+        #: the worker threads in a child process (``worker_process``: what ``serve`` runs), so that
+        #: matching and dispatching never hold the interpreter lock the acknowledgements need; rules
+        #: given without their folder stay in this process (the child loads them from the folder)
+        self.worker_process = worker_process and (rules_dir is not None or not self.rules)
+        self._process: Any = None  # worker_process.WorkerProcess while it runs
         env = os.environ if environ is None else environ
         self.sources: dict[str, Any] = {}
         self.secrets: dict[str, str | None] = {}
@@ -258,6 +264,16 @@ class Listener:
         if not self.start_worker:
             self._threads = pollers
             return
+        if self.worker_process:
+            from .worker_process import WorkerProcess
+
+            level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+            self._process = WorkerProcess(self.state_dir, self.rules_dir, self.workers_wanted, self.config.fetch_roots,
+                                          level if level in ("debug", "info", "warning", "error") else "info",
+                                          getattr(self, "shutdown_timeout", 30.0))
+            self._process.start()
+            self._threads = pollers
+            return
         from .worker import Worker
 
         # several workers run different models' pipelines at once (the inbox keeps each model's
@@ -276,10 +292,26 @@ class Listener:
     def wake_workers(self) -> None:
         for w in self.workers:
             w.wake.set()
+        if self._process is not None:
+            self._process.wake()
+
+    def worker_down(self) -> str | None:
+        """Why the worker does not run (for ``/healthz``), or None while it runs (or was not asked for)."""
+        if self._process is not None:
+            if self._process.alive():
+                return None
+            return (f"the worker process exited with status {self._process.exit_status()}; serve starts it again "
+                    "(deliveries are still stored)")
+        if self.start_worker and self._threads and not all(t.is_alive() for t in self._threads):
+            return "the worker thread stopped; restart serve"
+        return None
 
     def stop(self) -> None:
         self._stop.set()
         self.wake_workers()
+        if self._process is not None:  # bounded: SIGTERM, then SIGKILL after the shutdown timeout
+            self._process.stop()
+            self._process = None
         if self._writer is not None:  # first: a worker may wait for a job queued on this loop
             self._writer.close()
         # bounded: a pipeline still running is left to its daemon thread (its event stays claimed in
@@ -410,9 +442,10 @@ def create_app(listener: Listener) -> _WebhookFastPath:
             return JSONResponse({"status": "degraded", "detail": f"inbox: {inbox['error']}", "inbox": inbox},
                                 status_code=503)
         depth = inbox.get("depth", 0)
-        worker_alive = all(t.is_alive() for t in listener._threads) if listener._threads else None
-        if listener.start_worker and listener._threads and not worker_alive:
-            return JSONResponse({"status": "error", "detail": "the worker thread stopped; restart serve"}, status_code=503)
+        down = listener.worker_down()
+        if down is not None:
+            return JSONResponse({"status": "error", "detail": down, "worker": False}, status_code=503)
+        worker_alive = True if listener.start_worker and (listener._process or listener.workers) else None
         return JSONResponse(
             {
                 "status": "ok",

@@ -13,8 +13,10 @@ installs it: tests that need these services fail, they never skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +163,32 @@ def serve_process(
     service = _start("serve", argv, full_env, state_dir.parent if state_dir.parent.exists() else state_dir, port)
     with _running(service, "/healthz", timeout):
         yield service
+
+
+def worker_ready(service: Service, timeout: float = 60) -> None:
+    """Wait until the worker process of ``serve`` logged that its workers run (``serve`` answers
+    ``/healthz`` before that: deliveries are stored while the worker starts)."""
+    deadline = time.monotonic() + timeout
+    while "started with" not in service.log():
+        if time.monotonic() > deadline or service.process.poll() is not None:
+            raise AssertionError(f"the worker of serve did not start within {timeout}s: {service.log_tail()}")
+        time.sleep(0.05)
+
+
+def worker_pid(serve_pid: int, timeout: float = 30) -> int:
+    """The pid of the worker process that ``serve`` (pid ``serve_pid``) started (its only child),
+    waiting up to ``timeout`` seconds for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        children = []
+        for task in Path(f"/proc/{serve_pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                children += [int(pid) for pid in (task / "children").read_text().split()]
+        if len(children) == 1:
+            return children[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"serve {serve_pid} has children {children}, expected one worker process")
+        time.sleep(0.05)
 
 
 @contextmanager

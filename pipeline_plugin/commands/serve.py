@@ -40,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="YAML config: per-source secret_env, auth scheme, tracking_uri")
     p.add_argument("--no-worker", action="store_true", help="only store deliveries; do not match or dispatch")
     p.add_argument("--workers", type=int, default=2, metavar="N",
-                   help="worker threads (default 2): pipelines of different models run at once; each model's "
-                   "events are processed in order, one at a time")
+                   help="worker threads (default 2), in a process of their own beside the listener's: pipelines "
+                   "of different models run at once; each model's events are processed in order, one at a time")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--tls-cert", type=Path, metavar="PEM",
                    help="serve HTTPS with this certificate (chain); reloaded when the file changes, no restart")
@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         config=config,
         start_worker=not args.no_worker,
         workers=args.workers,
+        worker_process=True,
     )
     serve(listener, args.host, args.port, log_level=args.log_level, tls_cert=args.tls_cert, tls_key=args.tls_key,
           shutdown_timeout_ms=shutdown_ms)

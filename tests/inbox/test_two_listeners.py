@@ -9,13 +9,15 @@ mid-dispatch, and the killed replica's claimed events were finished by the other
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from collections import Counter
 
 import httpx
 from contract_server import Contract, ContractServer, Reply
-from services import serve_process
+from services import serve_process, worker_pid, worker_ready
 
 from pipeline_plugin.inbox.postgres import LEASE_ENV, PostgresInbox
 from pipeline_plugin.sources.auth import sign
@@ -53,7 +55,7 @@ def github_api() -> ContractServer:
 
 
 def holds_claim(url: str, pid: int) -> bool:
-    """Whether the serve process ``pid`` holds a lease on an unfinished event (owners are host:pid:id)."""
+    """Whether the (worker) process ``pid`` holds a lease on an unfinished event (owners are host:pid:id)."""
     from sqlalchemy import text
 
     with PostgresInbox(url).engine.connect() as conn:
@@ -73,6 +75,8 @@ def test_two_listeners_one_killed_store_every_delivery_once_and_start_every_run_
         args = ["--database-url", postgres_url]
         with serve_process(tmp_path / "a", triggers, env=env, extra_args=args) as a, \
                 serve_process(tmp_path / "b", triggers, env=env, extra_args=args) as b:
+            worker_ready(a)  # its worker claims from the first deliveries on: the kill lands mid-load
+            worker_ready(b)
             killed = threading.Event()
             lock = threading.Lock()
             retry: list[int] = []
@@ -80,6 +84,7 @@ def test_two_listeners_one_killed_store_every_delivery_once_and_start_every_run_
             def sender(replica, mine: list[int]) -> None:
                 with httpx.Client(base_url=replica.url, timeout=10) as c:
                     for i in mine:
+                        time.sleep(0.02)  # a registry's pace, not a flood: the kill lands while deliveries arrive
                         body, headers = delivery(i)
                         try:
                             r = c.post("/webhooks/mlflow", content=body, headers=headers)
@@ -101,9 +106,10 @@ def test_two_listeners_one_killed_store_every_delivery_once_and_start_every_run_
                 time.sleep(0.005)
             # kill while replica a holds a claim (its worker dispatches one at a time; between two
             # it may hold none): the takeover below is then certain, not a matter of timing
-            while not holds_claim(postgres_url, a.process.pid) and time.monotonic() < deadline:
+            a_worker = worker_pid(a.process.pid)
+            while not holds_claim(postgres_url, a_worker) and time.monotonic() < deadline:
                 time.sleep(0.002)
-            a.process.kill()  # SIGKILL: no shutdown handler runs, its claims stay leased
+            os.killpg(a.process.pid, signal.SIGKILL)  # the replica's host dies: listener and worker, no handler runs
             killed.set()
             a.process.wait()
             for t in threads:
