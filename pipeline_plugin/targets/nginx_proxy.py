@@ -44,6 +44,10 @@ events {{ worker_connections 1024; }}
 http {{
     access_log off;
     server_tokens off;
+    # every answer closes its client connection: a reload makes the old worker close its idle
+    # keep-alive connections, and a client that sent its next request on one at that moment got no
+    # answer (a POST it must not send again). A connection per request on loopback costs little
+    keepalive_timeout 0;
     client_body_temp_path {prefix}/tmp/body;
     proxy_temp_path {prefix}/tmp/proxy;
     fastcgi_temp_path {prefix}/tmp/fastcgi;
