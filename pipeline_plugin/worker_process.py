@@ -71,7 +71,7 @@ class WorkerProcess:
                 return
             try:
                 os.write(self._pipe.fileno(), b"w")
-            except (BlockingIOError, BrokenPipeError, OSError, ValueError):
+            except (OSError, ValueError):  # BlockingIOError, BrokenPipeError; ValueError: closed
                 pass  # a full pipe holds a wake-up already; a dead child is restarted and drains anyway
 
     def alive(self) -> bool:
