@@ -14,7 +14,7 @@ import pytest
 from pipeline_plugin.errors import ConfigError, NotFoundError, StageFailed
 from pipeline_plugin.targets import DeploymentSpec, get_target
 from pipeline_plugin.targets.docker import LABEL, DockerTarget
-from pipeline_plugin.targets.nginx_proxy import StableAddress
+from pipeline_plugin.targets.nginx_proxy import StableAddress, port_is_free
 from tests.conftest import unused_port
 
 from loadgen import LoadLoop
@@ -104,8 +104,9 @@ def test_create_and_delete_are_idempotent(target, app_images, service, docker_cl
     assert target.get(service, "staging") is None
     assert target.list(service) == []
     assert docker_client.containers.list(all=True, filters={"label": f"{LABEL}service={service}"}) == []
-    with socket.socket() as s:  # nginx let go of the stable address
-        s.bind(("127.0.0.1", port))
+    # nginx let go of the stable address: another server can listen there (servers bind with
+    # SO_REUSEADDR, past the closed connections' TIME_WAIT: nginx closes each one after its answer)
+    assert port_is_free(port)
     assert [h["event"] for h in target.history(service, "staging")] == ["deleted"]
 
 
