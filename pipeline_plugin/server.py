@@ -274,19 +274,11 @@ class Listener:
             self._process.start()
             self._threads = pollers
             return
-        from .worker import Worker
+        from .worker import start_workers
 
-        # several workers run different models' pipelines at once (the inbox keeps each model's
-        # events in order); a worker matches a whole claimed batch in one transaction and keeps
-        # only one event to dispatch, handing the others back, so that none hoards the queue
-        self.workers = [Worker(open_inbox(self.state_dir), self.rules, self.rules_dir, batch=64,
-                               allowed_roots=self.config.fetch_roots)
-                        for _ in range(self.workers_wanted)]
         self._stop.clear()
-        self._threads = [threading.Thread(target=w.run_forever, args=(self._stop,), name=f"worker-{i}", daemon=True)
-                         for i, w in enumerate(self.workers)]
-        for t in self._threads:
-            t.start()
+        self.workers, self._threads = start_workers(self.state_dir, self.rules, self.rules_dir, self.workers_wanted,
+                                                    self.config.fetch_roots, self._stop)
         self._threads += pollers
 
     def wake_workers(self) -> None:

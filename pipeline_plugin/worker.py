@@ -311,3 +311,21 @@ class Worker:
 
     def _result(self, run_id: str, status: str, **kw: Any) -> None:
         self.inbox.record_dispatch(run_id, status, **kw)
+
+
+def start_workers(state_dir: str | Path, rules: Sequence[Any], rules_dir: str | Path | None, count: int,
+                  allowed_roots: tuple[str, ...], stop: threading.Event) -> tuple[list[Worker], list[threading.Thread]]:
+    """``count`` workers, each on its own inbox connection, running in daemon threads until ``stop``.
+
+    Several workers run different models' pipelines at once (the inbox keeps each model's events in
+    order); a worker matches a whole claimed batch in one transaction and keeps only one event to
+    dispatch, handing the others back, so that none hoards the queue."""
+    from .inbox.select import open_inbox
+
+    workers = [Worker(open_inbox(state_dir), rules, rules_dir, batch=64, allowed_roots=allowed_roots)
+               for _ in range(count)]
+    threads = [threading.Thread(target=w.run_forever, args=(stop,), name=f"worker-{i}", daemon=True)
+               for i, w in enumerate(workers)]
+    for t in threads:
+        t.start()
+    return workers, threads
