@@ -12,10 +12,13 @@ does at commit (fsync the WAL), once for the whole batch, without blocking the l
 - A batch that cannot take the write lock at once (another process is writing, e.g. a CLI
   command) tries again every ``BUSY_RETRY`` seconds; after ``BUSY_PATIENCE`` seconds, or on any
   other error, its deliveries and jobs go to the inbox's writer thread
-  (``GroupCommitter.submit_here``, ``synchronous=FULL``), which waits for the lock and reports
-  errors (disk full...) per delivery. Nothing is answered before it is durable.
+  (``GroupCommitter.submit_here``; it flushes the WAL after each commit too), which waits for the
+  lock and reports errors (disk full...) per delivery. Nothing is answered before it is durable.
 - The loop's connection never checkpoints (a checkpoint fsyncs the database file); the syncer
-  checkpoints (``PASSIVE``) every ``CHECKPOINT_EVERY`` batches, off the loop.
+  checkpoints (``PASSIVE``) every ``CHECKPOINT_EVERY`` batches, off the loop, between two flushes:
+  a checkpoint on a thread of its own, beside the flushes, was tried; under a steady load it never
+  found the WAL idle, so the WAL was never restarted and grew by every page written (80 MB for
+  4,000 deliveries).
 - The process's other writers (the worker threads, the pollers) hand their jobs to this writer
   too (``GroupCommitter.delegate``): they run in the next batch, each in its own savepoint, and
   are answered after its fsync, so that two connections of one process never wait on each other.
@@ -45,7 +48,7 @@ from ..errors import ServiceError
 from .records import _safe_meta, utcnow
 from .sqlite import Inbox
 from .sqlite_put import PutJob, PutResult
-from .sqlite_writer import in_savepoint, open_db, store_puts
+from .sqlite_writer import WalFile, flush_failed, in_savepoint, open_db, store_puts
 
 log = logging.getLogger("pipeline_plugin.inbox")
 
@@ -322,8 +325,7 @@ class _Syncer:
         self.last_error: BaseException | None = None
         self.thread: threading.Thread | None = None
         self.stopping = False
-        self.wal_fd: int | None = None
-        self.wal_id: tuple[int, int] | None = None
+        self.wal = WalFile(writer.path)
         self.checkpoint_db: sqlite3.Connection | None = None
 
     def sync(self, items: _Batch) -> None:
@@ -343,7 +345,7 @@ class _Syncer:
 
     def forget_wal(self) -> None:
         with self.cond:
-            self._close_wal()
+            self.wal.close()
 
     def _run(self) -> None:
         try:
@@ -363,30 +365,18 @@ class _Syncer:
                     self._maybe_checkpoint()
         finally:
             with self.cond:
-                self._close_wal()
+                self.wal.close()
                 if self.checkpoint_db is not None:
                     self.checkpoint_db.close()
                     self.checkpoint_db = None
 
     def _flush_wal(self) -> BaseException | None:
-        path = str(self.writer.path) + "-wal"
         try:
-            st = os.stat(path)
-            if self.wal_fd is None or (st.st_dev, st.st_ino) != self.wal_id:
-                self._close_wal()
-                self.wal_fd = os.open(path, os.O_RDONLY)
-                self.wal_id = (st.st_dev, st.st_ino)
-            os.fdatasync(self.wal_fd)
-            self.writer.syncs += 1
-            return None
+            self.wal.flush()
         except OSError as exc:
-            return ServiceError(f"could not flush the inbox's log {path!r} to disk: {exc}; nothing was acknowledged, "
-                                "send it again")
-
-    def _close_wal(self) -> None:
-        if self.wal_fd is not None:
-            os.close(self.wal_fd)
-            self.wal_fd = None
+            return flush_failed(self.writer.path, exc)
+        self.writer.syncs += 1
+        return None
 
     def _maybe_checkpoint(self) -> None:
         if self.writer.syncs % CHECKPOINT_EVERY:

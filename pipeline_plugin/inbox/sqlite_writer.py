@@ -45,10 +45,45 @@ def open_db(path: Path) -> sqlite3.Connection:
     return db
 
 
+class WalFile:
+    """A database's WAL file, kept open to flush it (``fdatasync``) after a commit made with
+    ``synchronous=NORMAL``: the flush that ``synchronous=FULL`` does inside the commit, while the
+    commit holds the write lock, done after the lock is let go (other writers go on meanwhile).
+    Opened again when the file is another one (the database was made again)."""
+
+    __slots__ = ("path", "fd", "file_id")
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = str(db_path) + "-wal"
+        self.fd: int | None = None
+        self.file_id: tuple[int, int] | None = None
+
+    def flush(self) -> None:
+        """``fdatasync`` of the WAL file; ``OSError`` when it fails."""
+        st = os.stat(self.path)
+        if self.fd is None or (st.st_dev, st.st_ino) != self.file_id:
+            self.close()
+            self.fd = os.open(self.path, os.O_RDONLY)
+            self.file_id = (st.st_dev, st.st_ino)
+        os.fdatasync(self.fd)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def flush_failed(path: Path, exc: OSError) -> ServiceError:
+    return ServiceError(f"could not flush the inbox's log {str(path) + '-wal'!r} to disk: {exc}; nothing was "
+                        "acknowledged, send it again")
+
+
 class GroupCommitter(BatchWriter):
     """One per database file in this process: a writer thread that runs every job queued so far
-    in one transaction (each job in its own savepoint), commits it (WAL + ``synchronous=FULL``:
-    one fsync for the whole batch) and only then resolves each job's future.
+    in one transaction (each job in its own savepoint), commits it (WAL + ``synchronous=NORMAL``),
+    lets the write lock go, flushes the WAL (one ``fdatasync`` for the whole batch: what
+    ``synchronous=FULL`` does, without making other writers wait for the disk) and only then
+    resolves each job's future.
 
     Callers either wait (:meth:`run`, for threads) or get the future (:meth:`submit`, which the
     listener awaits on its event loop, so that a waiting delivery holds no thread); the queue and
@@ -61,6 +96,8 @@ class GroupCommitter(BatchWriter):
         #: of the other threads (the workers, the pollers): one writer in the process, no lock
         #: contention between two connections
         self.delegate: Any = None
+        self.wal = WalFile(path)  # the writer thread's
+        self.flush_wal = False
 
     def submit(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
         delegate = self.delegate
@@ -83,8 +120,14 @@ class GroupCommitter(BatchWriter):
             if db is not None and self._file_id() != opened:  # deleted and made again: write the new file
                 db.close()
                 db = None
+                self.wal.close()
             if db is None:
                 db, opened = open_db(self.path), self._file_id()
+                # in WAL mode the WAL is flushed after each commit (_commit); a file system where
+                # SQLite cannot use a WAL keeps FULL, the sync inside each commit
+                self.flush_wal = db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+                if self.flush_wal:
+                    db.execute("PRAGMA synchronous=NORMAL")
             self._commit(db, batch)
         except BaseException as exc:  # noqa: BLE001 - every waiting caller gets an answer
             error = exc if isinstance(exc, ServiceError) else ServiceError(
@@ -96,6 +139,7 @@ class GroupCommitter(BatchWriter):
 
     def _release(self, conn: tuple[sqlite3.Connection, Any]) -> None:
         conn[0].close()
+        self.wal.close()
 
     def _file_id(self) -> tuple[int, int] | None:
         try:
@@ -117,7 +161,7 @@ class GroupCommitter(BatchWriter):
             others = [job for job in batch if not isinstance(job.fn, PutJob)]
             outcomes = list(zip(puts, store_puts(db, [job.fn for job in puts])))
             outcomes += [(job, in_savepoint(db, job.fn)) for job in others]
-            db.execute("COMMIT")  # the fsync: nothing below is answered before it returned
+            db.execute("COMMIT")  # written to the WAL and visible; durable after the flush below
         except BaseException as exc:
             try:
                 db.execute("ROLLBACK")
@@ -129,6 +173,14 @@ class GroupCommitter(BatchWriter):
             for job in batch:
                 job.future.set_exception(error)
             return
+        if self.flush_wal:
+            try:
+                self.wal.flush()  # nothing below is answered before it returned
+            except OSError as exc:
+                error = flush_failed(self.path, exc)
+                for job in batch:
+                    job.future.set_exception(error)
+                return
         self.commits += 1
         self.jobs += len(batch)
         for job, outcome in outcomes:
