@@ -197,9 +197,14 @@ class Listener:
         start_worker: bool = True,
         workers: int = 1,
         worker_process: bool = False,
+        worker_nice: int = 0,
     ) -> None:
         if workers < 1:
             raise ConfigError(f"--workers {workers}: give 1 or more worker threads")
+        if not 0 <= worker_nice <= 19:
+            raise ConfigError(f"--worker-nice {worker_nice}: give a niceness from 0 (the listener's priority) to 19 "
+                              "(the lowest); default 10")
+        self.worker_nice = worker_nice
         self.workers_wanted = workers
         self.state_dir = state_dir
         self.inbox = open_inbox(state_dir)  # PostgreSQL (shared by replicas) for a postgresql:// URL
@@ -270,7 +275,7 @@ class Listener:
             level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
             self._process = WorkerProcess(self.state_dir, self.rules_dir, self.workers_wanted, self.config.fetch_roots,
                                           level if level in ("debug", "info", "warning", "error") else "info",
-                                          getattr(self, "shutdown_timeout", 30.0))
+                                          getattr(self, "shutdown_timeout", 30.0), self.worker_nice)
             self._process.start()
             self._threads = pollers
             return

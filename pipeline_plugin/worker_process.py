@@ -11,6 +11,8 @@ opens the same inbox (the state dir's SQLite file, or the shared PostgreSQL data
   one killed with SIGKILL; on SIGTERM or SIGINT it stops too. Stopping is bounded (``--shutdown-timeout``):
   a pipeline still running is left, and its event stays claimed in the inbox until the lease is
   taken over, as when a process dies.
+- **Priority**: it runs at a lower CPU priority (``serve --worker-nice``, default 10), so that
+  on busy CPUs the acknowledgements go first.
 - **Supervision**: a child that exits while the listener runs is logged with its exit status and
   started again (after 1 s, doubling up to 30 s while it keeps failing at once); meanwhile
   ``/healthz`` says the worker is down. Deliveries are still stored and acknowledged.
@@ -43,9 +45,11 @@ class WorkerProcess:
     """Starts, wakes, supervises and stops the worker child of one listener."""
 
     def __init__(self, state_dir: str | Path, triggers: str | Path | None, workers: int,
-                 allowed_roots: Sequence[str] = (), log_level: str = "info", shutdown_timeout: float = 10.0) -> None:
+                 allowed_roots: Sequence[str] = (), log_level: str = "info", shutdown_timeout: float = 10.0,
+                 nice: int = 0) -> None:
         self.argv = [sys.executable, "-m", "pipeline_plugin.worker_process", "--state-dir", str(state_dir),
-                     "--workers", str(workers), "--log-level", log_level, "--shutdown-timeout", str(shutdown_timeout)]
+                     "--workers", str(workers), "--log-level", log_level, "--shutdown-timeout", str(shutdown_timeout),
+                     "--nice", str(nice)]
         if triggers is not None:
             self.argv += ["--triggers", str(triggers)]
         for root in allowed_roots:
@@ -152,6 +156,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--allowed-root", action="append", default=[])
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     ap.add_argument("--shutdown-timeout", type=float, default=10.0)
+    ap.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority by N (0-19)")
     return ap.parse_args(argv)
 
 
@@ -159,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.nice > 0:
+        # when the CPUs are busy, the listener's acknowledgements go first (senders wait on them and
+        # time out); matching is not in a hurry and catches up as soon as they are not busy
+        os.nice(args.nice)
     from .rules import load_rules
     from .worker import start_workers
 

@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, metavar="N",
                    help="worker threads (default 2), in a process of their own beside the listener's: pipelines "
                    "of different models run at once; each model's events are processed in order, one at a time")
+    p.add_argument("--worker-nice", type=int, default=10, metavar="N",
+                   help="how much lower the worker process's CPU priority is than the listener's (nice, 0-19; "
+                   "default 10): on busy CPUs deliveries are acknowledged first and matched a moment later")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--tls-cert", type=Path, metavar="PEM",
                    help="serve HTTPS with this certificate (chain); reloaded when the file changes, no restart")
@@ -100,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         start_worker=not args.no_worker,
         workers=args.workers,
         worker_process=True,
+        worker_nice=args.worker_nice,
     )
     serve(listener, args.host, args.port, log_level=args.log_level, tls_cert=args.tls_cert, tls_key=args.tls_key,
           shutdown_timeout_ms=shutdown_ms)

@@ -127,3 +127,24 @@ def test_sigterm_to_serve_stops_its_worker_process_and_exits_0(tmp_path):
     log = serve.log()
     assert f"worker stopped (process {child} exited with status 0)" in log, log
     assert "Traceback" not in log, log
+
+
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_the_worker_process_runs_at_a_lower_cpu_priority_which_worker_nice_sets(tmp_path):
+    """On busy CPUs the acknowledgements go first: the worker process is niced 10 below serve by
+    default; ``--worker-nice 0`` keeps it level; a value outside 0-19 stops serve with exit 2."""
+    rules = triggers(tmp_path)
+    for extra, lower in (([], 10), (["--worker-nice", "0"], 0), (["--worker-nice", "3"], 3)):
+        state = tmp_path / f"state-{lower}"
+        with serve_process(state, rules, env=ENV, extra_args=extra) as serve:
+            worker_ready(serve)
+            child = worker_pid(serve.process.pid)
+            assert niceness(child) == min(19, niceness(serve.process.pid) + lower), extra
+            assert status_of(state, deliver(serve.url, 1)) == "matched"
+    bad = subprocess.run([sys.executable, "-m", "pipeline_plugin.cli", "serve", "--state-dir", str(tmp_path / "bad"),
+                          "--worker-nice", "25"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2, bad.stderr
+    assert "--worker-nice 25" in bad.stderr and "0" in bad.stderr and "19" in bad.stderr, bad.stderr
