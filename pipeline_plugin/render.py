@@ -122,9 +122,19 @@ INPUT_VARIABLES = {
 }
 
 
+def is_local_reference(uri: str) -> bool:
+    """A path or a ``file:`` URI: a file on some machine's disk rather than in a registry."""
+    return uri[:5].lower() == "file:" or not re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", uri)
+
+
 def pipeline_inputs(event: ModelVersionEvent, pipeline: Mapping[str, Any], run_id: str) -> dict[str, str]:
     """The checked values a pipeline receives for one event: what ``render`` writes as defaults
-    and what ``dispatch`` sends as inputs / variables / parameters (all strings)."""
+    and what ``dispatch`` sends as inputs / variables / parameters (all strings).
+
+    An ``artifact_uri`` that names a file (a path, ``file:``) is not handed on: on a CI runner it
+    would be read from the runner's own disk (its credentials, its other jobs' files), which no
+    sender may choose, and the registry's host is not the runner anyway. The pipeline then fetches
+    the version through its registry (``models:/NAME/VERSION``)."""
     values = {
         "model": check_value("model", event.model),
         "version": check_value("version", event.version),
@@ -140,7 +150,7 @@ def pipeline_inputs(event: ModelVersionEvent, pipeline: Mapping[str, Any], run_i
         # (else the MLFLOW_TRACKING_URI the CI system's variables give)
         "tracking-uri": "",
     }
-    if event.artifact_uri:
+    if event.artifact_uri and not is_local_reference(event.artifact_uri):
         values["artifact-uri"] = check_value("artifact_uri", event.artifact_uri, "artifact uri")
     for key, value in sorted(event.registry.items()):
         check_value(f"registry.{key}", f"{key}={value}", "registry")

@@ -14,7 +14,10 @@ a ``wandb-artifact://https://HOST/...`` string names a host; it is fetched only 
 
 The files land in ``dest/model``. W&B's client writes what its manifest lists without checking
 the bytes it got, so every stored file (not a reference to another bucket) is then checked
-against the manifest's size and MD5; a mismatch fails the fetch, naming the file.
+against the manifest's size and MD5; a mismatch fails the fetch, naming the file. A reference to
+a bucket or URL is checked by the SDK (the store's ETag against the manifest's digest; an ETag is
+not always the bytes' MD5, so they are not hashed again); a reference to a file on this machine
+(``file://``) is refused unless it lies below an allowed root (``check_references``).
 """
 
 from __future__ import annotations
@@ -71,6 +74,25 @@ def _md5_b64(path: Path) -> str:
     return base64.b64encode(h.digest()).decode()
 
 
+def check_references(artifact, roots: tuple[Path, ...] | None) -> None:
+    """A manifest entry may reference a file instead of holding it (``file:///...``): the SDK would
+    copy it from the disk of the machine that fetches (a CI runner, the listener's host). That path
+    is the registry's word, not the caller's: it is fetched only below an allowed root (the
+    listener's ``fetch.allowed_roots``, the rule's ``allowed_roots``), like a local path in an event,
+    and never when the caller named none (``package`` in a CI job)."""
+    from .local import FIX, check_allowed, to_path
+
+    for name, entry in artifact.manifest.entries.items():
+        ref = getattr(entry, "ref", None) or ""
+        if urlsplit(ref).scheme.lower() != "file":
+            continue  # s3://, gs://, https://: the SDK compares the store's ETag with the manifest's digest
+        if not roots:
+            raise ConfigError(f"W&B artifact {artifact.qualified_name}: {name} is a reference to {ref!r}, a file on "
+                              "the disk of the machine that fetches it; refused: log the file into the artifact "
+                              f"(artifact.add_file) or reference a bucket, or {FIX.removeprefix('to allow it, ')}")
+        check_allowed(ref, to_path(ref), roots)
+
+
 def verify(artifact, root: Path) -> None:
     """Check each downloaded file against the manifest (size, MD5)."""
     for path, entry in artifact.manifest.entries.items():
@@ -120,6 +142,7 @@ class WandbBackend:
         if artifact is None:
             raise NotFoundError(f"model URI {uri!r}: W&B at {server} has no artifact with this id, or the API key "
                                 "may not read it")
+        check_references(artifact, ctx.allowed_roots)
         model = dest / "model"
         ctx.progress(f"fetching W&B artifact {artifact.qualified_name} ({artifact.file_count} file(s)) from {server}")
         try:

@@ -35,10 +35,11 @@ def _b64md5(data: bytes) -> str:
 
 class Artifact:
     def __init__(self, aid: str, collection: str, index: int, aliases: list[str], files: dict[str, bytes],
-                 served: dict[str, bytes] | None = None) -> None:
+                 served: dict[str, bytes] | None = None, refs: dict[str, tuple[str, bytes]] | None = None) -> None:
         self.id, self.collection, self.index, self.aliases = aid, collection, index, aliases
         self.files = files  # what the manifest lists
         self.served = {**files, **(served or {})}  # what the file URLs answer (a tampered file differs)
+        self.refs = refs or {}  # manifest entries that reference a file elsewhere: name -> (ref URI, its bytes)
 
 
 @contextmanager
@@ -81,7 +82,7 @@ def wandb_server(artifacts: list[Artifact], entity: str = ENTITY, project_name: 
     def files(a: Artifact) -> dict:
         return {"pageInfo": {"__typename": "PageInfo", "endCursor": None, "hasNextPage": False},
                 "edges": [{"node": {"__typename": "File", "name": name, "directUrl": f"{server.url}/files/{a.id}/{name}"}}
-                          for name in sorted(a.files)]}
+                          for name in sorted({**a.files, **a.refs})]}  # W&B lists reference entries as files too
 
     viewer = {"id": "VXNlcjox", "name": "CI", "entity": entity, "username": "ci", "email": "ci@example.com",
               "admin": False, "flags": "{}", "deletedAt": None, "apiKeys": {"edges": []}, "teams": {"edges": []}}
@@ -131,7 +132,9 @@ def wandb_server(artifacts: list[Artifact], entity: str = ENTITY, project_name: 
         if name == "wandb_manifest.json":
             return Reply(200, {"version": 1, "storagePolicy": "wandb-storage-policy-v1",
                                "storagePolicyConfig": {"storageLayout": "V2"},
-                               "contents": {n: {"digest": _b64md5(d), "size": len(d)} for n, d in a.files.items()}})
+                               "contents": {**{n: {"digest": _b64md5(d), "size": len(d)} for n, d in a.files.items()},
+                                            **{n: {"digest": _b64md5(d), "size": len(d), "ref": ref}
+                                               for n, (ref, d) in a.refs.items()}}})
         return Reply(200, a.served[name], headers={"Content-Type": "application/octet-stream"})
 
     # the SDK keeps artifacts by id for the whole process, with the file URLs of the server that
@@ -191,6 +194,29 @@ def test_a_file_that_differs_from_the_manifest_is_not_deployed(tmp_path, w_env):
                         served={"model.pkl": b"swapped"})
     with serving(w_env, [tampered]), pytest.raises(ServiceError, match=r"model\.pkl has MD5 .*manifest says"):
         fetch(f"wandb-artifact://{ENTITY}/{PROJECT}/churn-model:v3", tmp_path / "a")
+
+
+def test_a_reference_to_a_file_on_the_fetching_machine_is_refused_unless_allowed(tmp_path, w_env):
+    """Whoever can log artifacts could list the fetching machine's files (a CI runner's keys) in a
+    manifest, with their digest: the SDK would copy them into the model, and so into the image."""
+    secret_dir = tmp_path / "runner-home"
+    secret_dir.mkdir()
+    secret = secret_dir / "id_ed25519"
+    secret.write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY-----")
+    planted = Artifact("QXJ0aWZhY3Q6MTA0", "churn-model", 4, [], {"model.pkl": b"pickled-v4"},
+                       refs={"extra/key": (secret.as_uri(), secret.read_bytes())})
+    with serving(w_env, [planted]):
+        uri = f"wandb-artifact://{ENTITY}/{PROJECT}/churn-model:v4"
+        for roots in (None, []):  # a CI job's `package` (no roots), the listener with none configured
+            with pytest.raises(ConfigError) as err:
+                fetch(uri, tmp_path / f"refused-{roots}", allowed_roots=roots)
+            assert "extra/key" in str(err.value) and secret.as_uri() in str(err.value), err.value
+            assert not list((tmp_path / f"refused-{roots}").rglob("key")), "the file was copied before the refusal"
+        with pytest.raises(ConfigError, match="not below an allowed root"):
+            fetch(uri, tmp_path / "elsewhere", allowed_roots=[tmp_path / "models"])
+        allowed = fetch(uri, tmp_path / "allowed", allowed_roots=[secret_dir])  # a shared folder the config lists
+        assert (allowed.path / "extra" / "key").read_bytes() == secret.read_bytes()
+        assert (allowed.path / "model.pkl").read_bytes() == b"pickled-v4"
 
 
 def test_missing_version_and_bad_key_are_named(tmp_path, w_env):

@@ -305,3 +305,25 @@ def test_github_stages_after_package_name_the_target_so_the_action_installs_its_
     steps = github_stage_steps(render("github", {"target": "kubernetes", "push": True}))
     for stage in ("deploy", "smoke-test", "promote", "rollback"):
         assert steps[stage]["with"]["target"] == "kubernetes", stage
+
+
+def test_a_file_named_by_the_event_is_never_handed_to_a_ci_runner():
+    """An event's artifact_uri that is a path or a file: URI would be read from the runner's own
+    disk by `package`: the pipeline gets no artifact-uri and fetches the version through its
+    registry (models:/NAME/VERSION) instead; registry URIs are handed on as they are."""
+    from pipeline_plugin.render import pipeline_inputs
+
+    def inputs(uri: str) -> dict:
+        event = ModelVersionEvent.from_dict({"source": "cloudevents", "kind": "model_version.created",
+                                             "model": "churn", "version": "3", "artifact_uri": uri})
+        return pipeline_inputs(event, {}, "run_1")
+
+    for local in ("file:///home/runner/.ssh/id_rsa", "FILE:/etc/passwd", "/proc/self/environ", "mlruns/1/model"):
+        assert inputs(local)["artifact-uri"] == "", local
+    for remote in ("models:/churn/3", "s3://bucket/churn/3/model.tar.gz", "hf://acme/churn@0123abc",
+                   "wandb-artifact://acme/churn/model:v3"):
+        assert inputs(remote)["artifact-uri"] == remote, remote
+    rendered = yaml.safe_load(render_pipeline("github", ModelVersionEvent.from_dict(
+        {"source": "mlflow", "kind": "model_version.created", "model": "churn", "version": "3",
+         "artifact_uri": "file:///mlruns/1/abc/artifacts/model"}), "r", {}).text)
+    assert "file:" not in json.dumps(rendered)
