@@ -13,14 +13,19 @@
   ``pipeline_plugin_poller_consecutive_errors{source}``, ``pipeline_plugin_poller_last_success_timestamp_seconds{source}``,
   ``pipeline_plugin_poller_next_poll_timestamp_seconds{source}`` and ``pipeline_plugin_poller_info{source, registry,
   state, last_error}``: the pollers' health, read from their inbox leases (so any replica shows the one polling).
+- SQLite inbox: ``pipeline_plugin_inbox_lock_waits_total`` (batches of deliveries that found the
+  database's write lock held by another process, e.g. ``serve``'s worker process or a command, and
+  waited), ``pipeline_plugin_inbox_lock_wait_seconds_total`` (how long in all) and
+  ``pipeline_plugin_inbox_handed_over_total`` (deliveries that waited over 50 ms and went to the
+  writer thread): what slows acknowledgements besides the disk.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .inbox import Inbox
@@ -50,6 +55,29 @@ class _InboxCollector(Collector):
             runs.add_metric([status], counts["runs"].get(status, 0))
         yield runs
         yield from _poller_metrics(self.inbox)
+
+
+class _WriterCollector(Collector):
+    """The SQLite inbox's loop writer's waits for the write lock (nothing before the first delivery)."""
+
+    def __init__(self, writer: Callable[[], Any]) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Metric]:
+        writer = self.writer()
+        if writer is None:
+            return
+        for name, doc, value in (
+            ("pipeline_plugin_inbox_lock_waits", "Batches of deliveries that waited for the inbox's write lock",
+             writer.lock_waits),
+            ("pipeline_plugin_inbox_lock_wait_seconds", "Seconds batches of deliveries waited for the write lock",
+             writer.lock_wait_seconds),
+            ("pipeline_plugin_inbox_handed_over", "Deliveries handed to the writer thread after waiting for the lock",
+             writer.handed_over),
+        ):
+            family = CounterMetricFamily(name, doc)
+            family.add_metric([], value)
+            yield family
 
 
 def _epoch(value) -> float:
@@ -89,7 +117,7 @@ def _poller_metrics(inbox: Inbox) -> Iterator[Metric]:
 class Metrics:
     """One registry per listener (tests start several in one process)."""
 
-    def __init__(self, inbox: Inbox) -> None:
+    def __init__(self, inbox: Inbox, writer: Callable[[], Any] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.deliveries = Counter(
             "pipeline_plugin_deliveries",
@@ -105,6 +133,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_InboxCollector(inbox))
+        if writer is not None:  # the SQLite inbox's loop writer (inbox.loop_writer.LoopWriter), once made
+            self.registry.register(_WriterCollector(writer))
         #: the labelled children (the objects labels() returns): labels() per delivery costs a
         #: lock and a lookup
         self._children: dict[tuple[Any, ...], Any] = {}

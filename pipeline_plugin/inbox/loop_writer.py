@@ -107,6 +107,10 @@ class LoopWriter:
         self.stored = 0
         self.syncs = 0
         self.handed_over = 0
+        #: batches that found the write lock held by another connection (another process), and the
+        #: seconds they waited for it (until they got it, or were handed to the writer thread)
+        self.lock_waits = 0
+        self.lock_wait_seconds = 0.0
 
     # ---- on the loop ----------------------------------------------------------------------------
     async def put(self, source: str, events: list[Any], meta: dict[str, Any]) -> PutResult:
@@ -169,7 +173,7 @@ class LoopWriter:
         except (sqlite3.Error, OSError):
             self._hand_over(items, jobs)
             return
-        self.busy_since = None
+        self._waited()
         try:
             batch = self._store(db, items, jobs)
             db.execute("COMMIT")  # written to the WAL, not yet flushed: nobody is answered yet
@@ -204,9 +208,15 @@ class LoopWriter:
             self.busy_since = now
         return now - self.busy_since < BUSY_PATIENCE
 
+    def _waited(self) -> None:
+        if self.busy_since is not None:
+            self.lock_waits += 1
+            self.lock_wait_seconds += self.loop.time() - self.busy_since
+            self.busy_since = None
+
     def _hand_over(self, items: list[_Item], jobs: list[tuple[Callable[[sqlite3.Connection], Any], Future]]) -> None:
         """The writer thread stores these (it waits for the lock, and answers errors per delivery)."""
-        self.busy_since = None
+        self._waited()
         self.handed_over += len(items)
         for item in items:
             _chain(self.inbox._committer.submit_here(PutJob(item.source, item.events, item.meta, utcnow())),

@@ -83,6 +83,12 @@ def test_deliveries_of_a_locked_database_go_to_the_writer_thread_and_share_its_c
     finally:
         blocker.close()
     assert listener._writer.handed_over == N and listener._writer.batches == 0
+    # operators see it: the waits for the lock and the hand-over are counted in /metrics
+    metrics = {line.split(" ")[0]: float(line.split(" ")[1]) for line in listener.metrics.render().decode().splitlines()
+               if line.startswith("pipeline_plugin_inbox_")}
+    assert metrics["pipeline_plugin_inbox_handed_over_total"] == N, metrics
+    assert metrics["pipeline_plugin_inbox_lock_waits_total"] >= 1, metrics
+    assert metrics["pipeline_plugin_inbox_lock_wait_seconds_total"] >= 0.04, metrics  # BUSY_PATIENCE: 0.05 s
     # the first delivery's transaction waited for the lock; all the others came while it did and
     # went into one more transaction: 2 commits (fsyncs) for N deliveries, not N
     assert commits <= 2, commits
@@ -142,6 +148,8 @@ def test_concurrent_deliveries_share_one_fsync_and_none_is_answered_before_it(tm
     writer = listener._writer
     assert (writer.batches, writer.syncs, len(flushed), writer.handed_over) == (2, 2, 2, 0)
     assert listener.inbox._committer.commits == 0  # the writer thread was never needed
+    text = listener.metrics.render().decode()
+    assert "pipeline_plugin_inbox_lock_waits_total 0.0" in text and "pipeline_plugin_inbox_handed_over_total 0.0" in text
     ids = [r.json()["stored"][0] for r in responses]
     fresh = sqlite3.connect(listener.inbox.path)
     try:
