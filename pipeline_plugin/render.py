@@ -25,6 +25,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from . import __version__, settings
 from .errors import ConfigError, PayloadError, suggest
 from .events import ModelVersionEvent
+from .fetch import names_a_file
 
 #: render providers -> (template folder, template file, output path inside a repository)
 TEMPLATES: dict[str, tuple[str, str, str]] = {
@@ -122,11 +123,6 @@ INPUT_VARIABLES = {
 }
 
 
-def is_local_reference(uri: str) -> bool:
-    """A path or a ``file:`` URI: a file on some machine's disk rather than in a registry."""
-    return uri[:5].lower() == "file:" or not re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", uri)
-
-
 def pipeline_inputs(event: ModelVersionEvent, pipeline: Mapping[str, Any], run_id: str) -> dict[str, str]:
     """The checked values a pipeline receives for one event: what ``render`` writes as defaults
     and what ``dispatch`` sends as inputs / variables / parameters (all strings).
@@ -150,7 +146,7 @@ def pipeline_inputs(event: ModelVersionEvent, pipeline: Mapping[str, Any], run_i
         # (else the MLFLOW_TRACKING_URI the CI system's variables give)
         "tracking-uri": "",
     }
-    if event.artifact_uri and not is_local_reference(event.artifact_uri):
+    if event.artifact_uri and not names_a_file(event.artifact_uri):
         values["artifact-uri"] = check_value("artifact_uri", event.artifact_uri, "artifact uri")
     for key, value in sorted(event.registry.items()):
         check_value(f"registry.{key}", f"{key}={value}", "registry")

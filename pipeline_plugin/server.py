@@ -208,7 +208,7 @@ class Listener:
         self.workers_wanted = workers
         self.state_dir = state_dir
         self.inbox = open_inbox(state_dir)  # PostgreSQL (shared by replicas) for a postgresql:// URL
-        self.metrics = Metrics(self.inbox, writer=lambda: getattr(self, "_writer", None))
+        self.metrics = Metrics(self.inbox, writer=lambda: self._writer)
         self.config = config or ServerConfig()
         self.insecure = insecure_no_auth
         self.rules = list(rules)

@@ -89,6 +89,11 @@ def _backends() -> list[Backend]:
     return found
 
 
+def names_a_file(uri: str) -> bool:
+    """A path or a ``file:`` URI (any case): a file on some machine's disk rather than in a registry."""
+    return uri[:5].lower() == "file:" or not _SCHEME.match(uri)
+
+
 def backend_for(uri: str) -> Backend:
     """The backend that takes ``uri``; ConfigError naming the supported forms otherwise."""
     backends = _backends()

@@ -86,11 +86,15 @@ def check_references(artifact, roots: tuple[Path, ...] | None) -> None:
         ref = getattr(entry, "ref", None) or ""
         if urlsplit(ref).scheme.lower() != "file":
             continue  # s3://, gs://, https://: the SDK compares the store's ETag with the manifest's digest
+        where = f"W&B artifact {artifact.qualified_name}: {name} is a reference to {ref!r}, a file on the disk of " \
+                "the machine that fetches it"
         if not roots:
-            raise ConfigError(f"W&B artifact {artifact.qualified_name}: {name} is a reference to {ref!r}, a file on "
-                              "the disk of the machine that fetches it; refused: log the file into the artifact "
-                              f"(artifact.add_file) or reference a bucket, or {FIX.removeprefix('to allow it, ')}")
-        check_allowed(ref, to_path(ref), roots)
+            raise ConfigError(f"{where}; refused: log the file into the artifact (artifact.add_file) or reference a "
+                              f"bucket instead; {FIX}")
+        try:
+            check_allowed(ref, to_path(ref), roots)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}; {exc}") from None
 
 
 def verify(artifact, root: Path) -> None:
